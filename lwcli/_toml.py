@@ -1,0 +1,22 @@
+"""TOML reading (tomllib on 3.11+, tomli before) and writing (tomli_w)."""
+
+from __future__ import annotations
+
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib as _reader
+else:  # pragma: no cover
+    import tomli as _reader
+
+TOMLDecodeError = _reader.TOMLDecodeError
+
+
+def loads(text: str) -> dict:
+    return _reader.loads(text)
+
+
+def dumps(data: dict) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(data)

@@ -1,0 +1,441 @@
+"""One function per use case. The CLI is a thin layer over these; Python users call them too.
+
+Each function validates its inputs, resolves the device once, calls the pure engine and
+returns a frozen result. Failures raise :class:`lwcli.errors.LwError` subclasses and leave the
+market exactly as it was.
+"""
+
+from __future__ import annotations
+
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import (DataError, MetricMismatchError, NotFoundError, SpecError, UsageError)
+from .specfile import Spec
+
+
+# ------------------------------------------------------------------------------ spec
+
+def _resolve_island_for_features(market, features: Sequence[str], island: str | None,
+                                 task: str | None):
+    """Find the one island whose input space matches ``features`` (any column order)."""
+    isl = market.islands()
+    if island:
+        return market.island(island)
+    fs = set(features)
+    matches = [i for i in isl.values() if set(i.key["features"]) == fs]
+    if task:
+        matches = [i for i in matches if i.key["task"] == task]
+    if not matches:
+        known = "; ".join(f"{i.id}: {len(i.key['features'])} features" for i in isl.values())
+        raise NotFoundError(
+            f"no island of this market takes the {len(fs)} input columns {sorted(fs)[:6]}"
+            f"{'...' if len(fs) > 6 else ''}", f"islands: {known or 'none'}; check column names")
+    if len(matches) > 1:
+        raise UsageError(f"{len(matches)} islands take these columns: "
+                         f"{', '.join(i.id for i in matches)}", "pick one with --island or --task")
+    return matches[0]
+
+
+def build_spec(
+    data: str | Path,
+    *,
+    target: str | None = None,
+    model: str | Path | None = None,
+    model_format: str | None = None,
+    trust: bool = False,
+    meta: str | Path | None = None,
+    k: int = 100,
+    seed: int = 0,
+    device: str | None = None,
+    market: str | Path | None = None,
+    island: str | None = None,
+    task: str | None = None,
+    clamp_k: bool = False,
+) -> Spec:
+    """Fit an RKME specification of ``data``.
+
+    - with ``model`` (a developer): embeds ``(x, model(x))``; task and outputs come from
+      ``meta`` (learnware.toml), which is then required;
+    - with ``target`` only (a user with labels): embeds ``(x, y)``, a label-aware requirement;
+    - with neither (a user without labels): embeds ``x``.
+    With ``market``, the island's kernel metric is used (and must be, for the spec to be
+    comparable); without it a metric is fitted from the data. ``clamp_k`` lowers ``k`` to the
+    row count instead of failing (search does this for small user samples).
+    """
+    from .device import resolve_device
+    from .engine.kernels import fit_metric
+    from .engine.rkme import fit_rkme
+    from .io import read_table
+    from .labels import encode_outputs, label_str
+    from .market.manifest import read_manifest
+
+    if model is not None and target is not None:
+        raise UsageError("--model and --target both given",
+                         "a developer passes --model (outputs come from it); a user passes --target")
+    man = read_manifest(meta) if meta is not None else None
+    if model is not None and man is None:
+        raise UsageError("--model needs --meta learnware.toml",
+                         "pass the manifest so lw knows the task, features and outputs")
+    isl = None
+    features = list(man.features) if man else None
+    table = read_table(data, target=target, features=features, min_rows=1)
+    if market is not None:
+        from .market.store import Market
+
+        mk = Market.open(market)
+        if island is not None:
+            isl = mk.island(island)
+            if man is not None and man.island_id() != isl.id:
+                raise UsageError(f"--meta places the model on island {man.island_id()}, not "
+                                 f"{island}", "drop --island or fix the manifest")
+        elif man is not None:
+            isl = mk.islands().get(man.island_id())  # None: this spec will found a new island
+        else:
+            isl = _resolve_island_for_features(mk, table.features, island, task)
+        if isl is not None and man is None:  # reorder the columns to the island's order
+            table = read_table(data, target=target, features=isl.key["features"])
+    if clamp_k:
+        k = min(k, table.n_rows)
+    if k > table.n_rows:
+        raise DataError(f"--k {k} reduced points asked for, but {table.path} has {table.n_rows} rows",
+                        f"use --k {table.n_rows} or fewer, or pass more rows")
+    dev = resolve_device(device)
+    task = outputs = source = None
+    Y = None
+    if model is not None:
+        from .market.manifest import MODEL_EXTENSIONS
+        from .market.models import load_model, model_outputs
+
+        mp = Path(model)
+        if not mp.is_file():
+            raise NotFoundError(f"model file {mp} does not exist", "check the path")
+        fmt = model_format or man.model_format
+        if fmt not in MODEL_EXTENSIONS:
+            raise UsageError(f"unknown model format {fmt!r}", "use skops, onnx, pickle or joblib")
+        mdl = load_model(mp.read_bytes(), fmt, trust=trust)
+        task, outputs, source = man.task, tuple(man.outputs), "model"
+        Y = model_outputs(mdl, table.X, task, outputs)
+    elif target is not None:
+        if isl is not None:
+            task, outputs = isl.key["task"], tuple(isl.key["outputs"])
+        elif man is not None:
+            task, outputs = man.task, tuple(man.outputs)
+        else:
+            y = table.y
+            numeric = y.dtype != object
+            task = "regression" if numeric and len(np.unique(y)) > 20 else (
+                "classification" if not numeric or np.allclose(y, np.round(y)) else "regression")
+            outputs = (tuple(sorted({label_str(v) for v in y})) if task == "classification"
+                       else (target,))
+        if task == "regression":
+            outputs = tuple(outputs)
+        Y = encode_outputs(table.y, task, outputs, f"target column {target!r}")
+        source = "target"
+    if isl is not None:
+        metric = isl.metric if Y is not None else isl.metric.input_metric()
+    else:
+        metric = fit_metric(table.X, Y, task=task, seed=seed)
+    Z = table.X if Y is None else np.hstack([table.X, Y])
+    rkme = fit_rkme(Z, metric, k=k, seed=seed, device=dev)
+    return Spec(rkme=rkme, features=tuple(table.features), task=task,
+                outputs=tuple(outputs) if outputs else (), output_source=source,
+                island=isl.id if isl is not None else None)
+
+
+def write_spec(spec: Spec, out: str | Path) -> Path:
+    from .market.store import atomic_write
+
+    p = Path(out)
+    if p.parent and not p.parent.exists():
+        raise NotFoundError(f"output folder {p.parent} does not exist", "create it first")
+    atomic_write(p, spec.to_bytes())
+    return p
+
+
+# ------------------------------------------------------------------------------ pack
+
+@dataclass(frozen=True)
+class PackResult:
+    path: str
+    id: str
+    size: int
+    model_format: str
+
+
+def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path, *,
+         trust: bool = False) -> PackResult:
+    """Bundle model + specification + learnware.toml into one ``.lw`` package."""
+    from dataclasses import replace
+
+    from .market.checks import check_consistency
+    from .market.manifest import MODEL_EXTENSIONS, read_manifest
+    from .market.models import skops_untrusted
+    from .market.package import build_package, unpack_bytes
+    from .market.store import atomic_write
+    from .errors import UntrustedModelError
+    from .specfile import read_spec
+
+    man = read_manifest(meta)
+    sp = read_spec(spec)
+    check_consistency(man, sp)
+    mp = Path(model)
+    if not mp.is_file():
+        raise NotFoundError(f"model file {mp} does not exist", "check the path")
+    data = mp.read_bytes()
+    if man.trust_required and not trust:
+        raise UntrustedModelError(
+            f"model format {man.model_format!r} runs arbitrary code when loaded",
+            "pass --trust to package it anyway (users will need --trust too), or use skops/ONNX")
+    if man.model_format == "skops":
+        bad = skops_untrusted(data)
+        if bad:
+            raise UntrustedModelError(f"the skops model holds types outside scikit-learn/numpy/"
+                                      f"scipy: {bad[:5]}", "the market would refuse it; use ONNX")
+    expected_ext = MODEL_EXTENSIONS[man.model_format]
+    model_file = man.model_file if man.model_file.endswith(expected_ext) else f"model{expected_ext}"
+    man = replace(man, model_file=model_file, package={
+        "format_version": 1, "created_with": f"lw {__version__}",
+        "trust_required": man.trust_required, "packed_with_trust": bool(trust)})
+    blob = build_package(man, sp, data)
+    pkg = unpack_bytes(blob, str(out))  # what we wrote must read back
+    out = Path(out)
+    atomic_write(out, blob)
+    return PackResult(str(out), pkg.learnware_id, len(blob), man.model_format)
+
+
+# ------------------------------------------------------------------------------ submit
+
+@dataclass(frozen=True)
+class SubmitResult:
+    id: str
+    island: str
+    status: str                 # "added" | "exists"
+    island_created: bool = False
+    qa: dict = field(default_factory=dict)
+
+
+def submit(package: str | Path, market: str | Path, *, trust: bool = False,
+           timeout: float | None = None, device: str | None = None) -> SubmitResult:
+    """Check a package and store it in the market. Idempotent: same package, same id."""
+    from .device import resolve_device
+    from .market.checks import DEFAULT_TIMEOUT, quality_check
+    from .market.index import add_to_index
+    from .market.package import read_package
+    from .market.store import Island, Market, market_lock, utcnow
+
+    mk = Market.open(market)
+    pkg = read_package(package)
+    lw_id = pkg.learnware_id
+    iid = pkg.manifest.island_id()
+    if mk.has(lw_id):
+        return SubmitResult(lw_id, iid, "exists")
+    metric = pkg.spec.rkme.metric
+    existing = mk.islands().get(iid)
+    if existing is not None and existing.metric.digest() != metric.digest():
+        raise MetricMismatchError(
+            f"the package's specification was fitted with kernel metric {metric.digest()}, but "
+            f"island {iid} uses {existing.metric.digest()}",
+            f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
+    qa = quality_check(pkg, trust=trust, timeout=timeout or DEFAULT_TIMEOUT, tmp_dir=mk.layout.tmp)
+    dev = resolve_device(device)
+    with market_lock(mk.layout):
+        mk.reload()
+        created = False
+        current = mk.islands().get(iid)
+        if current is None:
+            mk._add_island(Island(iid, pkg.manifest.island_key(), metric, utcnow(), lw_id))
+            created = True
+        elif current.metric.digest() != metric.digest():
+            raise MetricMismatchError(
+                f"island {iid} was created meanwhile with kernel metric {current.metric.digest()}",
+                f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
+        record = {"id": lw_id, "island": iid, "submitted_at": utcnow(),
+                  "lw_version": __version__, "trusted_load": bool(trust), "qa": qa.to_dict()}
+        added = mk.commit_learnware(lw_id, pkg.files, record)
+        add_to_index(mk, lw_id, dev)
+    return SubmitResult(lw_id, iid, "added" if added else "exists", created, qa.to_dict())
+
+
+# ------------------------------------------------------------------------------ search
+
+@dataclass(frozen=True)
+class SearchResult:
+    island: str
+    mode: str                              # "xy" (label-aware) or "x" (inputs only)
+    single: list[dict]
+    mixture: dict
+    requirement: dict
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"island": self.island, "mode": self.mode, "single": self.single,
+                "mixture": self.mixture, "requirement": self.requirement,
+                "warnings": self.warnings}
+
+
+def _island_stack(mk, iid: str, dev):
+    from .market.index import _stack_for, learnware_summary, load_index
+
+    idx = load_index(mk)
+    if idx is not None and iid in idx.catalog["islands"]:
+        ids = idx.ids(iid)
+        return ids, idx.stack(iid), {i: idx.catalog["learnwares"][i] for i in ids}, []
+    ids = sorted(i for i in mk.ids() if mk.manifest(i).island_id() == iid)
+    if not ids:
+        return [], None, {}, []
+    note = "the market has no index for this island; run `lw market refresh` to speed search up"
+    return ids, _stack_for(mk, mk.island(iid), ids, dev), \
+        {i: learnware_summary(mk, i) for i in ids}, [note]
+
+
+def search(
+    market: str | Path,
+    *,
+    data: str | Path | None = None,
+    target: str | None = None,
+    spec: str | Path | Spec | None = None,
+    tags: Sequence[str] = (),
+    top: int = 10,
+    island: str | None = None,
+    task: str | None = None,
+    k: int = 100,
+    seed: int = 0,
+    device: str | None = None,
+    max_members: int = 5,
+) -> SearchResult:
+    """Rank an island's learnwares against a requirement, and find the best mixture.
+
+    The requirement is built locally from ``data`` (label-aware with ``target``) or read from
+    ``spec``. Scores are absolute: ``1 - MMD/sqrt(2)``.
+    """
+    from .device import resolve_device
+    from .engine.search import Ranking, mixture_search, rank_single
+    from .market.store import Market
+    from .specfile import read_spec
+
+    if (data is None) == (spec is None):
+        raise UsageError("give exactly one of --data and --spec", "see lw search --help")
+    if target is not None and data is None:
+        raise UsageError("--target goes with --data", "drop --target when using --spec")
+    if top < 1:
+        raise UsageError(f"--top must be >= 1, got {top}", "pass a positive number")
+    mk = Market.open(market)
+    dev = resolve_device(device)
+    if spec is not None:
+        req = spec if isinstance(spec, Spec) else read_spec(spec)
+        isl = _resolve_island_for_features(mk, req.features, island, task)
+        if tuple(req.features) != tuple(isl.key["features"]):
+            raise SpecError(f"the requirement's features are in another order than island "
+                            f"{isl.id}'s", "rebuild it with lw spec --market")
+        if req.kind == "joint" and tuple(req.outputs) != tuple(isl.key["outputs"]):
+            raise SpecError(f"the requirement's outputs {list(req.outputs)} differ from island "
+                            f"{isl.id}'s {isl.key['outputs']}", "rebuild it with lw spec --market")
+    else:
+        req = build_spec(data, target=target, k=k, seed=seed, device=device, market=market,
+                         island=island, task=task, clamp_k=True)
+        isl = mk.island(req.island)
+    ids, stack, summaries, notes = _island_stack(mk, isl.id, dev)
+    if stack is None:
+        raise NotFoundError(f"island {isl.id} has no learnwares", "submit some first")
+    ranking = rank_single(stack, req.rkme, dev)
+    allowed = np.ones(len(ids), dtype=bool)
+    if tags:
+        allowed = np.array([set(tags) <= set(summaries[i]["tags"]) for i in ids])
+        if not allowed.any():
+            raise NotFoundError(f"no learnware on island {isl.id} carries all tags {list(tags)}",
+                                "drop or change --tag")
+    order = [j for j in ranking.order if allowed[j]]
+    scores = Ranking.score(ranking.mmd2)
+    single = [{"id": ids[j], "name": summaries[ids[j]]["name"],
+               "mmd2": float(ranking.mmd2[j]), "score": float(scores[j])} for j in order[:top]]
+    if tags and not allowed.all():
+        sub_idx = np.flatnonzero(allowed)
+        from .engine.search import Ranking as R, SpecStack
+
+        sub = SpecStack(stack.metric, np.asarray(stack.points)[sub_idx],
+                        np.asarray(stack.beta)[sub_idx], stack.self_xy[sub_idx],
+                        stack.self_x[sub_idx])
+        sub_rank = R(ranking.mode, ranking.mmd2[sub_idx], ranking.cross[sub_idx],
+                     ranking.self_user, np.argsort(ranking.mmd2[sub_idx], kind="stable"))
+        mix = mixture_search(sub, req.rkme, sub_rank, max_members=max_members, device=dev)
+        members = [ids[sub_idx[m]] for m in mix.members]
+    else:
+        mix = mixture_search(stack, req.rkme, ranking, max_members=max_members, device=dev)
+        members = [ids[m] for m in mix.members]
+    mixture = {"ids": members, "names": [summaries[i]["name"] for i in members],
+               "weights": [float(w) for w in mix.weights], "mmd2": float(mix.mmd2),
+               "score": float(Ranking.score(mix.mmd2)), "noise_floor": float(mix.noise_floor)}
+    requirement = {"kind": req.kind, "n_rows": req.rkme.n_rows, "k": req.rkme.k,
+                   "metric_digest": req.rkme.metric.digest(), "approx_error": req.rkme.approx_error}
+    return SearchResult(isl.id, ranking.mode, single, mixture, requirement, notes)
+
+
+# ------------------------------------------------------------------------------ market
+
+def market_init(root: str | Path) -> dict:
+    from .market.store import Market
+
+    mk = Market.init(root)
+    return {"market": str(mk.root), "islands": len(mk.islands()), "learnwares": len(mk.ids())}
+
+
+def market_ls(market: str | Path, *, island: str | None = None,
+              tags: Sequence[str] = ()) -> list[dict]:
+    from .market.index import learnware_summary, load_index
+    from .market.store import Market
+
+    mk = Market.open(market)
+    idx = load_index(mk)
+    rows = list(idx.catalog["learnwares"].values()) if idx is not None else \
+        [learnware_summary(mk, i) for i in mk.ids()]
+    if island:
+        rows = [r for r in rows if r["island"] == island]
+    if tags:
+        rows = [r for r in rows if set(tags) <= set(r["tags"])]
+    return sorted(rows, key=lambda r: (r["island"], r["name"], r["id"]))
+
+
+def market_info(market: str | Path, lw_id: str) -> dict:
+    from .market.store import Market
+
+    mk = Market.open(market)
+    man = mk.manifest(lw_id)
+    rec = mk.record(lw_id)
+    sp = mk.spec(lw_id)
+    return {"id": lw_id, "island": man.island_id(), "manifest": man.to_dict(), "record": rec,
+            "spec": {"k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
+                     "approx_error": sp.rkme.approx_error,
+                     "metric_digest": sp.rkme.metric.digest(), "output_source": sp.output_source}}
+
+
+def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False) -> dict:
+    from .device import resolve_device
+    from .market.index import build_index
+    from .market.store import Market, market_lock
+
+    mk = Market.open(market)
+    dev = resolve_device(device)
+    with market_lock(mk.layout):
+        mk.reload()
+        gen, changed = build_index(mk, dev, force=force)
+    return {"generation": gen, "changed": changed, "learnwares": len(mk.ids()),
+            "islands": len(mk.islands())}
+
+
+def market_verify(market: str | Path, *, device: str | None = None):
+    from .device import resolve_device
+    from .market.checks import verify_market
+    from .market.store import Market
+
+    mk = Market.open(market)
+    return verify_market(mk, resolve_device(device))
+
+
+__all__ = ["build_spec", "write_spec", "pack", "submit", "search", "market_init", "market_ls",
+           "market_info", "market_refresh", "market_verify"]

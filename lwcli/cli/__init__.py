@@ -1,0 +1,1 @@
+"""The ``lw`` command line: thin typer commands over :mod:`lwcli.api`."""

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import options
+from ._errors import handle_errors
+from ._output import info, out, print_json, warn
+
+app = typer.Typer(help="Create, list, inspect, refresh and verify a market directory.",
+                  no_args_is_help=True)
+
+
+@app.command("init")
+@handle_errors
+def init(directory: Path = typer.Argument(..., help="The market directory to create."),
+         as_json: bool = options.Json) -> None:
+    """Create an empty market (idempotent: an existing market is left as it is)."""
+    from .. import api
+
+    res = api.market_init(directory)
+    if as_json:
+        print_json(res)
+    else:
+        info(f"market ready at {res['market']} ({res['learnwares']} learnwares)")
+
+
+@app.command("ls")
+@handle_errors
+def ls(market: Optional[Path] = options.Market,
+       island: Optional[str] = typer.Option(None, "--island"),
+       tag: List[str] = typer.Option([], "--tag"),
+       as_json: bool = options.Json) -> None:
+    """List the market's learnwares."""
+    from .. import api
+
+    rows = api.market_ls(market, island=island, tags=tag)
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    t = Table()
+    t.add_column("id", no_wrap=True, min_width=16)
+    t.add_column("name", no_wrap=True)
+    for col in ("version", "island", "format", "tags"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["id"], r["name"], r["version"], r["island"], r["model_format"],
+                  ",".join(r["tags"]))
+    out.print(t)
+
+
+@app.command("info")
+@handle_errors
+def info_cmd(lw_id: str = typer.Argument(..., metavar="ID"),
+             market: Optional[Path] = options.Market,
+             as_json: bool = options.Json) -> None:
+    """Show one learnware: manifest, QA record, specification summary."""
+    from .. import api
+
+    res = api.market_info(market, lw_id)
+    if as_json:
+        print_json(res)
+        return
+    m = res["manifest"]
+    out.print(f"[bold]{m['name']}[/bold] {m['version']}  ({res['id']})", highlight=False)
+    out.print(m["description"], highlight=False)
+    out.print(f"island {res['island']}; task {m['task']}; objective {m['objective']}; "
+              f"model {m['model']['format']}; license {m['license']}", highlight=False)
+    qa = res["record"].get("qa", {})
+    sp = res["spec"]
+    out.print(f"spec: K={sp['k']} from {sp['n_rows']} rows, approx error "
+              f"{sp['approx_error']:.4f}; QA {qa.get('agreement_metric')} "
+              f"{qa.get('agreement', float('nan')):.3f}; submitted "
+              f"{res['record'].get('submitted_at')}", highlight=False)
+
+
+@app.command("refresh")
+@handle_errors
+def refresh(market: Optional[Path] = options.Market,
+            force: bool = typer.Option(False, "--force", help="Rebuild even if up to date."),
+            device: Optional[str] = options.Device,
+            as_json: bool = options.Json) -> None:
+    """Rebuild the derived index (idempotent; safe to run from cron)."""
+    from .. import api
+
+    res = api.market_refresh(market, device=device, force=force)
+    if as_json:
+        print_json(res)
+    else:
+        info(f"index {res['generation']} {'rebuilt' if res['changed'] else 'already up to date'}"
+             f" ({res['learnwares']} learnwares, {res['islands']} islands)")
+
+
+@app.command("verify")
+@handle_errors
+def verify(market: Optional[Path] = options.Market,
+           device: Optional[str] = options.Device,
+           as_json: bool = options.Json) -> None:
+    """Check hashes, manifests, specs and the index; exit 5 if anything is wrong."""
+    from .. import api
+    from ..errors import MarketError
+
+    rep = api.market_verify(market, device=device)
+    if as_json:
+        print_json(rep.to_dict())
+    else:
+        for p in rep.problems:
+            out.print(f"[red]{p['kind']}[/red] {p['path']}: {p['message']}", highlight=False)
+        for w in rep.warnings:
+            warn(f"{w['kind']} {w['path']}: {w['message']}")
+        info(f"{rep.checked} learnwares checked, {len(rep.problems)} problems")
+    if not rep.ok:
+        raise typer.Exit(MarketError.exit_code)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import options
+from ._errors import handle_errors
+from ._output import out, print_json, warn
+
+
+@handle_errors
+def search(
+    data: Optional[Path] = typer.Option(None, "--data", "-d",
+                                        help="Your data; the requirement is built locally."),
+    target: Optional[str] = typer.Option(None, "--target", "-t",
+                                         help="Label column in --data: match the function, "
+                                              "not only the inputs."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="A precomputed requirement."),
+    market: Optional[Path] = options.Market,
+    tag: List[str] = typer.Option([], "--tag", help="Only learnwares with this tag (repeatable)."),
+    top: int = typer.Option(10, "--top", min=1, help="How many single matches to show."),
+    island: Optional[str] = typer.Option(None, "--island", help="Search this island."),
+    task: Optional[str] = typer.Option(None, "--task",
+                                       help="classification | regression, when columns match several islands."),
+    k: int = typer.Option(100, "--k", min=1, help="Reduced points of the requirement."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = options.Device,
+    as_json: bool = options.Json,
+) -> None:
+    """Find the best single learnware and the best weighted mixture for your data."""
+    from .. import api
+
+    res = api.search(market, data=data, target=target, spec=spec, tags=tag, top=top,
+                     island=island, task=task, k=k, seed=seed, device=device)
+    for w in res.warnings:
+        warn(w)
+    if as_json:
+        print_json(res.to_dict())
+        return
+    from rich.table import Table
+
+    mode = "inputs and labels" if res.mode == "xy" else "inputs only"
+    t = Table(title=f"island {res.island} — matched on {mode}", title_justify="left")
+    t.add_column("#", justify="right")
+    t.add_column("id")
+    t.add_column("name")
+    t.add_column("MMD²", justify="right")
+    t.add_column("score", justify="right")
+    for i, r in enumerate(res.single, 1):
+        t.add_row(str(i), r["id"], r["name"], f"{r['mmd2']:.4f}", f"{r['score']:.3f}")
+    out.print(t)
+    mix = res.mixture
+    parts = ", ".join(f"{n} ({w:.2f})" for n, w in zip(mix["names"], mix["weights"]))
+    out.print(f"mixture: {parts}  MMD² {mix['mmd2']:.4f}  score {mix['score']:.3f}",
+              highlight=False)

@@ -1,0 +1,1 @@
+"""Pure computation: arrays in, dataclasses out. No file I/O, no printing."""

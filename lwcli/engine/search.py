@@ -1,0 +1,219 @@
+"""Search inside one island: the single ranking and the mixture (seed sec. 3.3, eq. 3).
+
+An island's specifications are stacked once (:class:`SpecStack`): every reduced set padded to
+the island's largest K with zero weights, scaled by the island metric. A query then costs one
+batched kernel evaluation between all stacked points and the user's points — no Python loop
+over learnwares.
+
+Two modes: ``"xy"`` (the user's requirement embeds inputs *and* labels, matched against the
+learnwares' (x, y_hat) specifications) and ``"x"`` (inputs only, matched against the input
+marginals). The kernel factorises over coordinates, so the input marginal of a stacked spec is
+its points with the output columns dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MetricMismatchError
+from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
+from .qp import simplex_qp
+from .rkme import RKME
+
+
+@dataclass(frozen=True)
+class SpecStack:
+    """All specifications of one island, ready for batched queries.
+
+    ``points``: (N, K, d) scaled coordinates; ``beta``: (N, K) with zero padding;
+    ``self_xy`` / ``self_x``: each spec's squared RKHS norm in the joint / input-only mode.
+    """
+
+    metric: KernelMetric
+    points: np.ndarray
+    beta: np.ndarray
+    self_xy: np.ndarray
+    self_x: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.points.shape[0])
+
+
+def _self_terms(points: np.ndarray, beta: np.ndarray, gamma: float, device) -> np.ndarray:
+    import torch
+
+    N, K, _ = points.shape
+    out = np.empty(N, dtype=np.float64)
+    per = max(1, CHUNK_ELEMENTS // max(1, K * K))
+    for s in range(0, N, per):
+        P = torch.from_numpy(np.array(points[s : s + per])).to(device)
+        b = torch.from_numpy(np.array(beta[s : s + per])).to(device, P.dtype)
+        G = gram(P, P, gamma)
+        out[s : s + per] = torch.einsum("nk,nkl,nl->n", b, G, b).double().cpu().numpy()
+    return out
+
+
+def build_stack(specs: list[RKME], metric: KernelMetric, device=None,
+                dtype=np.float32) -> SpecStack:
+    """Stack the joint specifications of one island (all fitted under ``metric``)."""
+    import torch
+
+    device = device or torch.device("cpu")
+    d = metric.dim
+    kmax = max((s.k for s in specs), default=1)
+    N = len(specs)
+    points = np.zeros((N, kmax, d), dtype=dtype)
+    beta = np.zeros((N, kmax), dtype=dtype)
+    inv = 1.0 / np.asarray(metric.scales)
+    for i, s in enumerate(specs):
+        if s.metric.digest() != metric.digest():
+            raise MetricMismatchError(
+                f"specification {i} was fitted with metric {s.metric.digest()}, the island "
+                f"uses {metric.digest()}", "refit it with lw spec --market")
+        points[i, : s.k] = s.points * inv
+        beta[i, : s.k] = s.beta
+    self_xy = _self_terms(points, beta, metric.gamma, device)
+    self_x = _self_terms(np.ascontiguousarray(points[:, :, : metric.n_inputs]), beta,
+                         metric.gamma, device)
+    return SpecStack(metric, points, beta, self_xy, self_x)
+
+
+def _user_mode(stack: SpecStack, user: RKME) -> str:
+    m = stack.metric
+    if user.metric.digest() == m.digest():
+        return "xy"
+    if user.metric.digest() == m.input_metric().digest():
+        return "x"
+    raise MetricMismatchError(
+        f"the requirement was fitted with kernel metric {user.metric.digest()}, but this island "
+        f"uses {m.digest()} (or {m.input_metric().digest()} for inputs only)",
+        "rebuild the requirement with lw spec --market (or let lw search --data build it)",
+    )
+
+
+@dataclass(frozen=True)
+class Ranking:
+    mode: str
+    mmd2: np.ndarray          # (N,) squared RKHS distances, user to each learnware
+    cross: np.ndarray         # (N,) <Phi_user, Phi_i>
+    self_user: float
+    order: np.ndarray         # indices, best first
+
+    @staticmethod
+    def score(mmd2: np.ndarray | float) -> np.ndarray:
+        """Absolute similarity in [0, 1]: ``1 - MMD / sqrt(2)`` (sqrt(2) is the largest
+        possible RKHS distance for a normalised kernel). Comparable across queries."""
+        return 1.0 - np.sqrt(np.clip(mmd2, 0.0, 2.0) / 2.0)
+
+
+def _scaled_user(stack: SpecStack, user: RKME, mode: str):
+    m = stack.metric if mode == "xy" else stack.metric.input_metric()
+    return user.points / np.asarray(m.scales), user.beta
+
+
+def rank_single(stack: SpecStack, user: RKME, device=None) -> Ranking:
+    """Squared MMD from the user's requirement to every learnware of the island, batched."""
+    import torch
+
+    device = device or torch.device("cpu")
+    mode = _user_mode(stack, user)
+    gamma = stack.metric.gamma
+    N, K, d = stack.points.shape
+    dm = d if mode == "xy" else stack.metric.n_inputs
+    U, bu = _scaled_user(stack, user, mode)
+    dt = torch.float32 if stack.points.dtype == np.float32 else torch.float64
+    Ut = torch.as_tensor(U, dtype=dt, device=device)
+    but = torch.as_tensor(bu, dtype=dt, device=device)
+    self_user = float(but.double() @ gram(Ut.double(), Ut.double(), gamma) @ but.double())
+    flat = stack.points.reshape(N * K, d)
+    cross = np.empty(N, dtype=np.float64)
+    per = max(1, CHUNK_ELEMENTS // max(1, Ut.shape[0] * K)) * K  # whole learnwares per chunk
+    beta_flat = stack.beta.reshape(N * K)
+    for s in range(0, N * K, per):
+        P = torch.from_numpy(np.array(flat[s : s + per, :dm])).to(device)
+        kb = gram(P, Ut, gamma) @ but                         # (rows,)
+        w = torch.from_numpy(np.array(beta_flat[s : s + per])).to(device)
+        cross[s // K : (s + per) // K] = (kb * w).reshape(-1, K).sum(1).double().cpu().numpy()
+    selfs = stack.self_xy if mode == "xy" else stack.self_x
+    mmd2 = np.maximum(selfs + self_user - 2.0 * cross, 0.0)
+    order = np.argsort(mmd2, kind="stable")
+    return Ranking(mode, mmd2, cross, self_user, order)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    members: np.ndarray       # indices into the stack
+    weights: np.ndarray       # on the simplex, same order
+    mmd2: float
+    noise_floor: float
+
+
+def mixture_search(
+    stack: SpecStack,
+    user: RKME,
+    ranking: Ranking,
+    *,
+    candidates: int = 16,
+    max_members: int = 5,
+    min_gain: float = 0.1,
+    device=None,
+) -> Mixture:
+    """Weights on the simplex minimising ``|| Phi_u - sum_i w_i Phi_i ||`` (seed eq. 3).
+
+    Greedy forward selection over the ``candidates`` best single matches: a learnware joins
+    only if it lowers the distance by more than ``min_gain`` of the current value *and* by more
+    than the sampling-noise floor of the user's requirement, ``(1 - ||Phi_u||^2) / n_u``
+    (the expected squared MMD between ``n_u`` samples and their own distribution). A user whose
+    data come from one learnware therefore gets that learnware alone, not a spurious blend.
+    Weights are then solved exactly on the chosen support.
+    """
+    import torch
+
+    device = device or torch.device("cpu")
+    mode = ranking.mode
+    cand = ranking.order[: min(candidates, stack.n)]
+    M = len(cand)
+    N, K, d = stack.points.shape
+    dm = d if mode == "xy" else stack.metric.n_inputs
+    P = torch.from_numpy(np.array(stack.points[cand][:, :, :dm]).reshape(M * K, dm)).to(device).double()
+    B = torch.from_numpy(np.array(stack.beta[cand])).to(device).double()
+    G = gram(P, P, stack.metric.gamma).reshape(M, K, M, K)
+    H = torch.einsum("ak,akbl,bl->ab", B, G, B).cpu().numpy()
+    c = ranking.cross[cand]
+    su = ranking.self_user
+    floor = max(1.0 - su, 0.0) / max(user.n_rows, 1)
+
+    def objective(idx: list[int]) -> tuple[np.ndarray, float]:
+        w = simplex_qp(H[np.ix_(idx, idx)], c[idx])
+        val = float(w @ H[np.ix_(idx, idx)] @ w - 2 * w @ c[idx] + su)
+        return w, max(val, 0.0)
+
+    chosen = [0]
+    w, cur = objective(chosen)
+    while len(chosen) < min(max_members, M):
+        best = None
+        for j in range(M):
+            if j in chosen:
+                continue
+            wj, vj = objective(chosen + [j])
+            if best is None or vj < best[2]:
+                best = (j, wj, vj)
+        if best is None:
+            break
+        gain = cur - best[2]
+        if gain <= max(min_gain * cur, floor):
+            break
+        chosen.append(best[0])
+        w, cur = best[1], best[2]
+        keep = w > 1e-12
+        chosen = [i for i, k in zip(chosen, keep) if k]
+        w = w[keep] / w[keep].sum()
+    order = np.argsort(-w, kind="stable")
+    members = cand[np.asarray(chosen)[order]]
+    return Mixture(members=members, weights=w[order], mmd2=cur, noise_floor=floor)
+
+
+__all__ = ["SpecStack", "build_stack", "rank_single", "mixture_search", "Ranking", "Mixture"]

@@ -1,0 +1,93 @@
+"""Every error lw raises on purpose.
+
+Each class carries the process exit code the CLI maps it to and a hint that says how to fix
+the problem. Messages follow "expected / got / fix". Only the CLI boundary turns these into
+exit codes; library users catch :class:`LwError` (or a subclass).
+
+Exit codes (documented in the README):
+    0  success
+    1  internal error (a bug: please report it)
+    2  usage error (bad flags or flag combinations)
+    3  not found (file, learnware id, island)
+    4  invalid input (malformed data, manifest, spec or package)
+    5  market conflict or corruption (metric mismatch, verify failures)
+    6  device or optional extra unavailable
+    7  model rejected by quality assurance (crash, timeout, wrong outputs)
+    8  untrusted model format refused (pickle/joblib without --trust)
+"""
+
+from __future__ import annotations
+
+
+class LwError(Exception):
+    """Base class. ``str(err)`` is a single line: the problem, then the fix."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(LwError):
+    exit_code = 2
+
+
+class NotFoundError(LwError):
+    exit_code = 3
+
+
+class InvalidInputError(LwError):
+    exit_code = 4
+
+
+class DataError(InvalidInputError):
+    """User or developer data is unusable (shape, NaN, non-numeric, wrong columns)."""
+
+
+class ManifestError(InvalidInputError):
+    """learnware.toml is malformed or fails validation."""
+
+
+class SpecError(InvalidInputError):
+    """An RKME specification file is malformed or inconsistent."""
+
+
+class PackageError(InvalidInputError):
+    """A learnware package is corrupt, truncated, oversized or unsafe."""
+
+
+class MarketError(LwError):
+    """The market directory is inconsistent, corrupt or conflicts with the request."""
+
+    exit_code = 5
+
+
+class MetricMismatchError(MarketError):
+    """A specification was fitted with a kernel metric other than its island's."""
+
+
+class DeviceError(LwError):
+    exit_code = 6
+
+
+class MissingExtraError(DeviceError):
+    """An optional dependency (e.g. onnxruntime) is not installed."""
+
+
+class ModelCheckError(LwError):
+    """The model failed quality assurance: did not load, crashed, hung or gave bad outputs."""
+
+    exit_code = 7
+
+
+class UntrustedModelError(LwError):
+    exit_code = 8
+
+
+class NumericalWarning(UserWarning):
+    """Numerical trouble that does not invalidate a result (e.g. a jittered Gram matrix)."""

@@ -1,0 +1,58 @@
+"""Every path of a market directory, in one place.
+
+    market.toml          schema version, islands and their kernel metrics
+    learnwares/<id>/     immutable: learnware.toml, rkme.json, the model file, record.json
+    index/CURRENT        names the live index generation
+    index/<generation>/  derived, rebuildable: catalog.json + stacked specs per island
+    anchors/             derived anchor sets (reserved)
+    tmp/                 staging on the same filesystem, so renames are atomic
+    .lock                the writers' lock
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ID_RE = re.compile(r"^[0-9a-f]{16}$")
+RECORD_NAME = "record.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def market_toml(self) -> Path:
+        return self.root / "market.toml"
+
+    @property
+    def learnwares(self) -> Path:
+        return self.root / "learnwares"
+
+    def learnware(self, lw_id: str) -> Path:
+        return self.learnwares / lw_id
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def index_current(self) -> Path:
+        return self.index / "CURRENT"
+
+    def index_generation(self, name: str) -> Path:
+        return self.index / name
+
+    @property
+    def anchors(self) -> Path:
+        return self.root / "anchors"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"

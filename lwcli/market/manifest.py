@@ -1,0 +1,190 @@
+"""``learnware.toml``: the semantic specification, its schema and its validation.
+
+Allowed values are declared as data here; every error names the field, what was expected
+and what was found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import _toml
+from ..errors import ManifestError, NotFoundError
+from ..labels import label_str
+
+DATA_TYPES = ("table",)
+TASKS = ("classification", "regression")
+OBJECTIVES = {
+    "regression": ("rmse", "mae", "r2"),
+    "classification": ("accuracy", "log_loss", "f1", "auc"),
+}
+MODEL_FORMATS = ("skops", "onnx", "pickle", "joblib")
+TRUST_FORMATS = ("pickle", "joblib")           # loading these runs arbitrary code
+MODEL_EXTENSIONS = {"skops": ".skops", "onnx": ".onnx", "pickle": ".pkl", "joblib": ".joblib"}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    description: str
+    license: str
+    tags: tuple[str, ...]
+    data_type: str
+    task: str
+    objective: str
+    features: tuple[str, ...]
+    outputs: tuple[str, ...]          # class labels (classification) or output names
+    model_format: str
+    model_file: str
+    package: dict = field(default_factory=dict)   # written by lw pack
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.outputs if self.task == "classification" else ()
+
+    @property
+    def trust_required(self) -> bool:
+        return self.model_format in TRUST_FORMATS
+
+    def island_key(self) -> dict:
+        """What two learnwares must share to sit on one specification island."""
+        return {
+            "data_type": self.data_type,
+            "task": self.task,
+            "objective": self.objective,
+            "features": list(self.features),
+            "outputs": list(self.outputs),
+        }
+
+    def island_id(self) -> str:
+        return island_id_for(self.island_key())
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "license": self.license,
+            "tags": list(self.tags),
+            "data_type": self.data_type,
+            "task": self.task,
+            "objective": self.objective,
+            "input": {"features": list(self.features)},
+            "output": ({"classes": list(self.outputs)} if self.task == "classification"
+                       else {"dimension": len(self.outputs), "names": list(self.outputs)}),
+            "model": {"format": self.model_format, "file": self.model_file},
+        }
+        if self.package:
+            out["package"] = dict(self.package)
+        return out
+
+    def to_toml(self) -> str:
+        return _toml.dumps(self.to_dict())
+
+
+def island_id_for(key: dict) -> str:
+    canon = json.dumps(key, sort_keys=True, separators=(",", ":"))
+    return f"{key['data_type']}-{key['task']}-{hashlib.sha256(canon.encode()).hexdigest()[:10]}"
+
+
+def _req(d: dict, key: str, typ, where: str = ""):
+    path = f"{where}{key}"
+    if key not in d:
+        raise ManifestError(f"learnware.toml: missing field '{path}'", f"add {path} = ...")
+    v = d[key]
+    if not isinstance(v, typ) or isinstance(v, bool) and typ is not bool:
+        raise ManifestError(
+            f"learnware.toml: field '{path}' must be {typ.__name__ if isinstance(typ, type) else typ},"
+            f" got {type(v).__name__} {v!r}", f"fix {path}")
+    return v
+
+
+def _choice(v: str, allowed, field_name: str) -> str:
+    if v not in allowed:
+        raise ManifestError(f"learnware.toml: {field_name} = {v!r} is not allowed; expected one "
+                            f"of {', '.join(allowed)}", f"set {field_name} to an allowed value")
+    return v
+
+
+def manifest_from_dict(d: dict) -> Manifest:
+    if not isinstance(d, dict):
+        raise ManifestError("learnware.toml must be a table", "see the README for the schema")
+    name = _req(d, "name", str)
+    if not NAME_RE.match(name):
+        raise ManifestError(f"learnware.toml: name {name!r} must be 1-128 letters, digits, '.', '_'"
+                            " or '-', starting with a letter or digit", "rename it")
+    version = _req(d, "version", str)
+    description = _req(d, "description", str)
+    if not description.strip():
+        raise ManifestError("learnware.toml: description is empty", "describe the model in a sentence")
+    license_ = _req(d, "license", str)
+    tags = _req(d, "tags", list)
+    for t in tags:
+        if not isinstance(t, str) or not TAG_RE.match(t):
+            raise ManifestError(f"learnware.toml: tag {t!r} must be a short string of letters, "
+                                "digits and . _ : / -", "fix the tags list")
+    data_type = _choice(_req(d, "data_type", str), DATA_TYPES, "data_type")
+    task = _choice(_req(d, "task", str), TASKS, "task")
+    objective = _choice(_req(d, "objective", str), OBJECTIVES[task], "objective")
+    inp = _req(d, "input", dict)
+    features = _req(inp, "features", list, "input.")
+    if not features or not all(isinstance(f, str) and f for f in features):
+        raise ManifestError("learnware.toml: input.features must be a non-empty list of names",
+                            "list the model's input columns in order")
+    if len(set(features)) != len(features):
+        raise ManifestError("learnware.toml: input.features has duplicate names", "rename them")
+    out = _req(d, "output", dict)
+    if task == "classification":
+        classes = _req(out, "classes", list, "output.")
+        labels = [label_str(c) for c in classes]
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ManifestError("learnware.toml: output.classes must list at least 2 distinct "
+                                f"labels, got {classes!r}", "list every class the model predicts")
+        outputs = tuple(labels)
+    else:
+        dim = _req(out, "dimension", int, "output.")
+        if dim < 1:
+            raise ManifestError(f"learnware.toml: output.dimension must be >= 1, got {dim}",
+                                "set output.dimension = 1 for a single target")
+        names = out.get("names") or (["y"] if dim == 1 else [f"y{i}" for i in range(dim)])
+        if len(names) != dim:
+            raise ManifestError(f"learnware.toml: output.names has {len(names)} names for "
+                                f"dimension {dim}", "give one name per output")
+        outputs = tuple(str(n) for n in names)
+    model = _req(d, "model", dict)
+    fmt = _choice(_req(model, "format", str, "model."), MODEL_FORMATS, "model.format")
+    mfile = _req(model, "file", str, "model.")
+    if "/" in mfile or "\\" in mfile or mfile.startswith(".") or not mfile:
+        raise ManifestError(f"learnware.toml: model.file {mfile!r} must be a plain file name",
+                            "name the model file without directories")
+    return Manifest(name=name, version=version, description=description, license=license_,
+                    tags=tuple(tags), data_type=data_type, task=task, objective=objective,
+                    features=tuple(features), outputs=outputs, model_format=fmt,
+                    model_file=mfile, package=dict(d.get("package") or {}))
+
+
+def manifest_from_text(text: str, source: str = "learnware.toml") -> Manifest:
+    try:
+        d = _toml.loads(text)
+    except _toml.TOMLDecodeError as exc:
+        raise ManifestError(f"{source} is not valid TOML: {exc}", "fix the syntax") from exc
+    return manifest_from_dict(d)
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    p = Path(path)
+    if not p.is_file():
+        raise NotFoundError(f"manifest {p} does not exist", "write a learnware.toml (see README)")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{p} is not UTF-8 text", "save it as UTF-8") from exc
+    return manifest_from_text(text, str(p))

@@ -1,0 +1,263 @@
+"""The market store: atomic writes, one writers' lock, islands, immutable learnwares.
+
+Correctness does not depend on the lock: a learnware becomes visible by one ``rename`` of a
+fully written, fsynced staging directory, and its name is derived from its content, so two
+processes racing to add the same package produce the same directory. The lock serialises the
+read-modify-write of ``market.toml`` (island creation) and of the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__, _toml
+from ..engine.kernels import KernelMetric
+from ..errors import MarketError, NotFoundError, SpecError
+from ..specfile import Spec, spec_from_bytes
+from .layout import ID_RE, RECORD_NAME, Layout
+from .manifest import Manifest, manifest_from_text
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to a unique temporary name, fsync, rename over ``path``, fsync the folder."""
+    tmp_dir = tmp_dir or path.parent
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}.incomplete"
+    try:
+        write_file_synced(tmp, data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def record_checksum(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+@dataclass(frozen=True)
+class Island:
+    id: str
+    key: dict
+    metric: KernelMetric
+    created_at: str
+    first_learnware: str
+
+    def to_dict(self) -> dict:
+        return {**self.key, "created_at": self.created_at,
+                "first_learnware": self.first_learnware, "metric": self.metric.to_dict()}
+
+
+class Market:
+    """A market directory. Open one with :meth:`open` (existing) or :meth:`init` (create)."""
+
+    def __init__(self, root: Path, config: dict) -> None:
+        self.layout = Layout(root)
+        self.root = root
+        self.config = config
+
+    # ------------------------------------------------------------------ open / init
+    @classmethod
+    def init(cls, root: str | Path) -> "Market":
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise MarketError(f"{root} exists and is not a directory", "choose another path")
+        lay = Layout(root)
+        for d in (lay.learnwares, lay.index, lay.anchors, lay.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        lay.lock.touch(exist_ok=True)
+        with market_lock(lay):
+            if not lay.market_toml.exists():
+                cfg = {"schema_version": SCHEMA_VERSION, "created_at": utcnow(),
+                       "created_with": f"lw {__version__}", "islands": {}}
+                atomic_write(lay.market_toml, _toml.dumps(cfg).encode(), lay.tmp)
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, root: str | Path | None) -> "Market":
+        if root is None or str(root) == "":
+            raise NotFoundError("no market given", "pass --market DIR or set LW_MARKET")
+        root = Path(root)
+        lay = Layout(root)
+        if not lay.market_toml.is_file():
+            raise NotFoundError(f"{root} is not an lw market (no market.toml)",
+                                f"create one with: lw market init {root}")
+        return cls(root, cls._read_config(lay))
+
+    @staticmethod
+    def _read_config(lay: Layout) -> dict:
+        try:
+            cfg = _toml.loads(lay.market_toml.read_text(encoding="utf-8"))
+        except (_toml.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise MarketError(f"{lay.market_toml} is corrupt: {exc}",
+                              "restore it from a backup; lw market verify lists what else is wrong")
+        if cfg.get("schema_version") != SCHEMA_VERSION:
+            raise MarketError(f"{lay.market_toml} has schema_version {cfg.get('schema_version')!r},"
+                              f" this lw reads {SCHEMA_VERSION}", "upgrade lw")
+        cfg.setdefault("islands", {})
+        return cfg
+
+    def reload(self) -> None:
+        self.config = self._read_config(self.layout)
+
+    # ------------------------------------------------------------------ islands
+    def islands(self) -> dict[str, Island]:
+        out = {}
+        for iid, d in self.config.get("islands", {}).items():
+            try:
+                key = {k: d[k] for k in ("data_type", "task", "objective", "features", "outputs")}
+                out[iid] = Island(iid, key, KernelMetric.from_dict(d["metric"]),
+                                  str(d.get("created_at", "")), str(d.get("first_learnware", "")))
+            except (KeyError, TypeError, SpecError) as exc:
+                raise MarketError(f"market.toml: island {iid!r} is malformed ({exc})",
+                                  "restore market.toml from a backup") from exc
+        return out
+
+    def island(self, iid: str) -> Island:
+        isl = self.islands().get(iid)
+        if isl is None:
+            raise NotFoundError(f"no island {iid!r} in this market",
+                                f"known islands: {', '.join(self.islands()) or 'none'}")
+        return isl
+
+    def _add_island(self, island: Island) -> None:
+        """Record a new island (caller holds the lock and has reloaded the config)."""
+        cfg = dict(self.config)
+        cfg["islands"] = dict(cfg.get("islands", {}))
+        cfg["islands"][island.id] = island.to_dict()
+        atomic_write(self.layout.market_toml, _toml.dumps(cfg).encode(), self.layout.tmp)
+        self.config = cfg
+
+    # ------------------------------------------------------------------ learnwares
+    def ids(self) -> list[str]:
+        if not self.layout.learnwares.is_dir():
+            return []
+        return sorted(p.name for p in self.layout.learnwares.iterdir()
+                      if ID_RE.match(p.name) and p.is_dir())
+
+    def has(self, lw_id: str) -> bool:
+        return (self.layout.learnware(lw_id) / RECORD_NAME).is_file()
+
+    def _require(self, lw_id: str) -> Path:
+        if not ID_RE.match(lw_id or ""):
+            raise NotFoundError(f"{lw_id!r} is not a learnware id (16 hex digits)",
+                                "list ids with lw market ls")
+        d = self.layout.learnware(lw_id)
+        if not (d / RECORD_NAME).is_file():
+            raise NotFoundError(f"no learnware {lw_id} in market {self.root}",
+                                "list ids with lw market ls")
+        return d
+
+    def record(self, lw_id: str) -> dict:
+        d = self._require(lw_id)
+        try:
+            rec = json.loads((d / RECORD_NAME).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MarketError(f"learnware {lw_id}: record.json is corrupt ({exc})",
+                              "run lw market verify") from exc
+        return rec
+
+    def manifest(self, lw_id: str) -> Manifest:
+        d = self._require(lw_id)
+        return manifest_from_text((d / "learnware.toml").read_text(encoding="utf-8"),
+                                  f"learnware {lw_id}")
+
+    def spec(self, lw_id: str) -> Spec:
+        d = self._require(lw_id)
+        return spec_from_bytes((d / "rkme.json").read_bytes(), f"learnware {lw_id}")
+
+    def model_bytes(self, lw_id: str) -> bytes:
+        return (self._require(lw_id) / self.manifest(lw_id).model_file).read_bytes()
+
+    def commit_learnware(self, lw_id: str, files: dict[str, bytes], record: dict) -> bool:
+        """Make a learnware visible atomically. Returns False if it already existed.
+
+        Files are written and fsynced into ``tmp/<unique>/``, then the folder is renamed to
+        ``learnwares/<id>``. A crash before the rename leaves only an invisible staging folder.
+        """
+        target = self.layout.learnware(lw_id)
+        if target.exists():
+            return False
+        stage = self.layout.tmp / f"stage-{lw_id}-{uuid.uuid4().hex}"
+        stage.mkdir(parents=True)
+        try:
+            record = dict(record)
+            record["files"] = {name: sha256(data) for name, data in sorted(files.items())}
+            record["record_sha256"] = record_checksum(record)
+            for name, data in files.items():
+                write_file_synced(stage / name, data)
+            write_file_synced(stage / RECORD_NAME,
+                              (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+            _fsync_dir(stage)
+            try:
+                os.rename(stage, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    return False
+                raise
+            _fsync_dir(self.layout.learnwares)
+            return True
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def market_lock(layout: Layout, timeout: float = 120.0):
+    """Exclusive writers' lock (``flock`` on ``.lock``), waiting up to ``timeout`` seconds."""
+    layout.lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise MarketError(f"could not lock {layout.lock} within {timeout:.0f} s",
+                                      "another lw process is writing; retry later") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -1,0 +1,42 @@
+"""Extract the data subset that lw ships, from the full data in ../shared/data.
+
+Run once by maintainers (not needed to build or test lw): the output is committed under
+sample_market/data/. Deterministic: the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT.parent / "shared" / "data" / "beijing_air_quality"
+OUT = ROOT / "sample_market" / "data"
+ROWS_PER_STATION = 3000
+COLUMNS = ["station", "year", "month", "day", "hour", "PM2.5", "PM10", "SO2", "NO2", "CO", "O3",
+           "TEMP", "PRES", "DEWP", "RAIN", "WSPM"]
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for i, f in enumerate(sorted(SRC.glob("PRSA_Data_*.csv.gz"))):
+        df = pd.read_csv(f)[COLUMNS].dropna()
+        rng = np.random.default_rng(1000 + i)
+        take = np.sort(rng.choice(len(df), size=min(ROWS_PER_STATION, len(df)), replace=False))
+        parts.append(df.iloc[take])
+    data = pd.concat(parts, ignore_index=True)
+    buf = io.StringIO()
+    data.to_csv(buf, index=False, float_format="%.6g")
+    with open(OUT / "beijing_air_quality_subset.csv.gz", "wb") as fh:
+        with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
+            gz.write(buf.getvalue().encode())
+    print(f"wrote {len(data)} rows from {data.station.nunique()} stations")
+
+
+if __name__ == "__main__":
+    main()
