@@ -224,7 +224,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
            timeout: float | None = None, device: str | None = None) -> SubmitResult:
     """Check a package and store it in the market. Idempotent: same package, same id."""
     from .device import resolve_device
-    from .market.checks import DEFAULT_TIMEOUT, quality_check
+    from .market.checks import quality_check
     from .market.index import add_to_index
     from .market.package import read_package
     from .market.store import Island, Market, market_lock, utcnow
@@ -242,7 +242,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
             f"the package's specification was fitted with kernel metric {metric.digest()}, but "
             f"island {iid} uses {existing.metric.digest()}",
             f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
-    qa = quality_check(pkg, trust=trust, timeout=timeout or DEFAULT_TIMEOUT, tmp_dir=mk.layout.tmp)
+    qa = quality_check(pkg, trust=trust, timeout=timeout, tmp_dir=mk.layout.tmp)
     dev = resolve_device(device)
     with market_lock(mk.layout):
         mk.reload()

@@ -125,8 +125,10 @@ def read_table(
             f"{p} has {frame.shape[0]} data rows: expected at least {min_rows}",
             "pass a file with more rows",
         )
-    non_numeric = [c for c in present if not np.issubdtype(frame[c].dtype, np.number)
-                   or frame[c].dtype == bool]
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    non_numeric = [c for c in present
+                   if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)]
     if non_numeric:
         raise DataError(
             f"{p} has non-numeric feature columns {non_numeric}",
@@ -137,7 +139,7 @@ def read_table(
     y = None
     if target is not None:
         col = frame[target]
-        if np.issubdtype(col.dtype, np.number):
+        if is_numeric_dtype(col.dtype) and not is_bool_dtype(col.dtype):
             y = col.to_numpy(dtype=np.float64, copy=True)
             _check_finite(y[:, None], [target], p)
         else:

@@ -16,8 +16,9 @@ def submit(
     market: Optional[Path] = options.Market,
     trust: bool = typer.Option(False, "--trust",
                                help="Allow loading a pickle/joblib model for the checks."),
-    timeout: float = typer.Option(60.0, "--timeout", min=1.0,
-                                  help="Seconds the model may take to load and predict."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
+                                            help="Seconds the model may take to load and predict "
+                                                 "(default: $LW_QA_TIMEOUT or 60)."),
     device: Optional[str] = options.Device,
     as_json: bool = options.Json,
 ) -> None:

@@ -19,7 +19,7 @@ from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
 from .qp import simplex_qp
 
 EXACT_ERROR_ROWS = 4096   # up to this many rows the approximation error is exact
-RFF_FEATURES = 2048       # above it, an unbiased random-Fourier-feature estimate
+RFF_FEATURES = 4096       # above it, an unbiased random-Fourier-feature estimate (~5% rel.)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from .manifest import Manifest
 from .package import MANIFEST_NAME, SPEC_NAME, Package, content_id
 from .store import Market, record_checksum, sha256
 
-DEFAULT_TIMEOUT = float(os.environ.get("LW_QA_TIMEOUT", "60"))
 N_PROBES = 64
 LOW_AGREEMENT = 0.5
 
@@ -106,10 +105,13 @@ class QAReport:
                 "agreement_metric": self.agreement_metric, "warnings": list(self.warnings)}
 
 
-def quality_check(pkg: Package, *, trust: bool, timeout: float = DEFAULT_TIMEOUT,
+def quality_check(pkg: Package, *, trust: bool, timeout: float | None = None,
                   tmp_dir: Path | None = None, seed: int = 0) -> QAReport:
+    from ..config import qa_timeout
+
     man, spec = pkg.manifest, pkg.spec
     check_consistency(man, spec)
+    timeout = timeout or qa_timeout()
     r = spec.rkme
     rng = np.random.default_rng(seed)
     probes = r.input_part().sample(N_PROBES, rng)

@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import max_model_bytes
 from ..errors import NotFoundError, PackageError
 from ..specfile import Spec, spec_from_bytes
 from .manifest import Manifest, manifest_from_text
@@ -23,7 +24,6 @@ MANIFEST_NAME = "learnware.toml"
 SPEC_NAME = "rkme.json"
 MAX_PACKAGE_BYTES = 1 << 30          # 1 GiB on disk
 MAX_MEMBER_BYTES = {MANIFEST_NAME: 1 << 20, SPEC_NAME: 64 << 20}
-MAX_MODEL_BYTES = 512 << 20
 FORMAT_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -133,6 +133,6 @@ def unpack_bytes(data: bytes, source: str = "package") -> Package:
             raise PackageError(f"{source}: members {names} do not match the manifest "
                                f"(missing {missing}, unexpected {extra})", "rebuild it with lw pack")
         spec_bytes = _read_member(zf, by_name[SPEC_NAME], MAX_MEMBER_BYTES[SPEC_NAME], source)
-        model_bytes = _read_member(zf, by_name[manifest.model_file], MAX_MODEL_BYTES, source)
+        model_bytes = _read_member(zf, by_name[manifest.model_file], max_model_bytes(), source)
     spec = spec_from_bytes(spec_bytes, f"{source}:{SPEC_NAME}")
     return Package(manifest, spec, model_bytes, manifest_bytes, spec_bytes)

@@ -1,0 +1,34 @@
+"""Settings from the environment, in one place. Flags given to a command win over these.
+
+    LW_MARKET        default market directory (--market)
+    LW_DEVICE        auto | cpu | cuda | cuda:N (--device)
+    LW_QA_TIMEOUT    seconds a submitted model may take to load and predict (default 60)
+    LW_MAX_MODEL_MB  largest model file a package may hold, in MiB (default 512)
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import UsageError
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a number", f"unset {name} or set a number") from None
+    if value <= 0:
+        raise UsageError(f"{name}={raw!r} must be positive", f"unset {name} or set a positive value")
+    return value
+
+
+def qa_timeout() -> float:
+    return _number("LW_QA_TIMEOUT", 60.0)
+
+
+def max_model_bytes() -> int:
+    return int(_number("LW_MAX_MODEL_MB", 512) * (1 << 20))

@@ -1,0 +1,137 @@
+"""Shared fixtures: real temporary markets, a learnware factory, the real `lw` entry point."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lwcli import api
+from lwcli.market.manifest import manifest_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+LW = Path(sys.executable).parent / "lw"
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch):
+    """No test sees the developer's LW_* settings."""
+    for k in list(os.environ):
+        if k.startswith("LW_"):
+            monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LW_DEVICE", "cpu")
+
+
+@pytest.fixture
+def market(tmp_path) -> Path:
+    root = tmp_path / "market"
+    api.market_init(root)
+    return root
+
+
+def run_lw(*args, check: int | None = 0, env: dict | None = None, timeout: float = 300):
+    """Run the installed `lw` console script; return the CompletedProcess."""
+    e = dict(os.environ, LW_DEVICE="cpu", PYTHONWARNINGS="ignore")
+    e.update(env or {})
+    proc = subprocess.run([str(LW), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=e, stdin=subprocess.DEVNULL)
+    if check is not None and proc.returncode != check:
+        raise AssertionError(f"lw {' '.join(map(str, args))} exited {proc.returncode}, "
+                             f"expected {check}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under a market with its hash: to assert that nothing changed."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != ".lock":
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+def domain_data(domain: int, n: int, seed: int, d: int = 4):
+    """Clearly different input distributions and functions per domain."""
+    rng = np.random.default_rng(seed)
+    centre = np.random.default_rng(100 + domain).normal(size=d) * 4.0
+    w = np.random.default_rng(200 + domain).normal(size=d)
+    X = rng.normal(size=(n, d)) + centre
+    y = X @ w + 0.1 * rng.normal(size=n)
+    return X, y
+
+
+def regression_meta(name: str, fmt: str = "skops", features=FEATURES, tags=("synthetic",)):
+    ext = {"skops": "model.skops", "onnx": "model.onnx", "pickle": "model.pkl",
+           "joblib": "model.joblib"}[fmt]
+    return manifest_from_dict({
+        "name": name, "version": "1.0.0", "description": f"test learnware {name}",
+        "license": "MIT", "tags": list(tags), "data_type": "table", "task": "regression",
+        "objective": "rmse", "input": {"features": list(features)},
+        "output": {"dimension": 1, "names": ["y"]},
+        "model": {"format": fmt, "file": ext}})
+
+
+@dataclass
+class Built:
+    dir: Path
+    package: Path
+    model: Path
+    meta: Path
+    spec: Path
+    train: Path
+
+
+def build_learnware(workdir: Path, name: str, X, y, *, market: Path | None = None,
+                    fmt: str = "skops", k: int = 30, model=None, trust: bool = False,
+                    tags=("synthetic",)) -> Built:
+    """Train, specify and pack one learnware through the public API."""
+    from sklearn.linear_model import Ridge
+
+    d = workdir / name
+    d.mkdir(parents=True, exist_ok=True)
+    features = [f"f{i}" for i in range(X.shape[1])]
+    pd.DataFrame(X, columns=features).to_csv(d / "train.csv", index=False)
+    model = model if model is not None else Ridge(alpha=0.1).fit(X, y)
+    meta = regression_meta(name, fmt, features, tags)
+    (d / "learnware.toml").write_text(meta.to_toml())
+    mpath = d / meta.model_file
+    if fmt == "skops":
+        import skops.io as sio
+
+        sio.dump(model, mpath)
+    elif fmt == "onnx":
+        from skl2onnx import to_onnx
+
+        mpath.write_bytes(to_onnx(model, X[:1].astype(np.float32)).SerializeToString())
+    elif fmt == "pickle":
+        import pickle
+
+        mpath.write_bytes(pickle.dumps(model))
+    sp = api.build_spec(d / "train.csv", model=mpath, meta=d / "learnware.toml", market=market,
+                        k=k, seed=0, trust=trust)
+    api.write_spec(sp, d / "rkme.json")
+    api.pack(mpath, d / "rkme.json", d / "learnware.toml", d / "pkg.lw", trust=trust)
+    return Built(d, d / "pkg.lw", mpath, d / "learnware.toml", d / "rkme.json", d / "train.csv")
+
+
+def write_user(path: Path, X, y=None, target: str = "y") -> Path:
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    if y is not None:
+        df[target] = y
+    df.to_csv(path, index=False)
+    return path
+
+
+def read_json(text: str):
+    return json.loads(text)

@@ -1,0 +1,157 @@
+"""Properties of the RKME maths, with hypothesis, against a numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from lwcli.engine.kernels import KernelMetric, fit_metric, kernel_inner, mmd2, mmd2_numpy
+from lwcli.engine.qp import simplex_qp
+from lwcli.engine.rkme import fit_rkme
+from lwcli.errors import DataError
+
+finite = st.floats(-5, 5, allow_nan=False, allow_infinity=False)
+
+
+def cloud(n, d):
+    return st.tuples(arrays(np.float64, (n, d), elements=finite),
+                     arrays(np.float64, (n,), elements=st.floats(0.01, 1.0)))
+
+
+def t(a):
+    return torch.as_tensor(a, dtype=torch.float64)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cloud(6, 3), st.floats(0.05, 2.0))
+def test_mmd_of_a_cloud_with_itself_is_zero(c, gamma):
+    A, w = c
+    w = w / w.sum()
+    assert float(mmd2(t(A), t(w), t(A), t(w), gamma)) == pytest.approx(0.0, abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cloud(5, 3), cloud(7, 3), st.floats(0.05, 2.0))
+def test_mmd_is_symmetric_and_matches_numpy(a, b, gamma):
+    (A, wa), (B, wb) = a, b
+    wa, wb = wa / wa.sum(), wb / wb.sum()
+    ab = float(mmd2(t(A), t(wa), t(B), t(wb), gamma))
+    ba = float(mmd2(t(B), t(wb), t(A), t(wa), gamma))
+    assert ab == pytest.approx(ba, abs=1e-12)
+    assert ab == pytest.approx(mmd2_numpy(A, wa, B, wb, gamma), abs=1e-10)
+    assert 0.0 <= ab <= 2.0 + 1e-12
+
+
+def test_chunked_inner_product_equals_unchunked(monkeypatch):
+    import lwcli.engine.kernels as K
+
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(300, 4)), rng.normal(size=(50, 4))
+    wa, wb = np.full(300, 1 / 300), np.full(50, 1 / 50)
+    full = float(kernel_inner(t(A), t(wa), t(B), t(wb), 0.3))
+    monkeypatch.setattr(K, "CHUNK_ELEMENTS", 64)   # forces 1-row chunks
+    assert float(kernel_inner(t(A), t(wa), t(B), t(wb), 0.3)) == pytest.approx(full, rel=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 9), st.integers(0, 10_000))
+def test_simplex_qp_is_optimal(n, seed):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(n, n + 1))
+    G, c = A @ A.T, rng.normal(size=n)
+    w = simplex_qp(G, c)
+    assert w.min() >= 0 and w.sum() == pytest.approx(1.0)
+    f = lambda x: x @ G @ x - 2 * c @ x  # noqa: E731
+    # no random point of the simplex does better
+    for x in rng.dirichlet(np.ones(n), size=300):
+        assert f(w) <= f(x) + 1e-9
+    # KKT: the gradient is equal on the support and not smaller off it
+    g = G @ w - c
+    on = w > 1e-12
+    assert np.ptp(g[on]) < 1e-7
+    assert (g[~on] >= g[on].min() - 1e-7).all()
+
+
+def _two_blobs(n=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    X[: n // 2] += 3.0
+    return X
+
+
+def test_rkme_beta_on_simplex_and_deterministic():
+    X = _two_blobs()
+    m = fit_metric(X)
+    a = fit_rkme(X, m, k=20, seed=3)
+    b = fit_rkme(X, m, k=20, seed=3)
+    assert a.beta.min() >= 0 and a.beta.sum() == pytest.approx(1.0)
+    np.testing.assert_array_equal(a.points, b.points)
+    np.testing.assert_array_equal(a.beta, b.beta)
+    assert a.fit_info["error_estimate"] == "exact"
+
+
+def test_rkme_approximation_error_is_exact_and_falls_with_k():
+    X = _two_blobs()
+    m = fit_metric(X)
+    errors = []
+    for k in (5, 20, 80):
+        r = fit_rkme(X, m, k=k, seed=0)
+        Zs, P = X / np.asarray(m.scales), r.points / np.asarray(m.scales)
+        ref = mmd2_numpy(P, r.beta, Zs, np.full(len(X), 1 / len(X)), m.gamma) ** 0.5
+        assert r.approx_error == pytest.approx(ref, rel=1e-3, abs=1e-4)
+        errors.append(r.approx_error)
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_rkme_large_data_uses_unbiased_estimate_close_to_exact():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(6000, 3))
+    m = fit_metric(X)
+    r = fit_rkme(X, m, k=30, seed=0)
+    assert r.fit_info["error_estimate"].startswith("rff")
+    Zs, P = X / np.asarray(m.scales), r.points / np.asarray(m.scales)
+    exact = float(mmd2(t(P), t(r.beta), t(Zs), t(np.full(len(X), 1 / len(X))), m.gamma)) ** 0.5
+    assert r.approx_error == pytest.approx(exact, rel=0.15)
+
+
+def test_rkme_rejects_k_above_rows():
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    with pytest.raises(DataError, match="reduced points"):
+        fit_rkme(X, fit_metric(X), k=11)
+
+
+def test_metric_scales_features_so_none_dominates():
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=500), 1000 * rng.normal(size=500) + 5000]
+    m = fit_metric(X)
+    Zs = m.scale(X)
+    np.testing.assert_allclose(Zs.std(0), 1.0, rtol=1e-6)
+    # round trip and digest stability
+    assert KernelMetric.from_dict(m.to_dict()).digest() == m.digest()
+
+
+def test_metric_output_block_weighs_like_the_inputs():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 9)), rng.normal(size=400) * 50
+    m = fit_metric(X, y[:, None], task="regression")
+    Z = m.scale(np.c_[X, y])
+    # output variance equals the summed input variance (output_weight = 1)
+    assert Z[:, -1].var() == pytest.approx(Z[:, :-1].var(0).sum(), rel=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; CI has none")
+def test_cuda_matches_cpu():
+    X = _two_blobs()
+    m = fit_metric(X)
+    r = fit_rkme(X, m, k=20, seed=0)
+    A, w = t(r.points / np.asarray(m.scales)), t(r.beta)
+    B, wb = t(X[:300] / np.asarray(m.scales)), t(np.full(300, 1 / 300))
+    cpu = float(mmd2(A, w, B, wb, m.gamma))
+    gpu = float(mmd2(A.cuda(), w.cuda(), B.cuda(), wb.cuda(), m.gamma))
+    assert gpu == pytest.approx(cpu, rel=1e-9)
+    rg = fit_rkme(X, m, k=20, seed=0, device=torch.device("cuda"))
+    assert rg.approx_error == pytest.approx(r.approx_error, rel=0.2, abs=5e-3)
