@@ -175,7 +175,7 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
 
     from .market.checks import check_consistency
     from .market.manifest import MODEL_EXTENSIONS, read_manifest
-    from .market.models import skops_untrusted
+    from .market.models import canonical_skops, skops_untrusted
     from .market.package import build_package, unpack_bytes
     from .market.store import atomic_write
     from .errors import UntrustedModelError
@@ -193,6 +193,7 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
             f"model format {man.model_format!r} runs arbitrary code when loaded",
             "pass --trust to package it anyway (users will need --trust too), or use skops/ONNX")
     if man.model_format == "skops":
+        data = canonical_skops(data)  # same model, same bytes, same id
         bad = skops_untrusted(data)
         if bad:
             raise UntrustedModelError(f"the skops model holds types outside scikit-learn/numpy/"

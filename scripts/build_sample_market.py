@@ -4,6 +4,7 @@ One learnware per Beijing monitoring station (PM2.5 regression from the other me
 and the weather), with different model types, except Wanshouxigong: that station plays the
 new user, whose 200 labelled hours are written to sample_market/user/.
 Also writes a ready-to-submit developer example to sample_market/developer/.
+Reproducible: running it twice gives the same files, bit for bit (same ids, same index).
 """
 
 from __future__ import annotations
@@ -72,7 +73,13 @@ def manifest(station: str, kind: str) -> dict:
 
 
 def main() -> None:
+    import os
+
     import skops.io as sio
+
+    from lwcli.market.models import canonical_skops
+
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")   # 2026-01-01: reproducible records
 
     df = pd.read_csv(DATA)
     market = SM / "market"
@@ -114,7 +121,7 @@ def main() -> None:
     sub[FEATURES].to_csv(dev / "train.csv", index=False)
     model = make_model("hgb", seed=99).fit(sub[FEATURES].to_numpy(float),
                                            sub[TARGET].to_numpy(float))
-    sio.dump(model, dev / "model.skops")
+    (dev / "model.skops").write_bytes(canonical_skops(sio.dumps(model)))
     (dev / "learnware.toml").write_text(manifest_from_dict(manifest(DEVELOPER_STATION, "hgb")).to_toml())
     print(api.market_refresh(market))
 

@@ -44,6 +44,25 @@ def test_submit_is_idempotent_and_content_addressed(market, tmp_path):
     assert (tmp_path / "again.lw").read_bytes() == b.package.read_bytes()
 
 
+def test_the_same_model_dumped_twice_gets_the_same_id(tmp_path):
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestRegressor
+
+    from lwcli.market.models import load_model
+    from lwcli.market.package import read_package
+
+    X, y = domain_data(0, 300, seed=0)
+    built = [build_learnware(tmp_path / w, "rf", X, y,
+                             model=RandomForestRegressor(5, random_state=0).fit(X, y))
+             for w in ("a", "b")]
+    a, b = built
+    assert a.model.read_bytes() != b.model.read_bytes()      # skops names arrays by address
+    assert a.package.read_bytes() == b.package.read_bytes()  # lw pack canonicalises them
+    packed = load_model(read_package(a.package).model_bytes, "skops")
+    original = sio.load(a.model, trusted=sio.get_untrusted_types(file=a.model))
+    np.testing.assert_array_equal(packed.predict(X), original.predict(X))
+
+
 def test_stored_learnware_round_trips(market, tmp_path):
     (b,) = _pkgs(tmp_path, 1)
     lw_id = api.submit(b.package, market).id

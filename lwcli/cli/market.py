@@ -42,15 +42,21 @@ def ls(market: Optional[Path] = options.Market,
         return
     from rich.table import Table
 
-    t = Table()
-    t.add_column("id", no_wrap=True, min_width=16)
-    t.add_column("name", no_wrap=True)
-    for col in ("version", "island", "format", "tags"):
-        t.add_column(col, overflow="fold")
-    for r in rows:
-        t.add_row(r["id"], r["name"], r["version"], r["island"], r["model_format"],
-                  ",".join(r["tags"]))
-    out.print(t)
+    if not rows:
+        info("the market has no learnwares")
+        return
+    for island in sorted({r["island"] for r in rows}):
+        t = Table(title=f"island {island}", title_justify="left")
+        t.add_column("id", no_wrap=True, min_width=16)
+        t.add_column("name", no_wrap=True)
+        t.add_column("version")
+        t.add_column("format")
+        t.add_column("tags", overflow="fold")
+        for r in rows:
+            if r["island"] == island:
+                t.add_row(r["id"], r["name"], r["version"], r["model_format"],
+                          ", ".join(r["tags"]))
+        out.print(t)
 
 
 @app.command("info")

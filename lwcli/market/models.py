@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -140,3 +141,42 @@ def model_outputs(model, X: np.ndarray, task: str, outputs: Sequence[str]) -> np
         raise ModelCheckError("the model returned NaN or infinite outputs",
                               "fix the model so that it returns finite values")
     return Y
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """Rewrite a skops file so that the same model always gives the same bytes.
+
+    skops names array members after Python object ids (memory addresses), so dumping one model
+    twice gives different files, and a content-derived learnware id would change each time.
+    Members and object memo ids are renumbered in order of first appearance in ``schema.json``
+    and zipped with fixed timestamps. The result loads exactly like the original.
+    """
+    import re
+    import zipfile
+
+    try:
+        src = zipfile.ZipFile(io.BytesIO(data))
+        schema = src.read("schema.json").decode()
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+        raise ModelCheckError(f"the skops model file is unreadable: {exc}",
+                              "save the model with skops.io.dump") from exc
+    names = [n for n in src.namelist() if n != "schema.json"]
+    order = []
+    for m in re.finditer(r'"([^"/\\]+\.npy)"', schema):
+        if m.group(1) in names and m.group(1) not in order:
+            order.append(m.group(1))
+    order += sorted(n for n in names if n not in order)
+    rename = {old: f"a{i:06d}{Path(old).suffix}" for i, old in enumerate(order)}
+    schema = re.sub(r'"([^"/\\]+\.npy)"',
+                    lambda m: f'"{rename.get(m.group(1), m.group(1))}"', schema)
+    memo: dict[str, int] = {}  # object memo ids are addresses too: renumber consistently
+    schema = re.sub(r'"__id__": (\d+)',
+                    lambda m: f'"__id__": {memo.setdefault(m.group(1), len(memo) + 1)}', schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, payload in [("schema.json", schema.encode())] + \
+                [(rename[o], src.read(o)) for o in order]:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, payload)
+    return out.getvalue()
