@@ -77,8 +77,8 @@ class Index:
 
     def stack(self, island: str) -> SpecStack:
         isl = self.islands_meta[island]
-        points = np.load(self.path / f"{island}.points.npy", mmap_mode="r")
-        beta = np.load(self.path / f"{island}.beta.npy", mmap_mode="r")
+        points = np.load(self.path / f"{island}.points.npy", mmap_mode="c")  # writable view, no copy
+        beta = np.load(self.path / f"{island}.beta.npy", mmap_mode="c")
         selfs = np.load(self.path / f"{island}.self.npy")
         return SpecStack(isl.metric, points, beta, selfs[0], selfs[1])
 
