@@ -316,7 +316,7 @@ def search(
     ``spec``. Scores are absolute: ``1 - MMD/sqrt(2)``.
     """
     from .device import resolve_device
-    from .engine.search import Ranking, mixture_search, rank_single
+    from .engine.search import Ranking, SpecStack, mixture_search, rank_single
     from .market.store import Market
     from .specfile import read_spec
 
@@ -357,12 +357,10 @@ def search(
                "mmd2": float(ranking.mmd2[j]), "score": float(scores[j])} for j in order[:top]]
     if tags and not allowed.all():
         sub_idx = np.flatnonzero(allowed)
-        from .engine.search import Ranking as R, SpecStack
-
         sub = SpecStack(stack.metric, np.asarray(stack.points)[sub_idx],
                         np.asarray(stack.beta)[sub_idx], stack.self_xy[sub_idx],
                         stack.self_x[sub_idx])
-        sub_rank = R(ranking.mode, ranking.mmd2[sub_idx], ranking.cross[sub_idx],
+        sub_rank = Ranking(ranking.mode, ranking.mmd2[sub_idx], ranking.cross[sub_idx],
                      ranking.self_user, np.argsort(ranking.mmd2[sub_idx], kind="stable"))
         mix = mixture_search(sub, req.rkme, sub_rank, max_members=max_members, device=dev)
         members = [ids[sub_idx[m]] for m in mix.members]

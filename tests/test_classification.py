@@ -1,0 +1,99 @@
+"""A classification island on real data: UCI heart disease, one learnware per hospital."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lwcli import api
+from lwcli.market.manifest import manifest_from_dict
+
+from conftest import ROOT
+
+COLS = "age sex cp trestbps chol fbs restecg thalach exang oldpeak slope ca thal num".split()
+FEATURES = ["age", "sex", "cp", "trestbps", "thalach", "exang", "oldpeak"]
+DATA = ROOT / "sample_market" / "data" / "heart_disease"
+
+
+def hospital(name: str) -> pd.DataFrame:
+    d = pd.read_csv(DATA / f"processed.{name}.data", header=None, names=COLS, na_values="?")
+    d = d[FEATURES + ["num"]].dropna()
+    d["disease"] = np.where(d.num > 0, "yes", "no")
+    return d.drop(columns=["num"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def heart(tmp_path_factory):
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    work = tmp_path_factory.mktemp("heart")
+    root = work / "market"
+    api.market_init(root)
+    ids, held_out = {}, {}
+    for i, name in enumerate(("cleveland", "hungarian", "va")):
+        d = hospital(name).sample(frac=1.0, random_state=i)
+        cut = int(0.7 * len(d))
+        train, held_out[name] = d.iloc[:cut], d.iloc[cut:]
+        model = (make_pipeline(StandardScaler(), LogisticRegression()) if i % 2 == 0
+                 else RandomForestClassifier(50, max_depth=5, random_state=0))
+        model.fit(train[FEATURES].to_numpy(float), train["disease"].to_numpy())
+        folder = work / name
+        folder.mkdir()
+        train[FEATURES].to_csv(folder / "train.csv", index=False)
+        sio.dump(model, folder / "model.skops")
+        meta = manifest_from_dict({
+            "name": f"heart-{name}", "version": "1.0.0", "license": "CC-BY-4.0",
+            "description": f"heart disease at the {name} hospital", "tags": ["heart"],
+            "data_type": "table", "task": "classification", "objective": "accuracy",
+            "input": {"features": FEATURES}, "output": {"classes": ["no", "yes"]},
+            "model": {"format": "skops", "file": "model.skops"}})
+        (folder / "learnware.toml").write_text(meta.to_toml())
+        sp = api.build_spec(folder / "train.csv", model=folder / "model.skops",
+                            meta=folder / "learnware.toml", market=root, k=40)
+        api.write_spec(sp, folder / "rkme.json")
+        api.pack(folder / "model.skops", folder / "rkme.json", folder / "learnware.toml",
+                 folder / "pkg.lw")
+        res = api.submit(folder / "pkg.lw", root)
+        ids[name] = res.id
+        assert res.qa["agreement_metric"] == "weighted_accuracy"
+        assert res.qa["agreement"] > 0.75   # reduced points near the boundary may disagree
+    return root, ids, held_out
+
+
+def test_classification_spec_embeds_one_hot_outputs(heart):
+    root, ids, _ = heart
+    sp = api.market_info(root, ids["hungarian"])["spec"]
+    assert sp["output_source"] == "model"
+    from lwcli.specfile import read_spec
+
+    spec = read_spec(Path(root) / "learnwares" / ids["hungarian"] / "rkme.json")
+    assert spec.outputs == ("no", "yes") and spec.task == "classification"
+    assert spec.rkme.points.shape[1] == len(FEATURES) + 2
+
+
+@pytest.mark.parametrize("name", ["hungarian", "va"])
+def test_labelled_user_finds_their_hospital(heart, tmp_path, name):
+    root, ids, held_out = heart
+    f = tmp_path / "user.csv"
+    held_out[name].head(60).to_csv(f, index=False)
+    res = api.search(root, data=f, target="disease")
+    assert res.mode == "xy"
+    assert res.single[0]["id"] == ids[name]
+
+
+def test_unknown_label_is_a_clear_error(heart, tmp_path):
+    from lwcli.errors import DataError
+
+    root, _, held_out = heart
+    d = held_out["va"].head(30).copy()
+    d.loc[d.index[0], "disease"] = "maybe"
+    d.to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(DataError, match="maybe"):
+        api.search(root, data=tmp_path / "u.csv", target="disease")
