@@ -7,7 +7,7 @@ TORCH   := torch==2.13.0
 MARKET  := sample_market/market
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test bench sample-market clean
+.PHONY: install demo test bench bench-reference sample-market clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,20 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results
+
+## bench-reference: RKME side by side with the reference package (learnware 0.4.0.post1) in
+## its own .venv-ref (torch pinned first). Optional; not part of make test.
+REF_VENV := .venv-ref
+$(REF_VENV)/.installed:
+	$(PY) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install -q $(TORCH)
+	$(REF_VENV)/bin/python -m pip install -q numpy scipy scikit-learn pandas tqdm pyyaml psutil \
+		joblib 'qpsolvers[clarabel]' langdetect trl peft lm_eval
+	$(REF_VENV)/bin/python -m pip install -q --no-deps learnware==0.4.0.post1 fast_pytorch_kmeans==0.2.0.1
+	touch $@
+
+bench-reference: $(STAMP) $(REF_VENV)/.installed
+	$(BIN)/python benchmarks/compare_reference.py --ref-python $(REF_VENV)/bin/python --out benchmarks/results
 
 ## sample-market: rebuild sample_market/ deterministically from the shipped data subset.
 sample-market: $(STAMP)

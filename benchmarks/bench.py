@@ -168,8 +168,8 @@ def write_md(res, path: Path):
     h = res["help_s"]
     L += ["", "Exact error: the RKHS distance to all rows, computed in full (not run at 1e6 rows).",
           "Stored error: exact up to 4,096 rows, else lw's random-Fourier-feature estimate.",
-          "The reference's approximation error has not been measured here yet (it needs the",
-          "reference package installed side by side: `make bench-reference`, a later issue)."]
+          "Against the reference at the same kernel and K: see reference_rkme.md",
+          "(`make bench-reference`, run in one session side by side)."]
     L += ["", "## CLI start-up", "", f"`lw --help`: {h['median']:.3f} s "
           f"[{h['min']:.3f}, {h['max']:.3f}] (target < 0.5 s; torch is not imported).", ""]
     path.write_text("\n".join(L))

@@ -133,8 +133,6 @@ def build_spec(
                 "classification" if not numeric or np.allclose(y, np.round(y)) else "regression")
             outputs = (tuple(sorted({label_str(v) for v in y})) if task == "classification"
                        else (target,))
-        if task == "regression":
-            outputs = tuple(outputs)
         Y = encode_outputs(table.y, task, outputs, f"target column {target!r}")
         source = "target"
     if isl is not None:

@@ -3,7 +3,9 @@
 ``min_{beta, T} || (1/m) sum_i k(z_i, .) - sum_j beta_j k(t_j, .) ||^2`` with ``beta`` on the
 simplex. Recipe: k-means++ initialisation of ``T`` on (a sample of) the data; then alternate
 (a) ``beta`` from the simplex QP given the exact kernel mean of all the data at ``T`` and
-(b) Adam steps on ``T`` (on a fixed random sample of at most ``grad_rows`` rows, for speed).
+(b) Adam steps on ``T`` (on a fixed random sample of at most ``grad_rows`` rows, for speed),
+with a step of 0.02 kernel bandwidths (tuned on exact errors: 0.1 overshoots, and Lloyd
+iterations after the seeding no longer help at this step size).
 Data passes are chunked, so memory stays bounded; the data are held once, scaled, in float32.
 """
 
@@ -160,9 +162,9 @@ def fit_rkme(
     k: int = 100,
     seed: int = 0,
     device=None,
-    n_alternations: int = 3,
+    n_alternations: int = 2,
     steps: int = 12,
-    lr: float = 0.1,
+    lr: float = 0.02,
     grad_rows: int = 16384,
     init_rows: int = 20000,
 ) -> RKME:
