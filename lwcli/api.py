@@ -288,9 +288,10 @@ def _island_stack(mk, iid: str, dev):
     ids = sorted(i for i in mk.ids() if mk.manifest(i).island_id() == iid)
     if not ids:
         return [], None, {}, []
+    specs = {i: mk.spec(i) for i in ids}
     note = "the market has no index for this island; run `lw market refresh` to speed search up"
-    return ids, _stack_for(mk, mk.island(iid), ids, dev), \
-        {i: learnware_summary(mk, i) for i in ids}, [note]
+    return ids, _stack_for(mk, mk.island(iid), ids, dev, specs), \
+        {i: learnware_summary(mk, i, specs[i]) for i in ids}, [note]
 
 
 def search(

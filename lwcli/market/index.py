@@ -38,10 +38,11 @@ def index_digest(islands: dict[str, Island], entries: list[tuple[str, str, str]]
     return "gen-" + h.hexdigest()[:20]
 
 
-def learnware_summary(market: Market, lw_id: str) -> dict:
+def learnware_summary(market: Market, lw_id: str, spec=None) -> dict:
+    """The catalog row of one learnware (pass its parsed ``spec`` to avoid parsing it again)."""
     man = market.manifest(lw_id)
     rec = market.record(lw_id)
-    spec = market.spec(lw_id)
+    spec = spec if spec is not None else market.spec(lw_id)
     return {
         "id": lw_id,
         "name": man.name,
@@ -83,9 +84,10 @@ class Index:
         return SpecStack(isl.metric, points, beta, selfs[0], selfs[1])
 
 
-def _stack_for(market: Market, island: Island, ids: list[str], device) -> SpecStack:
-    specs = [market.spec(i).rkme for i in ids]
-    return build_stack(specs, island.metric, device)
+def _stack_for(market: Market, island: Island, ids: list[str], device,
+               specs: dict | None = None) -> SpecStack:
+    rkmes = [(specs[i] if specs is not None else market.spec(i)).rkme for i in ids]
+    return build_stack(rkmes, island.metric, device)
 
 
 def _write_generation(market: Market, name: str, catalog: dict,
@@ -175,7 +177,8 @@ def _catalog(digest: str, market: Market, groups: dict[str, list[str]],
 def build_index(market: Market, device=None, *, force: bool = False) -> tuple[str, bool]:
     """Rebuild the index from ``learnwares/``. Returns (generation, changed)."""
     islands = market.islands()
-    summaries = {i: learnware_summary(market, i) for i in market.ids()}
+    specs = {i: market.spec(i) for i in market.ids()}
+    summaries = {i: learnware_summary(market, i, specs[i]) for i in specs}
     groups: dict[str, list[str]] = {iid: [] for iid in islands}
     for i, s in summaries.items():
         if s["island"] not in islands:
@@ -187,7 +190,8 @@ def build_index(market: Market, device=None, *, force: bool = False) -> tuple[st
     if not force and current_generation(market) == digest and \
             (market.layout.index_generation(digest) / CATALOG).is_file():
         return digest, False
-    stacks = {iid: _stack_for(market, islands[iid], ids, device) for iid, ids in groups.items()}
+    stacks = {iid: _stack_for(market, islands[iid], ids, device, specs)
+              for iid, ids in groups.items()}
     if force and market.layout.index_generation(digest).exists():
         shutil.rmtree(market.layout.index_generation(digest))
     _write_generation(market, digest, _catalog(digest, market, groups, summaries), stacks, None)
@@ -203,7 +207,8 @@ def add_to_index(market: Market, lw_id: str, device=None) -> str:
     idx = load_index(market)
     if idx is None:
         return build_index(market, device)[0]
-    summary = learnware_summary(market, lw_id)
+    spec = market.spec(lw_id)
+    summary = learnware_summary(market, lw_id, spec)
     iid = summary["island"]
     islands = market.islands()
     summaries = dict(idx.catalog["learnwares"])
@@ -214,7 +219,7 @@ def add_to_index(market: Market, lw_id: str, device=None) -> str:
     old_ids = groups.get(iid, [])
     new_ids = sorted(old_ids + [lw_id])
     groups[iid] = new_ids
-    new_row = build_stack([market.spec(lw_id).rkme], islands[iid].metric, device)
+    new_row = build_stack([spec.rkme], islands[iid].metric, device)
     if old_ids:
         old = idx.stack(iid)
         pos = new_ids.index(lw_id)
