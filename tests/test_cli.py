@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lwcli import api
 
 from conftest import ROOT, build_learnware, domain_data, run_lw, snapshot, write_user
 

@@ -85,12 +85,6 @@ class RKME:
         return self.points[idx] + rng.normal(size=(n, self.metric.dim)) * sigma * scales
 
 
-def _torch_dtype():
-    import torch
-
-    return torch.float32
-
-
 def _kmeanspp(Zs, k: int, gen):
     """k-means++ seeding (D^2 sampling) on scaled points ``Zs`` (torch)."""
     import torch
@@ -188,7 +182,7 @@ def fit_rkme(
         raise DataError(f"--k {k} reduced points asked for, but the data has {m} rows",
                         f"use --k {min(m, 100)} or fewer, or pass more rows")
     device = device or torch.device("cpu")
-    dtype = _torch_dtype()
+    dtype = torch.float32  # data passes; beta, errors and the stored points are float64
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rng = np.random.default_rng(seed)
     gamma = metric.gamma
