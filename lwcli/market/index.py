@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,8 @@ import numpy as np
 
 from ..engine.search import SpecStack, build_stack
 from ..errors import MarketError
-from .store import Island, Market, _fsync_dir, atomic_write, sha256, write_file_synced
+from .store import (Island, Market, current_generation_in, publish_generation, save_npy_synced,
+                    sha256, write_file_synced)
 
 INDEX_FORMAT = 1
 CATALOG = "catalog.json"
@@ -91,58 +90,32 @@ def _stack_for(market: Market, island: Island, ids: list[str], device,
 
 
 def _write_generation(market: Market, name: str, catalog: dict,
-                      stacks: dict[str, SpecStack], link_from: Path | None) -> Path:
+                      stacks: dict[str, SpecStack], link_from: Path | None,
+                      replace: bool = False) -> Path:
+    def write(stage: Path) -> None:
+        for iid in catalog["islands"]:
+            if iid in stacks:
+                st = stacks[iid]
+                arrays = {"points": np.ascontiguousarray(st.points),
+                          "beta": np.ascontiguousarray(st.beta),
+                          "self": np.stack([st.self_xy, st.self_x])}
+                for a, arr in arrays.items():
+                    save_npy_synced(stage / f"{iid}.{a}.npy", arr)
+            else:
+                if link_from is None:
+                    raise MarketError(f"island {iid} has no arrays to carry over",
+                                      "run lw market refresh --force")
+                for a in ARRAYS:
+                    os.link(link_from / f"{iid}.{a}.npy", stage / f"{iid}.{a}.npy")
+        write_file_synced(stage / CATALOG,
+                          (json.dumps(catalog, indent=1, sort_keys=True) + "\n").encode())
+
     lay = market.layout
-    final = lay.index_generation(name)
-    if not final.exists():
-        stage = lay.tmp / f"index-{uuid.uuid4().hex}"
-        stage.mkdir(parents=True)
-        try:
-            for iid in catalog["islands"]:
-                if iid in stacks:
-                    st = stacks[iid]
-                    arrays = {"points": np.ascontiguousarray(st.points),
-                              "beta": np.ascontiguousarray(st.beta),
-                              "self": np.stack([st.self_xy, st.self_x])}
-                    for a, arr in arrays.items():
-                        with open(stage / f"{iid}.{a}.npy", "wb") as fh:
-                            np.save(fh, arr, allow_pickle=False)
-                            fh.flush()
-                            os.fsync(fh.fileno())
-                else:
-                    assert link_from is not None
-                    for a in ARRAYS:
-                        os.link(link_from / f"{iid}.{a}.npy", stage / f"{iid}.{a}.npy")
-            write_file_synced(stage / CATALOG,
-                              (json.dumps(catalog, indent=1, sort_keys=True) + "\n").encode())
-            _fsync_dir(stage)
-            lay.index.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(stage, final)
-            except OSError:
-                if not final.exists():
-                    raise
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
-    atomic_write(lay.index_current, (name + "\n").encode(), lay.tmp)
-    _gc(market, keep={name})
-    return final
-
-
-def _gc(market: Market, keep: set[str]) -> None:
-    """Remove generations that CURRENT no longer names."""
-    for p in market.layout.index.iterdir():
-        if p.is_dir() and p.name.startswith("gen-") and p.name not in keep:
-            shutil.rmtree(p, ignore_errors=True)
+    return publish_generation(lay.index, name, write, lay.tmp, replace=replace)
 
 
 def current_generation(market: Market) -> str | None:
-    try:
-        name = market.layout.index_current.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return name or None
+    return current_generation_in(market.layout.index)
 
 
 def load_index(market: Market) -> Index | None:
@@ -192,9 +165,8 @@ def build_index(market: Market, device=None, *, force: bool = False) -> tuple[st
         return digest, False
     stacks = {iid: _stack_for(market, islands[iid], ids, device, specs)
               for iid, ids in groups.items()}
-    if force and market.layout.index_generation(digest).exists():
-        shutil.rmtree(market.layout.index_generation(digest))
-    _write_generation(market, digest, _catalog(digest, market, groups, summaries), stacks, None)
+    _write_generation(market, digest, _catalog(digest, market, groups, summaries), stacks, None,
+                      replace=force)
     return digest, True
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._zipsafe import read_member, unsafe_member_name
 from ..config import max_model_bytes
 from ..errors import NotFoundError, PackageError
 from ..specfile import Spec, spec_from_bytes
@@ -69,24 +69,8 @@ def build_package(manifest: Manifest, spec: Spec, model_bytes: bytes) -> bytes:
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, source: str) -> bytes:
-    if info.file_size > limit:
-        raise PackageError(f"{source}: member {info.filename!r} is {info.file_size} bytes, over the "
-                           f"{limit}-byte limit", "shrink the model or specification")
-    out = bytearray()
-    try:
-        with zf.open(info) as fh:
-            while True:
-                chunk = fh.read(1 << 20)
-                if not chunk:
-                    break
-                out += chunk
-                if len(out) > limit:
-                    raise PackageError(f"{source}: member {info.filename!r} expands past the "
-                                       f"{limit}-byte limit", "the package is malformed or hostile")
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise PackageError(f"{source}: member {info.filename!r} is corrupt ({exc})",
-                           "rebuild the package with lw pack") from exc
-    return bytes(out)
+    return read_member(zf, info, limit, source, PackageError,
+                       "rebuild the package with lw pack (shrink the model if it is too large)")
 
 
 def read_package(path: str | Path) -> Package:
@@ -110,8 +94,7 @@ def unpack_bytes(data: bytes, source: str = "package") -> Package:
         infos = zf.infolist()
         names = [i.filename for i in infos]
         for n in names:
-            if n.startswith(("/", "\\")) or ".." in n.replace("\\", "/").split("/") or "/" in n \
-                    or "\\" in n or ":" in n:
+            if unsafe_member_name(n):
                 raise PackageError(f"{source}: member path {n!r} escapes the package folder",
                                    "packages hold plain file names only; rebuild with lw pack")
         if len(set(names)) != len(names):

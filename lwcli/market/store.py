@@ -72,6 +72,62 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
     _fsync_dir(path.parent)
 
 
+def save_npy_synced(path: Path, arr) -> None:
+    """``np.save`` without pickles, flushed and fsynced."""
+    import numpy as np
+
+    with open(path, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def current_generation_in(area: Path) -> str | None:
+    """The generation that ``area/CURRENT`` names (derived data: index, anchors), if any."""
+    try:
+        name = (area / "CURRENT").read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return name or None
+
+
+def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
+                       replace: bool = False) -> Path:
+    """Publish a derived generation folder ``area/<name>`` and point ``area/CURRENT`` at it.
+
+    ``write(stage)`` fills a staging folder in ``tmp_dir`` (same filesystem); the folder is
+    fsynced and renamed into place (an existing generation of that name is kept: names are
+    digests of content, unless ``replace``: then it is swapped out, to repair a damaged one),
+    ``CURRENT`` is replaced atomically, and older generations are removed. Readers see the
+    old generation or the new one, never a mix.
+    """
+    final = area / name
+    if replace or not final.exists():
+        stage = tmp_dir / f"{area.name}-{uuid.uuid4().hex}"
+        stage.mkdir(parents=True)
+        try:
+            write(stage)
+            _fsync_dir(stage)
+            area.mkdir(parents=True, exist_ok=True)
+            if replace and final.exists():
+                old = tmp_dir / f"{area.name}-old-{uuid.uuid4().hex}"
+                os.rename(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.rename(stage, final)
+            except OSError:
+                if not final.exists():
+                    raise
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+    atomic_write(area / "CURRENT", (name + "\n").encode(), tmp_dir)
+    for p in area.iterdir():
+        if p.is_dir() and p.name.startswith("gen-") and p.name != name:
+            shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
 def record_checksum(record: dict) -> str:
     body = {k: v for k, v in record.items() if k != "record_sha256"}
     return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
