@@ -8,6 +8,7 @@ market exactly as it was.
 from __future__ import annotations
 
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .errors import (DataError, MetricMismatchError, NotFoundError, SpecError, UsageError)
+from .errors import (DataError, MarketError, MetricMismatchError, NotFoundError, SpecError,
+                     UsageError)
 from .specfile import Spec
 
 
@@ -271,11 +273,17 @@ class SearchResult:
     mixture: dict
     requirement: dict
     warnings: list[str] = field(default_factory=list)
+    anchors: dict | None = None            # mode "anchors": the report's anchors and metric
+    assessment: dict | None = None         # mode "anchors": is there hope in this market?
 
     def to_dict(self) -> dict:
-        return {"island": self.island, "mode": self.mode, "single": self.single,
-                "mixture": self.mixture, "requirement": self.requirement,
-                "warnings": self.warnings}
+        out = {"island": self.island, "mode": self.mode, "single": self.single,
+               "mixture": self.mixture, "requirement": self.requirement,
+               "warnings": self.warnings}
+        if self.anchors is not None:
+            out["anchors"] = self.anchors
+            out["assessment"] = self.assessment
+        return out
 
 
 def _island_stack(mk, iid: str, dev):
@@ -308,23 +316,32 @@ def search(
     seed: int = 0,
     device: str | None = None,
     max_members: int = 5,
+    anchor_report: str | Path | dict | None = None,
 ) -> SearchResult:
     """Rank an island's learnwares against a requirement, and find the best mixture.
 
     The requirement is built locally from ``data`` (label-aware with ``target``) or read from
-    ``spec``. Scores are absolute: ``1 - MMD/sqrt(2)``.
+    ``spec``. Scores are absolute: ``1 - MMD/sqrt(2)``. With ``anchor_report`` instead (what
+    :func:`anchor_eval` returned, or the path it wrote), every learnware of the island is
+    ranked by its predicted performance from the anchors' scores alone (mode ``"anchors"``;
+    no mixture).
     """
     from .device import resolve_device
     from .engine.search import Ranking, SpecStack, mixture_search, rank_single
     from .market.store import Market
     from .specfile import read_spec
 
-    if (data is None) == (spec is None):
-        raise UsageError("give exactly one of --data and --spec", "see lw search --help")
-    if target is not None and data is None:
-        raise UsageError("--target goes with --data", "drop --target when using --spec")
+    if sum(x is not None for x in (data, spec, anchor_report)) != 1:
+        raise UsageError("give exactly one of --data, --spec and --anchor-report",
+                         "see lw search --help")
     if top < 1:
         raise UsageError(f"--top must be >= 1, got {top}", "pass a positive number")
+    if anchor_report is not None:
+        if target is not None:
+            raise UsageError("--target goes with --data", "drop --target with --anchor-report")
+        return _anchor_search(market, anchor_report, tags=tags, top=top)
+    if target is not None and data is None:
+        raise UsageError("--target goes with --data", "drop --target when using --spec")
     mk = Market.open(market)
     dev = resolve_device(device)
     if spec is not None:
@@ -374,6 +391,317 @@ def search(
     return SearchResult(isl.id, ranking.mode, single, mixture, requirement, notes)
 
 
+# ------------------------------------------------------------------------------ anchors
+
+def _anchor_metric(task: str, objective: str) -> tuple[str, str]:
+    """(score used for ranking, distance that bounds it) for an island."""
+    if task == "classification":
+        return "accuracy", "disagreement"
+    return ("mae", "mae") if objective == "mae" else ("rmse", "rms")
+
+
+def _as_loss(values, metric: str):
+    v = np.asarray(values, dtype=np.float64)
+    return 1.0 - v if metric == "accuracy" else v
+
+
+HOPELESS_SKILL = 0.1    # the best anchor beats a constant prediction by less than 10%
+
+
+def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: str | None = None,
+                task: str | None = None, trust: bool = False,
+                out: str | Path | None = None) -> dict:
+    """Score the island's anchor learnwares on the user's labelled rows, locally.
+
+    Returns (and with ``out`` writes) a report of scores only: every metric per anchor, the
+    same metrics for the best constant prediction, and the row count. Give it to
+    ``search(anchor_report=...)``.
+    """
+    from .anchorreport import make_report
+    from .engine.metrics import baseline_scores, classification_scores, regression_scores
+    from .io import read_table
+    from .labels import label_str
+    from .market.anchors import load_anchor_set
+    from .market.store import Market, atomic_write
+
+    if not target:
+        raise UsageError("anchor-eval needs --target: the label column of your data",
+                         "pass --target COL")
+    if out is not None and not Path(out).parent.exists():
+        raise NotFoundError(f"output folder {Path(out).parent} does not exist", "create it first")
+    mk = Market.open(market)
+    table = read_table(data, target=target, min_rows=MIN_ANCHOR_ROWS)
+    isl = _resolve_island_for_features(mk, table.features, island, task)
+    table = read_table(data, target=target, features=isl.key["features"], min_rows=MIN_ANCHOR_ROWS)
+    aset = load_anchor_set(mk, isl.id)
+    outputs = tuple(isl.key["outputs"])
+    if aset.task == "classification":
+        y = np.asarray([label_str(v) for v in table.y], dtype=object)
+        unknown = sorted(set(y) - set(outputs))
+        if unknown:
+            raise DataError(f"target column {target!r} has labels {unknown[:5]} that are not "
+                            f"among the island's classes {list(outputs)}",
+                            "use data whose labels are the island's classes")
+    else:
+        if len(outputs) != 1:
+            raise DataError(f"island {isl.id} has {len(outputs)} outputs; --target gives one",
+                            "anchor-eval supports single-output regression islands")
+        y = table.y.astype(np.float64)
+    scores = []
+    for lw in load_learnwares(mk, aset.anchors, trust=trust, with_specs=False):
+        if aset.task == "classification":
+            proba = lw.predict_proba(table.X)
+            pred = np.asarray(outputs, dtype=object)[np.argmax(proba, axis=1)]
+            sc = classification_scores(y, pred, proba, outputs)
+        else:
+            sc = regression_scores(y, lw.predict_values(table.X))
+        scores.append({"id": lw.id, "name": lw.name, "scores": sc})
+    report = make_report(island=isl.id, anchor_set=aset.anchor_set, task=aset.task,
+                         objective=aset.objective, n_rows=table.n_rows, scores=scores,
+                         baseline=baseline_scores(y, aset.task))
+    if out is not None:
+        atomic_write(Path(out), (json.dumps(report, indent=1) + "\n").encode())
+    return report
+
+
+MIN_ANCHOR_ROWS = 5
+
+
+def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> SearchResult:
+    from .anchorreport import read_report, report_from_dict
+    from .engine.anchors import distances, rank_from_anchors
+    from .engine.metrics import skill
+    from .market.anchors import load_anchor_set
+    from .market.index import learnware_summary, load_index
+    from .market.store import Market
+
+    rep = report_from_dict(report_path) if isinstance(report_path, dict) else \
+        read_report(report_path)
+    mk = Market.open(market)
+    isl = mk.island(rep["island"])
+    aset = load_anchor_set(mk, isl.id)
+    metric, kind = _anchor_metric(aset.task, aset.objective)
+    ids = [s["id"] for s in rep["scores"]]
+    missing = [i for i in ids if i not in aset.members]
+    if missing:
+        raise MarketError(f"the report scores learnwares {missing[:3]} that are not among island "
+                          f"{isl.id}'s anchored learnwares", "rerun lw anchor-eval on this market")
+    if any(metric not in s["scores"] for s in rep["scores"]) or metric not in rep["baseline"]:
+        raise MarketError(f"the report lacks the {metric} score this island is ranked by",
+                          "rerun lw anchor-eval on this market")
+    pos = np.asarray([aset.members.index(i) for i in ids])
+    if ids == aset.anchors:
+        D = aset.distances(kind)
+    else:   # a report on another anchor choice of the same members: distances from outputs
+        outs = np.asarray(aset.outputs(), dtype=np.float64)
+        D = distances(outs, outs[pos], kind)
+    observed = np.asarray([s["scores"][metric] for s in rep["scores"]])
+    rk = rank_from_anchors(D, _as_loss(observed, metric), pos)
+    idx = load_index(mk)
+    cat = idx.catalog["learnwares"] if idx is not None else {}
+    summ = {i: cat.get(i) or learnware_summary(mk, i) for i in aset.members}
+    flip = metric == "accuracy"
+    val = (lambda x: float(1.0 - x)) if flip else float
+    obs = dict(zip(ids, observed.tolist()))
+    single = []
+    for j in rk.order:
+        i = aset.members[j]
+        if tags and not set(tags) <= set(summ[i]["tags"]):
+            continue
+        lo, hi = (val(rk.upper[j]), val(rk.lower[j])) if flip else (val(rk.lower[j]),
+                                                                     val(rk.upper[j]))
+        single.append({"id": i, "name": summ[i]["name"], "predicted": val(rk.predicted[j]),
+                       "lower": lo, "upper": hi, "confidence": float(rk.confidence[j]),
+                       "anchor": i in obs, "observed": obs.get(i)})
+    if not single:
+        raise NotFoundError(f"no learnware on island {isl.id} carries all tags {list(tags)}",
+                            "drop or change --tag")
+    single = single[:top]
+    skills = {i: skill(obs[i], rep["baseline"][metric], metric) for i in ids}
+    best = max(skills, key=skills.get)
+    hopeless = skills[best] < HOPELESS_SKILL
+    assessment = {
+        "hope": "low" if hopeless else "ok", "best_anchor": best,
+        "best_anchor_skill": skills[best],
+        "message": (f"every anchor performs poorly on your task (the best, {summ[best]['name']},"
+                    f" is {100 * skills[best]:.0f}% better than a constant prediction): there "
+                    "may be little hope in this market for this task") if hopeless else
+                   (f"the best anchor, {summ[best]['name']}, is {100 * skills[best]:.0f}% better "
+                    "than a constant prediction")}
+    warnings = [assessment["message"]] if hopeless else []
+    if not rk.consistent:
+        warnings.append("the anchors' scores contradict their functional distances: your data "
+                        "may lie away from the island's probe inputs; trust the ranking less")
+    on_island = [i for i in mk.ids() if mk.manifest(i).island_id() == isl.id]
+    unplaced = sorted(set(on_island) - set(aset.members))
+    if unplaced:
+        warnings.append(f"{len(unplaced)} learnwares of this island have no anchor distances "
+                        "(joined since the last refresh, or need --trust); run lw market refresh")
+    anchors = {"metric": metric, "distance": kind, "anchor_set": rep["anchor_set"],
+               "current_anchor_set": aset.anchor_set, "n_rows": rep["n_rows"],
+               "baseline": rep["baseline"][metric], "ids": ids, "bandwidth": rk.bandwidth}
+    requirement = {"kind": "anchor-report", "n_rows": rep["n_rows"], "metric": metric}
+    return SearchResult(isl.id, "anchors", single, None, requirement, warnings, anchors,
+                        assessment)
+
+
+# ------------------------------------------------------------------------------ reuse
+
+def load_learnwares(market, ids: Sequence[str], *, trust: bool = False,
+                    with_specs: bool = True) -> list:
+    """Load learnwares from a market for reuse: models by format (pickle/joblib only with
+    ``trust``), declared features and outputs, and (``with_specs``) their RKMEs."""
+    from .engine.reuse import Learnware
+    from .market.models import load_model
+    from .market.store import Market
+
+    mk = market if isinstance(market, Market) else Market.open(market)
+    out = []
+    for lw_id in ids:
+        man = mk.manifest(lw_id)
+        model = load_model(mk.model_bytes(lw_id), man.model_format, trust=trust)
+        rkme = mk.spec(lw_id).rkme if with_specs else None
+        out.append(Learnware(lw_id, man.name, model, man.task, man.features, man.outputs, rkme))
+    return out
+
+
+@dataclass(frozen=True)
+class ReuseResult:
+    method: str
+    ids: list[str]
+    task: str
+    n_rows: int
+    columns: list[str]
+    output: str | None
+    saved_model: str | None
+    details: dict
+    scores: dict | None
+    predictions: object = field(repr=False, default=None)     # a pandas DataFrame
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "ids": self.ids, "task": self.task,
+                "n_rows": self.n_rows, "columns": self.columns, "output": self.output,
+                "saved_model": self.saved_model, "details": self.details, "scores": self.scores}
+
+
+def _reuse_details(r) -> dict:
+    d = {}
+    ids = list(r.learnware_ids_)
+    if hasattr(r, "weights_"):
+        names = (["user_model"] + ids) if r.method == "with-user" else ids
+        d["weights"] = dict(zip(names, [float(w) for w in r.weights_]))
+    for a in ("cv_losses_", "user_model_name_", "final_model_name_", "fallback_"):
+        if hasattr(r, a):
+            d[a.rstrip("_")] = getattr(r, a)
+    return d
+
+
+def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: str | Path,
+          method: str | None = None, train: str | Path | None = None,
+          target: str | None = None, weights: Sequence[float] | None = None,
+          voting: str = "soft", proba: bool = False, out: str | Path | None = None,
+          save_model: str | Path | None = None, model: str | Path | None = None,
+          trust: bool = False, cv: int = 5, seed: int = 0) -> ReuseResult:
+    """Put learnwares to work on ``data``: fit a reuser (or load a saved one with ``model``),
+    predict every row in order, and optionally write the predictions and save the reuser.
+
+    ``method``: single (default for one id), average (default for several), with-user,
+    job-selector or feature-augment. with-user and feature-augment learn from ``train``
+    (labelled rows, label column ``target``); the others need no labels. When ``data`` also
+    holds the ``target`` column, the result carries the predictions' scores.
+    """
+    import pandas as pd
+
+    from .engine.metrics import classification_scores, regression_scores
+    from .engine.reuse import METHODS, REUSERS, make_reuser
+    from .io import read_table
+    from .market.store import Market, atomic_write
+    from .reusefile import dump_reuser, load_reuser
+
+    for o, what in ((out, "output"), (save_model, "--save-model")):
+        if o is not None and not Path(o).parent.exists():
+            raise NotFoundError(f"{what} folder {Path(o).parent} does not exist",
+                                "create it first")
+    if model is not None:
+        if ids or method or train is not None or save_model is not None or weights is not None:
+            raise UsageError("--model applies a saved reuser as it is",
+                             "drop the learnware ids, --method, --train, --weights and "
+                             "--save-model")
+        r = load_reuser(model, trust=trust)
+    else:
+        ids = list(ids)
+        if not ids:
+            raise UsageError("no learnware ids given", "pass ids from lw search, or --model PATH")
+        method = method or ("single" if len(ids) == 1 else "average")
+        if method not in METHODS:
+            raise UsageError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}",
+                             "see lw reuse --help")
+        cls = REUSERS[method]
+        if cls.needs_labels and (train is None or target is None):
+            raise UsageError(f"the {method} method learns from your labels, and none were given",
+                             "pass --train LABELLED.csv --target COL (or use single, average or "
+                             "job-selector, which need none)")
+        if not cls.needs_labels and train is not None:
+            raise UsageError(f"the {method} method uses no labelled data, but --train was given",
+                             "drop --train, or use with-user or feature-augment")
+        params: dict = {}
+        if weights is not None:
+            if method not in ("average", "job-selector"):
+                raise UsageError(f"--weights is for average and job-selector, not {method}",
+                                 "drop --weights")
+            params["weights"] = list(weights)
+        if method == "average":
+            params["voting"] = voting
+        if method in ("with-user", "feature-augment", "job-selector"):
+            params["random_state"] = seed
+        if method in ("with-user", "feature-augment"):
+            params["cv"] = cv
+        mk = Market.open(market)
+        lws = load_learnwares(mk, ids, trust=trust, with_specs=method == "job-selector")
+        r = make_reuser(method, lws, **params)
+        if cls.needs_labels:
+            tr = read_table(train, target=target, features=lws[0].features)
+            r.fit(tr.X, tr.y)
+        else:
+            r.fit()
+    feats = list(r.feature_names_in_)
+    table = read_table(data, target=target, features=feats, target_optional=True)
+    pred = r.predict(table.X)
+    frame = pd.DataFrame(index=range(table.n_rows))
+    if r.task_ == "classification":
+        frame["prediction"] = pred
+        if proba:
+            P = r.predict_proba(table.X)
+            for j, c in enumerate(r.classes_):
+                frame[f"proba_{c}"] = P[:, j]
+    else:
+        if proba:
+            raise UsageError("--proba is for classification, and these learnwares do regression",
+                             "drop --proba")
+        P = pred.reshape(len(pred), -1)
+        names = ["prediction"] if P.shape[1] == 1 else [f"prediction_{n}" for n in r.output_names_]
+        for j, n in enumerate(names):
+            frame[n] = P[:, j]
+    scores = None
+    if table.y is not None:
+        scores = classification_scores(table.y, pred) if r.task_ == "classification" else \
+            regression_scores(table.y, pred)
+    if out is not None:
+        atomic_write(Path(out), frame.to_csv(index=False).encode())
+    if save_model is not None:
+        mk = Market.open(market)
+        files = {}
+        for lw_id in r.learnware_ids_:
+            man = mk.manifest(lw_id)
+            files[lw_id] = {"learnware.toml": (mk.layout.learnware(lw_id) / "learnware.toml")
+                            .read_bytes(), man.model_file: mk.model_bytes(lw_id)}
+        atomic_write(Path(save_model), dump_reuser(r, files))
+    return ReuseResult(r.method, list(r.learnware_ids_), r.task_, table.n_rows,
+                       list(frame.columns), str(out) if out is not None else None,
+                       str(save_model) if save_model is not None else None, _reuse_details(r),
+                       scores, frame)
+
+
 # ------------------------------------------------------------------------------ market
 
 def market_init(root: str | Path) -> dict:
@@ -412,18 +740,29 @@ def market_info(market: str | Path, lw_id: str) -> dict:
                      "metric_digest": sp.rkme.metric.digest(), "output_source": sp.output_source}}
 
 
-def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False) -> dict:
+def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False,
+                   trust: bool = False, n_anchors: int | None = None) -> dict:
+    """Rebuild the derived data: the search index and each island's anchors.
+
+    Idempotent: an unchanged market writes nothing (``changed`` is false). Anchors run every
+    learnware on the island's probe inputs; pickle/joblib learnwares join only with ``trust``.
+    """
     from .device import resolve_device
+    from .market.anchors import build_anchors
     from .market.index import build_index
     from .market.store import Market, market_lock
 
+    if n_anchors is not None and n_anchors < 1:
+        raise UsageError(f"--anchors must be >= 1, got {n_anchors}", "pass a positive number")
     mk = Market.open(market)
     dev = resolve_device(device)
     with market_lock(mk.layout):
         mk.reload()
         gen, changed = build_index(mk, dev, force=force)
-    return {"generation": gen, "changed": changed, "learnwares": len(mk.ids()),
-            "islands": len(mk.islands())}
+        anchors = build_anchors(mk, trust=trust, n_anchors=n_anchors, force=force)
+    return {"generation": gen, "changed": changed or anchors["changed"],
+            "index_changed": changed, "learnwares": len(mk.ids()),
+            "islands": len(mk.islands()), "anchors": anchors}
 
 
 def market_verify(market: str | Path, *, device: str | None = None):
@@ -435,5 +774,6 @@ def market_verify(market: str | Path, *, device: str | None = None):
     return verify_market(mk, resolve_device(device))
 
 
-__all__ = ["build_spec", "write_spec", "pack", "submit", "search", "market_init", "market_ls",
-           "market_info", "market_refresh", "market_verify"]
+__all__ = ["build_spec", "write_spec", "pack", "submit", "search", "reuse", "load_learnwares",
+           "anchor_eval", "market_init", "market_ls", "market_info", "market_refresh",
+           "market_verify"]

@@ -77,12 +77,14 @@ def read_table(
     target: str | None = None,
     features: Sequence[str] | None = None,
     min_rows: int = 1,
+    target_optional: bool = False,
 ) -> Table:
     """Read ``path`` into a :class:`Table`.
 
     ``features``: the expected input columns in order (an island's or a manifest's); the file
     must hold exactly these (plus ``target``), in any order. Without it every non-target column
-    is a feature, in file order.
+    is a feature, in file order. ``target_optional``: a missing target column is no error
+    (the table then has no ``y``).
     """
     p = Path(path)
     if not p.exists():
@@ -95,6 +97,8 @@ def read_table(
     frame = _load_frame(p)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
+    if target is not None and target_optional and target not in columns:
+        target = None
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         raise DataError(f"{p} has duplicate column names {dupes}", "rename the columns")

@@ -1,4 +1,4 @@
-"""Output encodings shared by specs, search and (later) reuse.
+"""Output encodings shared by specs, search, anchors and reuse.
 
 Class labels are compared as strings (``1``, ``1.0`` and ``"1"`` are the same class), so a
 label read from a CSV as a float matches a manifest's integer class.
@@ -50,3 +50,29 @@ def encode_outputs(y: np.ndarray, task: str, outputs: Sequence[str], what: str =
     if not np.all(np.isfinite(Y)):
         raise DataError(f"{what} has NaN or infinite values", "drop those rows")
     return Y
+
+
+def union_classes(*label_sets: Sequence) -> tuple[str, ...]:
+    """Class names in first-seen order across several label sets (compared as strings)."""
+    out: dict[str, None] = {}
+    for labels in label_sets:
+        for v in labels:
+            out.setdefault(label_str(v), None)
+    return tuple(out)
+
+
+def align_columns(P: np.ndarray, have: Sequence[str], want: Sequence[str]) -> np.ndarray:
+    """Re-index probability columns named ``have`` into the class order ``want``, by name.
+
+    Classes in ``want`` that ``have`` lacks get probability 0; every name in ``have`` must be
+    in ``want``.
+    """
+    index = {c: i for i, c in enumerate(want)}
+    missing = [c for c in have if c not in index]
+    if missing:
+        raise DataError(f"probabilities for classes {missing[:5]} have no place among "
+                        f"{list(want)}", "declare every class the model predicts")
+    out = np.zeros((P.shape[0], len(want)), dtype=np.float64)
+    for j, c in enumerate(have):
+        out[:, index[c]] += P[:, j]
+    return out

@@ -2,7 +2,9 @@
 
 One learnware per Beijing monitoring station (PM2.5 regression from the other measurements
 and the weather), with different model types, except Wanshouxigong: that station plays the
-new user, whose 200 labelled hours are written to sample_market/user/.
+new user, whose 200 labelled hours (20 of them separately, for anchor-eval) and 1,000 other
+hours to predict are written to sample_market/user/. The refresh at the end builds the index
+and the anchors.
 Also writes a ready-to-submit developer example to sample_market/developer/.
 Reproducible: running it twice gives the same files, bit for bit (same ids, same index).
 """
@@ -108,11 +110,17 @@ def main() -> None:
             api.pack(d / "model.skops", d / "rkme.json", d / "learnware.toml", d / "pkg.lw")
             res = api.submit(d / "pkg.lw", market)
             print(f"{res.id}  {station:14s} {kind:5s} agreement {res.qa['agreement']:.3f}")
-    # the user: 200 labelled hours at a station the market has never seen
-    user = df[df.station == USER_STATION].sample(n=200, random_state=7).sort_index()
+    # the user: 200 labelled hours at a station the market has never seen, 20 of them for
+    # anchor-eval, and 1,000 other hours to predict (labelled, so that reuse can be scored)
+    station = df[df.station == USER_STATION]
+    user = station.sample(n=200, random_state=7).sort_index()
     (SM / "user").mkdir(exist_ok=True)
     user[FEATURES + [TARGET]].to_csv(SM / "user" / "wanshouxigong_200h.csv", index=False)
     user[FEATURES].to_csv(SM / "user" / "wanshouxigong_200h_unlabelled.csv", index=False)
+    user.sample(n=20, random_state=9).sort_index()[FEATURES + [TARGET]].to_csv(
+        SM / "user" / "wanshouxigong_20h.csv", index=False)
+    new = station.drop(user.index).sample(n=1000, random_state=8).sort_index()
+    new[FEATURES + [TARGET]].to_csv(SM / "user" / "wanshouxigong_new_hours.csv", index=False)
     # a developer's ready-to-submit example
     dev = SM / "developer"
     dev.mkdir(exist_ok=True)

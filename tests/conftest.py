@@ -135,3 +135,42 @@ def write_user(path: Path, X, y=None, target: str = "y") -> Path:
 
 def read_json(text: str):
     return json.loads(text)
+
+
+def classification_meta(name: str, classes, features=FEATURES, tags=("synthetic",)):
+    return manifest_from_dict({
+        "name": name, "version": "1.0.0", "description": f"test classifier {name}",
+        "license": "MIT", "tags": list(tags), "data_type": "table", "task": "classification",
+        "objective": "accuracy", "input": {"features": list(features)},
+        "output": {"classes": list(classes)},
+        "model": {"format": "skops", "file": "model.skops"}})
+
+
+def build_classifier(workdir: Path, name: str, X, y, classes, *, market: Path | None = None,
+                     model=None, k: int = 30) -> Built:
+    """Train, specify and pack a classification learnware declaring ``classes`` (in order)."""
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    d = workdir / name
+    d.mkdir(parents=True, exist_ok=True)
+    features = [f"f{i}" for i in range(X.shape[1])]
+    pd.DataFrame(X, columns=features).to_csv(d / "train.csv", index=False)
+    model = model if model is not None else LogisticRegression(max_iter=1000).fit(X, y)
+    meta = classification_meta(name, classes, features)
+    (d / "learnware.toml").write_text(meta.to_toml())
+    sio.dump(model, d / "model.skops")
+    sp = api.build_spec(d / "train.csv", model=d / "model.skops", meta=d / "learnware.toml",
+                        market=market, k=k, seed=0)
+    api.write_spec(sp, d / "rkme.json")
+    api.pack(d / "model.skops", d / "rkme.json", d / "learnware.toml", d / "pkg.lw")
+    return Built(d, d / "pkg.lw", d / "model.skops", d / "learnware.toml", d / "rkme.json",
+                 d / "train.csv")
+
+
+def three_class_data(n: int, seed: int):
+    """Three classes 'a', 'b', 'c' in four features (a clear, learnable rule)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = np.where(X[:, 0] > 0.4, "a", np.where(X[:, 1] > 0.0, "b", "c"))
+    return X, y

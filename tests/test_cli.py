@@ -40,7 +40,8 @@ def test_help_does_not_import_torch():
 
 
 def test_every_command_has_help():
-    for cmd in (["spec"], ["pack"], ["submit"], ["search"], ["market"], ["market", "init"],
+    for cmd in (["spec"], ["pack"], ["submit"], ["search"], ["reuse"], ["anchor-eval"],
+                ["market"], ["market", "init"],
                 ["market", "ls"], ["market", "info"], ["market", "refresh"], ["market", "verify"]):
         assert "Usage" in run_lw(*cmd, "--help").stdout
 
@@ -88,8 +89,11 @@ def test_market_ls_info_refresh_verify_json(mk):
     assert sorted(r["id"] for r in rows) == sorted(ids)
     info = json.loads(run_lw("market", "info", ids[0], "--market", root, "--json").stdout)
     assert info["manifest"]["name"] == "d0"
+    first = json.loads(run_lw("market", "refresh", "--market", root, "--json").stdout)
+    assert first["index_changed"] is False          # submit keeps the index current
+    assert len(first["anchors"]["islands"]) == 1    # anchors are chosen on refresh
     ref = json.loads(run_lw("market", "refresh", "--market", root, "--json").stdout)
-    assert ref["changed"] is False
+    assert ref["changed"] is False                  # nothing new: nothing written
     ver = json.loads(run_lw("market", "verify", "--market", root, "--json").stdout)
     assert ver["ok"] and ver["checked"] == 3
 
@@ -174,7 +178,7 @@ def test_spec_k_larger_than_rows(tmp_path):
 def test_usage_errors(mk, tmp_path):
     root, _, _ = mk
     proc = run_lw("search", "--market", root, check=2)
-    assert "exactly one of --data and --spec" in proc.stderr
+    assert "exactly one of --data, --spec and --anchor-report" in proc.stderr
     run_lw("search", "--data", "x.csv", "--bogus", check=2)
     run_lw("search", "--data", "x.csv", "--top", "0", "--market", root, check=2)
 
@@ -274,8 +278,21 @@ def test_manifest_validation_names_the_field(tmp_path):
 
 def test_readme_documents_every_command():
     readme = (ROOT / "README.md").read_text()
-    for cmd in ("lw spec", "lw pack", "lw submit", "lw search", "lw market init", "lw market ls",
+    for cmd in ("lw spec", "lw pack", "lw submit", "lw search", "lw reuse", "lw anchor-eval",
+                "lw search --anchor-report", "lw market init", "lw market ls",
                 "lw market info", "lw market refresh", "lw market verify", "make demo", "make test"):
         assert cmd in readme, cmd
     for code in (0, 1, 2, 3, 4, 5, 6, 7, 8):
         assert f"| {code} " in readme
+
+
+def test_readme_python_examples_run():
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for code in blocks:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, env={**__import__("os").environ,
+                                                           "LW_DEVICE": "cpu"})
+        assert proc.returncode == 0, (code, proc.stderr[-2000:])

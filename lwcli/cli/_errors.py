@@ -21,6 +21,10 @@ def handle_errors(fn):
         except LwError as exc:
             sys.stderr.write(f"lw: error: {exc}\n")
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:   # the reader of stdout went away (e.g. `| head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except KeyboardInterrupt:
             sys.stderr.write("lw: interrupted\n")
             raise typer.Exit(130) from None

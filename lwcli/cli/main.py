@@ -5,11 +5,12 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import market, pack, search, spec, submit
+from . import anchor_eval, market, pack, reuse, search, spec, submit
 
 app = typer.Typer(
     name="lw",
-    help="lw — a learnware market toolchain: specify, pack, submit and search learnwares.\n\n"
+    help="lw — a learnware market toolchain: specify, pack, submit, search and reuse "
+         "learnwares.\n\n"
          "Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 invalid input, "
          "5 market conflict/corruption, 6 device or extra missing, 7 model rejected by QA, "
          "8 untrusted model refused.",
@@ -21,6 +22,8 @@ app.command("spec")(spec.spec)
 app.command("pack")(pack.pack)
 app.command("submit")(submit.submit)
 app.command("search")(search.search)
+app.command("reuse")(reuse.reuse)
+app.command("anchor-eval")(anchor_eval.anchor_eval)
 app.add_typer(market.app, name="market")
 
 

@@ -88,17 +88,29 @@ def info_cmd(lw_id: str = typer.Argument(..., metavar="ID"),
 @handle_errors
 def refresh(market: Optional[Path] = options.Market,
             force: bool = typer.Option(False, "--force", help="Rebuild even if up to date."),
+            trust: bool = typer.Option(False, "--trust",
+                                       help="Run pickle/joblib learnwares for the anchors too."),
+            anchors: Optional[int] = typer.Option(None, "--anchors", min=1,
+                                                  help="Anchors per island (default: about "
+                                                       "sqrt(N), 2 to 8)."),
             device: Optional[str] = options.Device,
             as_json: bool = options.Json) -> None:
-    """Rebuild the derived index (idempotent; safe to run from cron)."""
+    """Rebuild the derived index and anchors (idempotent; safe to run from cron)."""
     from .. import api
 
-    res = api.market_refresh(market, device=device, force=force)
+    res = api.market_refresh(market, device=device, force=force, trust=trust,
+                             n_anchors=anchors)
     if as_json:
         print_json(res)
-    else:
-        info(f"index {res['generation']} {'rebuilt' if res['changed'] else 'already up to date'}"
-             f" ({res['learnwares']} learnwares, {res['islands']} islands)")
+        return
+    info(f"index {res['generation']} {'rebuilt' if res['index_changed'] else 'already up to date'}"
+         f" ({res['learnwares']} learnwares, {res['islands']} islands)")
+    a = res["anchors"]
+    info(f"anchors {a['generation']} {'rebuilt' if a['changed'] else 'already up to date'}: "
+         + ("; ".join(f"{iid}: {len(d['anchors'])} of {d['members']}"
+                      for iid, d in a["islands"].items()) or "no islands"))
+    for s in a["skipped"]:
+        warn(f"{s['id']} left out of the anchors: {s['reason']}")
 
 
 @app.command("verify")

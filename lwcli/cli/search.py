@@ -18,6 +18,9 @@ def search(
                                          help="Label column in --data: match the function, "
                                               "not only the inputs."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="A precomputed requirement."),
+    anchor_report: Optional[Path] = typer.Option(
+        None, "--anchor-report",
+        help="Rank by predicted performance from lw anchor-eval's report (little data)."),
     market: Optional[Path] = options.Market,
     tag: List[str] = typer.Option([], "--tag", help="Only learnwares with this tag (repeatable)."),
     top: int = typer.Option(10, "--top", min=1, help="How many single matches to show."),
@@ -29,11 +32,16 @@ def search(
     device: Optional[str] = options.Device,
     as_json: bool = options.Json,
 ) -> None:
-    """Find the best single learnware and the best weighted mixture for your data."""
+    """Find the best single learnware and the best weighted mixture for your data.
+
+    With --anchor-report instead, rank every learnware of the island by its predicted
+    performance on your task, from the anchors' scores alone.
+    """
     from .. import api
 
     res = api.search(market, data=data, target=target, spec=spec, tags=tag, top=top,
-                     island=island, task=task, k=k, seed=seed, device=device)
+                     island=island, task=task, k=k, seed=seed, device=device,
+                     anchor_report=anchor_report)
     for w in res.warnings:
         warn(w)
     if as_json:
@@ -41,6 +49,9 @@ def search(
         return
     from rich.table import Table
 
+    if res.mode == "anchors":
+        _anchor_table(res)
+        return
     mode = "inputs and labels" if res.mode == "xy" else "inputs only"
     t = Table(title=f"island {res.island} — matched on {mode}", title_justify="left")
     t.add_column("#", justify="right")
@@ -55,3 +66,23 @@ def search(
     parts = ", ".join(f"{n} ({w:.2f})" for n, w in zip(mix["names"], mix["weights"]))
     out.print(f"mixture: {parts}  MMD² {mix['mmd2']:.4f}  score {mix['score']:.3f}",
               highlight=False)
+
+
+def _anchor_table(res) -> None:
+    from rich.table import Table
+
+    a = res.anchors
+    t = Table(title=f"island {res.island} — ranked from {len(a['ids'])} anchors' {a['metric']} "
+                    f"on {a['n_rows']} rows", title_justify="left")
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("id", no_wrap=True, min_width=16)
+    t.add_column("name", overflow="fold")
+    t.add_column(f"{a['metric']}", justify="right", no_wrap=True)
+    t.add_column("interval", justify="right", no_wrap=True)
+    t.add_column("conf.", justify="right", no_wrap=True)
+    for i, r in enumerate(res.single, 1):
+        t.add_row(f"{i}{'*' if r['anchor'] else ''}", r["id"], r["name"], f"{r['predicted']:.4g}",
+                  f"{r['lower']:.3g}-{r['upper']:.3g}", f"{r['confidence']:.2f}")
+    out.print(t)
+    out.print("* an anchor: its score was measured on your rows", highlight=False)
+    out.print(res.assessment["message"], highlight=False)

@@ -214,6 +214,7 @@ def verify_market(market: Market, device=None) -> VerifyReport:
     if lay.tmp.is_dir():
         for t in lay.tmp.iterdir():
             rep.warn("stale-temp", t, "left by an interrupted write; safe to delete")
+    _verify_anchors(market, groups, rep)
     # index
     name = current_generation(market)
     if name is None:
@@ -252,6 +253,46 @@ def verify_market(market: Market, device=None) -> VerifyReport:
             rep.problem("index", idx.path / f"{iid}.*.npy",
                         "stacked specifications differ from the learnwares' specs")
     return rep
+
+
+def _verify_anchors(market: Market, groups: dict[str, list[str]], rep: VerifyReport) -> None:
+    """Anchors are derived: problems when unreadable or inconsistent, a warning when stale."""
+    from .anchors import ANCHORS_JSON
+    from .store import current_generation_in
+
+    lay = market.layout
+    name = current_generation_in(lay.anchors)
+    if name is None:
+        return
+    path = lay.anchors_generation(name)
+    fix = "rebuild them with lw market refresh --force"
+    try:
+        doc = json.loads((path / ANCHORS_JSON).read_text())
+        islands = doc["islands"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        rep.problem("anchors", path / ANCHORS_JSON, f"unreadable ({exc}); {fix}")
+        return
+    for iid, d in islands.items():
+        try:
+            members, anchors = list(d["members"]), list(d["anchors"])
+            outs = np.load(path / f"{iid}.outputs.npy", mmap_mode="r")
+            dists = [np.load(path / f"{iid}.{k}.npy") for k in d["distances"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            rep.problem("anchors", path / f"{iid}.*.npy", f"unreadable ({exc}); {fix}")
+            continue
+        unknown = sorted(set(members) - set(groups.get(iid, [])))
+        if unknown or not set(anchors) <= set(members):
+            rep.problem("anchors", path / ANCHORS_JSON,
+                        f"island {iid}: anchors name learnwares that are not on it; {fix}")
+            continue
+        if outs.shape[0] != len(members) or any(D.shape != (len(members), len(anchors))
+                                                or not np.all(np.isfinite(D)) for D in dists):
+            rep.problem("anchors", path / f"{iid}.*.npy",
+                        f"island {iid}: stored arrays do not match its members; {fix}")
+            continue
+        if sorted(members) != sorted(groups.get(iid, [])):
+            rep.warn("stale-anchors", path, f"island {iid}: learnwares joined since the anchors "
+                     "were chosen (or need --trust); lw market refresh updates them")
 
 
 __all__ = ["quality_check", "verify_market", "QAReport", "VerifyReport", "check_consistency",

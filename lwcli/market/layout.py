@@ -4,7 +4,8 @@
     learnwares/<id>/     immutable: learnware.toml, rkme.json, the model file, record.json
     index/CURRENT        names the live index generation
     index/<generation>/  derived, rebuildable: catalog.json + stacked specs per island
-    anchors/             derived anchor sets (reserved)
+    anchors/CURRENT      names the live anchor generation
+    anchors/<generation>/ derived, rebuildable: anchors.json + per island probe outputs, distances
     tmp/                 staging on the same filesystem, so renames are atomic
     .lock                the writers' lock
 """
@@ -48,6 +49,9 @@ class Layout:
     @property
     def anchors(self) -> Path:
         return self.root / "anchors"
+
+    def anchors_generation(self, name: str) -> Path:
+        return self.anchors / name
 
     @property
     def tmp(self) -> Path:

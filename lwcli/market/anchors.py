@@ -1,0 +1,186 @@
+"""Derived anchor sets: built per island on ``lw market refresh``, read by ``lw anchor-eval``
+and ``lw search --anchor-report``.
+
+    anchors/CURRENT                  names the live generation
+    anchors/gen-<digest>/anchors.json   per island: members, anchors, probe settings, skipped
+    anchors/gen-<digest>/<island>.outputs.npy      (N, P, C) float32 outputs on the probes
+    anchors/gen-<digest>/<island>.<distance>.npy   (N, A) distances from members to anchors
+
+A generation's name is a digest of what it was built from (the islands' members — content
+ids, so any change of a model or spec changes it — and the settings), so refreshing an
+unchanged market writes nothing. Models are loaded by format exactly as in submit: a pickle or
+joblib learnware is included only with ``trust=True`` and is otherwise listed as skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.anchors import choose_anchors, default_n_anchors, distances, probe_inputs
+from ..errors import LwError, MarketError, NotFoundError
+from .manifest import TRUST_FORMATS
+from .store import (Market, current_generation_in, publish_generation, save_npy_synced,
+                    write_file_synced)
+
+ANCHORS_FORMAT = 1
+ANCHORS_JSON = "anchors.json"
+N_PROBES = 512
+PROBE_SEED = 0
+PROBE_NOISE = 0.1
+
+
+def distance_kinds(task: str) -> tuple[str, ...]:
+    """The distances stored for a task; the first picks the anchors."""
+    return ("disagreement",) if task == "classification" else ("rms", "mae")
+
+
+def anchor_set_id(island: str, anchors: list[str]) -> str:
+    """Names one island's anchors: a report stays valid while the anchors stay the same."""
+    h = hashlib.sha256(f"{island}\n{','.join(anchors)}".encode()).hexdigest()
+    return "as-" + h[:16]
+
+
+def _members(market: Market, trust: bool) -> tuple[dict[str, list[str]], list[dict]]:
+    groups: dict[str, list[str]] = {}
+    skipped = []
+    for lw_id in market.ids():
+        man = market.manifest(lw_id)
+        if man.model_format in TRUST_FORMATS and not trust:
+            skipped.append({"id": lw_id, "island": man.island_id(),
+                            "reason": f"{man.model_format} model: needs --trust to load"})
+            continue
+        groups.setdefault(man.island_id(), []).append(lw_id)
+    return {k: sorted(v) for k, v in sorted(groups.items())}, skipped
+
+
+def _digest(groups: dict[str, list[str]], params: dict) -> str:
+    h = hashlib.sha256(f"lw-anchors-{ANCHORS_FORMAT}\n".encode())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    for iid, ids in groups.items():
+        h.update(f"\nisland {iid} {','.join(ids)}".encode())
+    return "gen-" + h.hexdigest()[:20]
+
+
+def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool):
+    """Every learnware's outputs on the probes: (N, P, C), plus the ids that failed."""
+    from .models import load_model, model_outputs
+
+    outs, kept, failed = [], [], []
+    for lw_id in ids:
+        man = market.manifest(lw_id)
+        try:
+            model = load_model(market.model_bytes(lw_id), man.model_format, trust=trust)
+            outs.append(model_outputs(model, X, man.task, man.outputs))
+            kept.append(lw_id)
+        except LwError as exc:
+            failed.append({"id": lw_id, "island": man.island_id(), "reason": exc.message})
+    return (np.stack(outs) if outs else None), kept, failed
+
+
+def build_anchors(market: Market, *, trust: bool = False, n_anchors: int | None = None,
+                  force: bool = False) -> dict:
+    """Choose each island's anchors and store them with the distances (caller holds the lock)."""
+    groups, skipped = _members(market, trust)
+    params = {"n_probes": N_PROBES, "seed": PROBE_SEED, "noise": PROBE_NOISE,
+              "n_anchors": n_anchors or "auto"}
+    name = _digest(groups, params)
+    lay = market.layout
+    if not force and current_generation_in(lay.anchors) == name and \
+            (lay.anchors_generation(name) / ANCHORS_JSON).is_file():
+        doc = json.loads((lay.anchors_generation(name) / ANCHORS_JSON).read_text())
+        return {"generation": name, "changed": False, **_summary(doc)}
+    islands = market.islands()
+    doc = {"format": ANCHORS_FORMAT, "generation": name, "params": params, "islands": {},
+           "skipped": list(skipped)}
+    arrays: dict[str, np.ndarray] = {}
+    for iid, ids in groups.items():
+        isl = islands[iid]
+        X = probe_inputs([market.spec(i).rkme for i in ids], N_PROBES, PROBE_SEED, PROBE_NOISE)
+        outs, kept, failed = probe_outputs(market, ids, X, trust)
+        doc["skipped"] += failed
+        if outs is None:
+            continue
+        kinds = distance_kinds(isl.key["task"])
+        k = min(n_anchors or default_n_anchors(len(kept)), len(kept))
+        med = choose_anchors(outs, kinds[0], k, seed=PROBE_SEED)
+        anchors = [kept[j] for j in med.index]
+        arrays[f"{iid}.outputs.npy"] = outs.astype(np.float32)
+        for kind in kinds:
+            # rounded so that rebuilding on another machine gives the same bytes
+            arrays[f"{iid}.{kind}.npy"] = np.round(distances(outs, outs[med.index], kind), 9)
+        doc["islands"][iid] = {
+            "task": isl.key["task"], "objective": isl.key["objective"],
+            "members": kept, "anchors": anchors, "anchor_set": anchor_set_id(iid, anchors),
+            "distances": list(kinds), "cluster_sizes": np.bincount(med.assignment).tolist(),
+            "n_probes": int(X.shape[0])}
+
+    def write(stage: Path) -> None:
+        for fname, arr in arrays.items():
+            save_npy_synced(stage / fname, arr)
+        write_file_synced(stage / ANCHORS_JSON,
+                          (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+
+    publish_generation(lay.anchors, name, write, lay.tmp, replace=force)
+    return {"generation": name, "changed": True, **_summary(doc)}
+
+
+def _summary(doc: dict) -> dict:
+    return {"islands": {iid: {"anchors": d["anchors"], "members": len(d["members"])}
+                        for iid, d in doc["islands"].items()},
+            "skipped": doc.get("skipped", [])}
+
+
+@dataclass(frozen=True)
+class AnchorSet:
+    """One island's anchors as stored by the live generation."""
+
+    island: str
+    task: str
+    objective: str
+    members: list[str]
+    anchors: list[str]
+    anchor_set: str
+    distance_kinds: tuple[str, ...]
+    path: Path
+    generation: str
+
+    def outputs(self) -> np.ndarray:
+        return np.load(self.path / f"{self.island}.outputs.npy", mmap_mode="r")
+
+    def distances(self, kind: str) -> np.ndarray:
+        return np.load(self.path / f"{self.island}.{kind}.npy")
+
+
+def load_anchor_set(market: Market, island: str) -> AnchorSet:
+    """The live anchors of ``island``; a clear error when refresh has not built them."""
+    lay = market.layout
+    name = current_generation_in(lay.anchors)
+    hint = f"run lw market refresh --market {market.root} to choose anchors"
+    if name is None:
+        raise NotFoundError("this market has no anchors yet", hint)
+    path = lay.anchors_generation(name)
+    try:
+        doc = json.loads((path / ANCHORS_JSON).read_text())
+    except FileNotFoundError:
+        raise NotFoundError(f"anchors/CURRENT names {name}, which is missing", hint) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MarketError(f"{path / ANCHORS_JSON} is corrupt ({exc})",
+                          "rebuild it with lw market refresh --force") from exc
+    d = doc.get("islands", {}).get(island)
+    if d is None:
+        raise NotFoundError(f"island {island} has no anchors", hint)
+    try:
+        return AnchorSet(island, d["task"], d["objective"], list(d["members"]), list(d["anchors"]),
+                         d["anchor_set"], tuple(d["distances"]), path, name)
+    except (KeyError, TypeError) as exc:
+        raise MarketError(f"{path / ANCHORS_JSON}: island {island} is malformed ({exc!r})",
+                          "rebuild it with lw market refresh --force") from exc
+
+
+__all__ = ["build_anchors", "load_anchor_set", "AnchorSet", "anchor_set_id", "distance_kinds",
+           "N_PROBES"]
