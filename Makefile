@@ -20,10 +20,22 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-## demo: a user with 200 labelled hours at a station the market has never seen searches it.
+USERDIR := sample_market/user
+DEMO    := .demo
+
+## demo: a user at a station the market has never seen searches it with 200 labelled hours,
+## reuses what she found on 1,000 new hours, and ranks the market from 20 hours via anchors.
 demo: $(STAMP)
-	$(BIN)/lw search --market $(MARKET) --data sample_market/user/wanshouxigong_200h.csv --target PM2.5 --top 5
-	$(BIN)/lw search --market $(MARKET) --data sample_market/user/wanshouxigong_200h_unlabelled.csv --top 5
+	@mkdir -p $(DEMO)
+	$(BIN)/lw search --market $(MARKET) --data $(USERDIR)/wanshouxigong_200h.csv --target PM2.5 --top 5
+	$(BIN)/lw search --market $(MARKET) --data $(USERDIR)/wanshouxigong_200h.csv --target PM2.5 --json > $(DEMO)/search.json
+	$(BIN)/lw reuse --market $(MARKET) --from-search $(DEMO)/search.json --top 3 \
+		--data $(USERDIR)/wanshouxigong_new_hours.csv --target PM2.5 -o $(DEMO)/top3.csv
+	$(BIN)/lw reuse --market $(MARKET) --from-search $(DEMO)/search.json --top 2 --method with-user \
+		--train $(USERDIR)/wanshouxigong_200h.csv --data $(USERDIR)/wanshouxigong_new_hours.csv \
+		--target PM2.5 -o $(DEMO)/top2_user.csv
+	$(BIN)/lw anchor-eval --market $(MARKET) --data $(USERDIR)/wanshouxigong_20h.csv --target PM2.5 -o $(DEMO)/anchor_report.json
+	$(BIN)/lw search --market $(MARKET) --anchor-report $(DEMO)/anchor_report.json --top 5
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -50,4 +62,4 @@ sample-market: $(STAMP)
 	$(BIN)/python scripts/build_sample_market.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(DEMO) .pytest_cache build *.egg-info
