@@ -748,7 +748,7 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
     learnware on the island's probe inputs; pickle/joblib learnwares join only with ``trust``.
     """
     from .device import resolve_device
-    from .market.anchors import build_anchors
+    from .market.anchors import plan_anchors, publish_anchors
     from .market.index import build_index
     from .market.store import Market, market_lock
 
@@ -759,7 +759,11 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
     with market_lock(mk.layout):
         mk.reload()
         gen, changed = build_index(mk, dev, force=force)
-        anchors = build_anchors(mk, trust=trust, n_anchors=n_anchors, force=force)
+    # running every model for the anchors can take a while: not under the writers' lock
+    # (learnwares are immutable; the plan's name is a digest of the members it used)
+    plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force)
+    with market_lock(mk.layout):
+        anchors = publish_anchors(mk, plan, force=force)
     return {"generation": gen, "changed": changed or anchors["changed"],
             "index_changed": changed, "learnwares": len(mk.ids()),
             "islands": len(mk.islands()), "anchors": anchors}

@@ -97,3 +97,40 @@ def test_unknown_label_is_a_clear_error(heart, tmp_path):
     d.to_csv(tmp_path / "u.csv", index=False)
     with pytest.raises(DataError, match="maybe"):
         api.search(root, data=tmp_path / "u.csv", target="disease")
+
+
+def test_anchors_and_reuse_on_the_classification_island(heart, tmp_path):
+    import json
+
+    from conftest import run_lw
+
+    root, ids, held_out = heart
+    refreshed = api.market_refresh(root)["anchors"]
+    (isl,) = refreshed["islands"].values()
+    assert isl["members"] == 3 and len(isl["anchors"]) == 2
+    f = tmp_path / "user.csv"
+    held_out["hungarian"].head(30).to_csv(f, index=False)
+    run_lw("anchor-eval", "--data", f, "--target", "disease", "-o", tmp_path / "r.json",
+           "--market", root)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["task"] == "classification" and rep["n_rows"] == 30
+    assert set(rep["scores"][0]["scores"]) == {"accuracy", "f1", "log_loss"}
+    assert 0.0 < rep["baseline"]["accuracy"] <= 1.0
+    doc = json.loads(run_lw("search", "--anchor-report", tmp_path / "r.json", "--market", root,
+                            "--json").stdout)
+    assert doc["anchors"]["metric"] == "accuracy" and doc["anchors"]["distance"] == "disagreement"
+    preds = [r["predicted"] for r in doc["single"]]
+    assert preds == sorted(preds, reverse=True)          # accuracy: higher first
+    for r in doc["single"]:
+        assert 0.0 <= r["lower"] <= r["predicted"] <= r["upper"] <= 1.0
+        if r["anchor"]:
+            observed = next(s["scores"]["accuracy"] for s in rep["scores"] if s["id"] == r["id"])
+            assert r["observed"] == r["predicted"] == observed
+    out = run_lw("reuse", ids["hungarian"], ids["va"], "--data", f, "--target", "disease",
+                 "--proba", "-o", tmp_path / "p.csv", "--market", root, "--json")
+    res = json.loads(out.stdout)
+    assert res["columns"] == ["prediction", "proba_no", "proba_yes"]
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert set(frame.prediction) <= {"no", "yes"}
+    np.testing.assert_allclose(frame[["proba_no", "proba_yes"]].sum(axis=1), 1.0)
+    assert res["scores"]["accuracy"] > 0.6

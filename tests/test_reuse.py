@@ -449,3 +449,27 @@ def test_cli_reuse_mixed_tasks_and_output_folder(reg, clf, tmp_path):
     proc = run_lw("reuse", ids[(0, "ridge")], cids["abc"], "--data", new, "-o", tmp_path / "p.csv",
                   "--market", mixed, check=4)
     assert "reuse learnwares of one task together" in proc.stderr
+
+
+def test_each_learnware_gets_its_columns_by_name(reg):
+    """A learnware whose manifest lists the features in another order still gets the right
+    column for each feature."""
+    from dataclasses import replace
+
+    root, ids, _ = reg
+    (lw,) = api.load_learnwares(root, [ids[(0, "ridge")]])
+    order = [3, 1, 0, 2]
+
+    class Permuted:                                      # the same model, other column order
+        def predict(self, Xp):
+            Xo = np.empty_like(Xp)
+            Xo[:, order] = Xp
+            return lw.model.predict(Xo)
+
+    moved = replace(lw, id="f" * 16, model=Permuted(),
+                    features=tuple(lw.features[j] for j in order))
+    X, _ = domain_data(0, 30, seed=6)
+    r = AverageReuser([lw, moved]).fit()
+    np.testing.assert_allclose(r.predict(X), lw.model.predict(X))
+    js = JobSelectorReuser([lw, moved]).fit()           # samples are re-ordered by name too
+    np.testing.assert_allclose(js.predict(X), lw.model.predict(X))

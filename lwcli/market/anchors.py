@@ -45,11 +45,13 @@ def anchor_set_id(island: str, anchors: list[str]) -> str:
     return "as-" + h[:16]
 
 
-def _members(market: Market, trust: bool) -> tuple[dict[str, list[str]], list[dict]]:
+def _members(market: Market, trust: bool, islands) -> tuple[dict[str, list[str]], list[dict]]:
     groups: dict[str, list[str]] = {}
     skipped = []
     for lw_id in market.ids():
         man = market.manifest(lw_id)
+        if man.island_id() not in islands:   # its island was created after we read the config:
+            continue                         # it joins at the next refresh
         if man.model_format in TRUST_FORMATS and not trust:
             skipped.append({"id": lw_id, "island": man.island_id(),
                             "reason": f"{man.model_format} model: needs --trust to load"})
@@ -82,10 +84,26 @@ def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool):
     return (np.stack(outs) if outs else None), kept, failed
 
 
-def build_anchors(market: Market, *, trust: bool = False, n_anchors: int | None = None,
-                  force: bool = False) -> dict:
-    """Choose each island's anchors and store them with the distances (caller holds the lock)."""
-    groups, skipped = _members(market, trust)
+@dataclass
+class AnchorPlan:
+    """A computed anchor generation, ready to publish (``arrays`` empty when unchanged)."""
+
+    name: str
+    doc: dict
+    arrays: dict
+    changed: bool
+
+
+def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None = None,
+                 force: bool = False) -> AnchorPlan:
+    """Choose each island's anchors: runs every learnware on the island's probes.
+
+    Needs no lock: learnwares are immutable and the generation's name is a digest of the
+    members it was computed from.
+    """
+    market.reload()
+    islands = market.islands()
+    groups, skipped = _members(market, trust, islands)
     params = {"n_probes": N_PROBES, "seed": PROBE_SEED, "noise": PROBE_NOISE,
               "n_anchors": n_anchors or "auto"}
     name = _digest(groups, params)
@@ -93,8 +111,7 @@ def build_anchors(market: Market, *, trust: bool = False, n_anchors: int | None 
     if not force and current_generation_in(lay.anchors) == name and \
             (lay.anchors_generation(name) / ANCHORS_JSON).is_file():
         doc = json.loads((lay.anchors_generation(name) / ANCHORS_JSON).read_text())
-        return {"generation": name, "changed": False, **_summary(doc)}
-    islands = market.islands()
+        return AnchorPlan(name, doc, {}, False)
     doc = {"format": ANCHORS_FORMAT, "generation": name, "params": params, "islands": {},
            "skipped": list(skipped)}
     arrays: dict[str, np.ndarray] = {}
@@ -118,15 +135,21 @@ def build_anchors(market: Market, *, trust: bool = False, n_anchors: int | None 
             "members": kept, "anchors": anchors, "anchor_set": anchor_set_id(iid, anchors),
             "distances": list(kinds), "cluster_sizes": np.bincount(med.assignment).tolist(),
             "n_probes": int(X.shape[0])}
+    return AnchorPlan(name, doc, arrays, True)
 
-    def write(stage: Path) -> None:
-        for fname, arr in arrays.items():
-            save_npy_synced(stage / fname, arr)
-        write_file_synced(stage / ANCHORS_JSON,
-                          (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
-    publish_generation(lay.anchors, name, write, lay.tmp, replace=force)
-    return {"generation": name, "changed": True, **_summary(doc)}
+def publish_anchors(market: Market, plan: AnchorPlan, *, force: bool = False) -> dict:
+    """Make a planned generation live (caller holds the lock); a no-op when unchanged."""
+    if plan.changed:
+        def write(stage: Path) -> None:
+            for fname, arr in plan.arrays.items():
+                save_npy_synced(stage / fname, arr)
+            write_file_synced(stage / ANCHORS_JSON,
+                              (json.dumps(plan.doc, indent=1, sort_keys=True) + "\n").encode())
+
+        lay = market.layout
+        publish_generation(lay.anchors, plan.name, write, lay.tmp, replace=force)
+    return {"generation": plan.name, "changed": plan.changed, **_summary(plan.doc)}
 
 
 def _summary(doc: dict) -> dict:
@@ -182,5 +205,5 @@ def load_anchor_set(market: Market, island: str) -> AnchorSet:
                           "rebuild it with lw market refresh --force") from exc
 
 
-__all__ = ["build_anchors", "load_anchor_set", "AnchorSet", "anchor_set_id", "distance_kinds",
+__all__ = ["plan_anchors", "publish_anchors", "AnchorPlan", "load_anchor_set", "AnchorSet", "anchor_set_id", "distance_kinds",
            "N_PROBES"]

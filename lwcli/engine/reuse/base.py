@@ -13,6 +13,7 @@ caller: skops and ONNX by default, pickle only with explicit trust).
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -125,7 +126,7 @@ def check_learnwares(learnwares: Sequence[Learnware]) -> list[Learnware]:
     return lws
 
 
-class Reuser(BaseEstimator):
+class Reuser(BaseEstimator, metaclass=ABCMeta):
     """Base class: parameters in ``__init__``; ``fit`` returns self; fitted names end in ``_``.
 
     ``X`` columns follow ``feature_names_in_`` (the first learnware's declared order); each
@@ -218,8 +219,9 @@ class Reuser(BaseEstimator):
                 outs.append(lw.predict_values(Xi))
         return outs
 
+    @abstractmethod
     def _combine(self, X) -> np.ndarray:
-        raise NotImplementedError  # every concrete reuser defines it
+        """Combined outputs on ``X``: values (n, n_outputs) or class scores (n, n_classes)."""
 
     def predict(self, X) -> np.ndarray:
         """Labels (classification) or values (regression; 1-D for one output)."""
