@@ -12,10 +12,11 @@ STAMP   := $(VENV)/.installed
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# torch is installed first, pinned, so that nothing later pulls a CUDA build.
-$(STAMP): $(BIN)/python pyproject.toml
+# torch is installed first, pinned, so that nothing later pulls a CUDA build; everything else
+# at the exact versions of constraints.txt (the sample market rebuilds bit for bit with them).
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q --disable-pip-version-check $(TORCH)
-	$(PIP) install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -406,6 +406,7 @@ def _as_loss(values, metric: str):
 
 
 HOPELESS_SKILL = 0.1    # the best anchor beats a constant prediction by less than 10%
+INCONSISTENT_SHARE = 0.25   # warn when the bounds cross for more than this share of learnwares
 
 
 def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: str | None = None,
@@ -529,9 +530,10 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
                    (f"the best anchor, {summ[best]['name']}, is {100 * skills[best]:.0f}% better "
                     "than a constant prediction")}
     warnings = [assessment["message"]] if hopeless else []
-    if not rk.consistent:
-        warnings.append("the anchors' scores contradict their functional distances: your data "
-                        "may lie away from the island's probe inputs; trust the ranking less")
+    if rk.inconsistent > INCONSISTENT_SHARE:
+        warnings.append(f"for {100 * rk.inconsistent:.0f}% of the learnwares the anchors' scores "
+                        "contradict their functional distances: your data may lie away from "
+                        "the island's probe inputs; trust the ranking less")
     on_island = [i for i in mk.ids() if mk.manifest(i).island_id() == isl.id]
     unplaced = sorted(set(on_island) - set(aset.members))
     if unplaced:
@@ -539,7 +541,8 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
                         "(joined since the last refresh, or need --trust); run lw market refresh")
     anchors = {"metric": metric, "distance": kind, "anchor_set": rep["anchor_set"],
                "current_anchor_set": aset.anchor_set, "n_rows": rep["n_rows"],
-               "baseline": rep["baseline"][metric], "ids": ids, "bandwidth": rk.bandwidth}
+               "baseline": rep["baseline"][metric], "ids": ids, "bandwidth": rk.bandwidth,
+               "inconsistent": rk.inconsistent}
     requirement = {"kind": "anchor-report", "n_rows": rep["n_rows"], "metric": metric}
     return SearchResult(isl.id, "anchors", single, None, requirement, warnings, anchors,
                         assessment)

@@ -16,7 +16,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT.parent / "shared" / "data" / "beijing_air_quality"
 OUT = ROOT / "sample_market" / "data"
-ROWS_PER_STATION = 3000
+ROWS_PER_STATION_YEAR = 3000     # 12,000 hours a station: 4 learnware years, or one user
 COLUMNS = ["station", "year", "month", "day", "hour", "PM2.5", "PM10", "SO2", "NO2", "CO", "O3",
            "TEMP", "PRES", "DEWP", "RAIN", "WSPM"]
 
@@ -25,17 +25,20 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     parts = []
     for i, f in enumerate(sorted(SRC.glob("PRSA_Data_*.csv.gz"))):
-        df = pd.read_csv(f)[COLUMNS].dropna()
+        df = pd.read_csv(f)[COLUMNS].dropna().reset_index(drop=True)
         rng = np.random.default_rng(1000 + i)
-        take = np.sort(rng.choice(len(df), size=min(ROWS_PER_STATION, len(df)), replace=False))
-        parts.append(df.iloc[take])
+        for season in range(4):           # March to February: 2013/14, ..., 2016/17
+            rows = np.flatnonzero(((df.year - 2013) - (df.month < 3)).to_numpy() == season)
+            take = np.sort(rng.choice(rows, size=min(ROWS_PER_STATION_YEAR, len(rows)),
+                                      replace=False))
+            parts.append(df.iloc[take])
     data = pd.concat(parts, ignore_index=True)
     buf = io.StringIO()
     data.to_csv(buf, index=False, float_format="%.6g")
     with open(OUT / "beijing_air_quality_subset.csv.gz", "wb") as fh:
         with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
             gz.write(buf.getvalue().encode())
-    print(f"wrote {len(data)} rows from {data.station.nunique()} stations")
+    print(f"wrote {len(data)} rows from {data.station.nunique()} stations x 4 years")
 
 
 if __name__ == "__main__":

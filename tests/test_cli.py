@@ -296,3 +296,21 @@ def test_readme_python_examples_run():
                               text=True, timeout=300, env={**__import__("os").environ,
                                                            "LW_DEVICE": "cpu"})
         assert proc.returncode == 0, (code, proc.stderr[-2000:])
+
+
+def test_readme_shell_examples_run(tmp_path):
+    """The user's and the developer's journeys in the README, command by command."""
+    import os
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    part = text[text.index("## A user's search"):text.index("### The semantic specification")]
+    blocks = re.findall(r"```sh\n(.*?)```", part, re.S)
+    assert len(blocks) >= 4
+    script = "set -eu\nrm -rf /tmp/mymarket\n" + "\n".join(blocks)   # as a Makefile would
+    env = {**os.environ, "LW_DEVICE": "cpu", "PATH": f"{Path(sys.executable).parent}:"
+           f"{os.environ['PATH']}"}
+    env.pop("LW_MARKET", None)
+    proc = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]

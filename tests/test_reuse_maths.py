@@ -33,7 +33,7 @@ def test_anchor_bounds_contain_the_true_loss_when_distances_are_measured_on_the_
         r = rank_from_anchors(distances(F, F[pos], kind), true[pos], pos)
         assert np.all(r.lower <= true + 1e-9) and np.all(true <= r.upper + 1e-9)
         assert np.all(r.lower <= r.predicted + 1e-9) and np.all(r.predicted <= r.upper + 1e-9)
-        assert r.consistent
+        assert r.inconsistent == 0.0
         assert sorted(r.order.tolist()) == list(range(n_lw))
     C = 3
     labels = rng.integers(0, C, size=(n_lw, n_rows))

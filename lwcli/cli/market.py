@@ -48,10 +48,10 @@ def ls(market: Optional[Path] = options.Market,
     for island in sorted({r["island"] for r in rows}):
         t = Table(title=f"island {island}", title_justify="left")
         t.add_column("id", no_wrap=True, min_width=16)
-        t.add_column("name", no_wrap=True)
-        t.add_column("version")
-        t.add_column("format")
-        t.add_column("tags", overflow="fold")
+        t.add_column("name", overflow="fold", ratio=3)
+        t.add_column("version", no_wrap=True)
+        t.add_column("format", no_wrap=True)
+        t.add_column("tags", overflow="fold", ratio=2)
         for r in rows:
             if r["island"] == island:
                 t.add_row(r["id"], r["name"], r["version"], r["model_format"],

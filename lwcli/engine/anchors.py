@@ -183,7 +183,8 @@ class AnchorRanking:
     confidence: np.ndarray    # (N,) in [0, 1]; 1 for an anchor (its loss was observed)
     order: np.ndarray         # best first
     bandwidth: float
-    consistent: bool          # every learnware's bounds overlap: the probes reflect the task
+    inconsistent: float       # share of learnwares whose bounds cross (lower > upper): high
+                              # when the user's data lie away from the island's probes
 
 
 def rank_from_anchors(D: np.ndarray, anchor_loss: np.ndarray, anchor_pos: np.ndarray,
@@ -233,7 +234,7 @@ def rank_from_anchors(D: np.ndarray, anchor_loss: np.ndarray, anchor_pos: np.nda
     conf = np.where(ok, conf, conf * 0.5)
     est[pos], lower[pos], upper[pos], conf[pos] = L, L, L, 1.0
     order = np.lexsort((-conf, est))
-    return AnchorRanking(est, lower, upper, conf, order, h, bool(ok.all()))
+    return AnchorRanking(est, lower, upper, conf, order, h, float(1.0 - ok.mean()))
 
 
 __all__ = ["DISTANCES", "default_n_anchors", "probe_inputs", "distances", "k_medoids",
