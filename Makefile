@@ -7,7 +7,7 @@ TORCH   := torch==2.13.0
 MARKET  := sample_market/market
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-reference sample-market clean
+.PHONY: install demo test bench bench-quality bench-reference sample-market clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results
+
+## bench-quality: the seed's experiments (sec. 5) with leave-one-station-out users on the
+## shipped market -> benchmarks/results/quality.md and PNG plots (about 12 min on 2 cores).
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py --out benchmarks/results --jobs 2
 
 ## bench-reference: RKME side by side with the reference package (learnware 0.4.0.post1) in
 ## its own .venv-ref (torch pinned first). Optional; not part of make test.
