@@ -686,9 +686,15 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
         for j, n in enumerate(names):
             frame[n] = P[:, j]
     scores = None
+    details = _reuse_details(r)
     if table.y is not None:
-        scores = classification_scores(table.y, pred) if r.task_ == "classification" else \
-            regression_scores(table.y, pred)
+        def score(p):
+            return classification_scores(table.y, p) if r.task_ == "classification" else \
+                regression_scores(table.y, p)
+
+        scores = score(pred)
+        if r.method == "with-user":   # the same rows, the user's model alone: the comparison
+            details["user_model_scores"] = score(r.user_model_.predict(table.X))
     if out is not None:
         atomic_write(Path(out), frame.to_csv(index=False).encode())
     if save_model is not None:
@@ -701,7 +707,7 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
         atomic_write(Path(save_model), dump_reuser(r, files))
     return ReuseResult(r.method, list(r.learnware_ids_), r.task_, table.n_rows,
                        list(frame.columns), str(out) if out is not None else None,
-                       str(save_model) if save_model is not None else None, _reuse_details(r),
+                       str(save_model) if save_model is not None else None, details,
                        scores, frame)
 
 

@@ -303,6 +303,11 @@ def test_cli_reuse_writes_csv_json_and_stdout(reg, tmp_path):
     assert doc["method"] == "with-user" and doc["n_rows"] == len(X)
     assert set(doc["details"]["weights"]) == {"user_model", ids[(0, "ridge")], ids[(0, "rf")]}
     assert doc["scores"]["rmse"] > 0
+    own = doc["details"]["user_model_scores"]               # the comparison on the same rows
+    assert set(own) == {"rmse", "mae", "r2"} and own["rmse"] > 0
+    assert "your model alone" in run_lw(
+        "reuse", ids[(0, "ridge")], "--method", "with-user", "--train", train, "--target", "y",
+        "--data", labelled, "-o", tmp_path / "q.csv", "--market", root).stderr
     piped = run_lw("reuse", "--model", tmp_path / "r.lwr", "--data", new, "-o", "-")
     assert piped.stdout == (tmp_path / "p.csv").read_text()      # stdout: the CSV only
     assert piped.stderr.strip().startswith("with-user: ")

@@ -135,6 +135,9 @@ def reuse(
         msg += "; the learnwares did not help in cross-validation: user model alone"
     if res.scores:
         msg += "; " + ", ".join(f"{k} {v:.4g}" for k, v in res.scores.items())
+        own = res.details.get("user_model_scores")
+        if own:
+            msg += " (your model alone: " + ", ".join(f"{k} {v:.4g}" for k, v in own.items()) + ")"
     if res.saved_model:
         msg += f"; reuser saved to {res.saved_model}"
     info(msg)
