@@ -101,7 +101,7 @@ def build_spec(
         else:
             isl = _resolve_island_for_features(mk, table.features, island, task)
         if isl is not None and man is None:  # reorder the columns to the island's order
-            table = read_table(data, target=target, features=isl.key["features"])
+            table = table.select(isl.key["features"])
     if clamp_k:
         k = min(k, table.n_rows)
     if k > table.n_rows:
@@ -407,6 +407,7 @@ def _as_loss(values, metric: str):
 
 HOPELESS_SKILL = 0.1    # the best anchor beats a constant prediction by less than 10%
 INCONSISTENT_SHARE = 0.25   # warn when the bounds cross for more than this share of learnwares
+MIN_ANCHOR_ROWS = 5
 
 
 def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: str | None = None,
@@ -433,7 +434,7 @@ def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: st
     mk = Market.open(market)
     table = read_table(data, target=target, min_rows=MIN_ANCHOR_ROWS)
     isl = _resolve_island_for_features(mk, table.features, island, task)
-    table = read_table(data, target=target, features=isl.key["features"], min_rows=MIN_ANCHOR_ROWS)
+    table = table.select(isl.key["features"])
     aset = load_anchor_set(mk, isl.id)
     outputs = tuple(isl.key["outputs"])
     if aset.task == "classification":
@@ -463,9 +464,6 @@ def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: st
     if out is not None:
         atomic_write(Path(out), (json.dumps(report, indent=1) + "\n").encode())
     return report
-
-
-MIN_ANCHOR_ROWS = 5
 
 
 def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> SearchResult:
@@ -534,7 +532,8 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
         warnings.append(f"for {100 * rk.inconsistent:.0f}% of the learnwares the anchors' scores "
                         "contradict their functional distances: your data may lie away from "
                         "the island's probe inputs; trust the ranking less")
-    on_island = [i for i in mk.ids() if mk.manifest(i).island_id() == isl.id]
+    on_island = idx.ids(isl.id) if idx is not None else \
+        [i for i in mk.ids() if mk.manifest(i).island_id() == isl.id]
     unplaced = sorted(set(on_island) - set(aset.members))
     if unplaced:
         warnings.append(f"{len(unplaced)} learnwares of this island have no anchor distances "
@@ -697,13 +696,8 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
             details["user_model_scores"] = score(r.user_model_.predict(table.X))
     if out is not None:
         atomic_write(Path(out), frame.to_csv(index=False).encode())
-    if save_model is not None:
-        mk = Market.open(market)
-        files = {}
-        for lw_id in r.learnware_ids_:
-            man = mk.manifest(lw_id)
-            files[lw_id] = {"learnware.toml": (mk.layout.learnware(lw_id) / "learnware.toml")
-                            .read_bytes(), man.model_file: mk.model_bytes(lw_id)}
+    if save_model is not None:   # only reached with learnware ids: ``mk`` is open
+        files = {i: mk.manifest_and_model_files(i) for i in r.learnware_ids_}
         atomic_write(Path(save_model), dump_reuser(r, files))
     return ReuseResult(r.method, list(r.learnware_ids_), r.task_, table.n_rows,
                        list(frame.columns), str(out) if out is not None else None,

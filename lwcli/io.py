@@ -7,7 +7,7 @@ and the fix. ``.npy`` files are read with ``allow_pickle=False``; their columns 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +31,30 @@ class Table:
     @property
     def n_rows(self) -> int:
         return int(self.X.shape[0])
+
+    def select(self, features: Sequence[str]) -> "Table":
+        """The same rows with exactly ``features`` as columns, in that order (no re-read)."""
+        expected = list(features)
+        _check_columns(list(self.features), expected, self.path)
+        pos = {f: i for i, f in enumerate(self.features)}
+        return replace(self, features=tuple(expected),
+                       X=self.X[:, [pos[f] for f in expected]])
+
+
+def _check_columns(present: list[str], expected: list[str], path) -> None:
+    missing = [c for c in expected if c not in present]
+    extra = [c for c in present if c not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"unexpected {extra}")
+        raise DataError(
+            f"{path} has {len(present)} feature columns, expected {len(expected)} "
+            f"({'; '.join(parts)})",
+            "select exactly the expected feature columns (plus the target) in the file",
+        )
 
 
 def _load_frame(path: Path):
@@ -109,21 +133,8 @@ def read_table(
         )
     present = [c for c in columns if c != target]
     if features is not None:
-        expected = list(features)
-        missing = [c for c in expected if c not in present]
-        extra = [c for c in present if c not in expected]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing}")
-            if extra:
-                parts.append(f"unexpected {extra}")
-            raise DataError(
-                f"{p} has {len(present)} feature columns, expected {len(expected)} "
-                f"({'; '.join(parts)})",
-                "select exactly the expected feature columns (plus the target) in the file",
-            )
-        present = expected
+        _check_columns(present, list(features), p)
+        present = list(features)
     if frame.shape[0] < min_rows:
         raise DataError(
             f"{p} has {frame.shape[0]} data rows: expected at least {min_rows}",

@@ -45,11 +45,13 @@ def anchor_set_id(island: str, anchors: list[str]) -> str:
     return "as-" + h[:16]
 
 
-def _members(market: Market, trust: bool, islands) -> tuple[dict[str, list[str]], list[dict]]:
+def _members(market: Market, trust: bool, islands):
+    """(island -> member ids, skipped entries, id -> manifest) of the learnwares to run."""
     groups: dict[str, list[str]] = {}
     skipped = []
+    manifests = {}
     for lw_id in market.ids():
-        man = market.manifest(lw_id)
+        man = manifests[lw_id] = market.manifest(lw_id)
         if man.island_id() not in islands:   # its island was created after we read the config:
             continue                         # it joins at the next refresh
         if man.model_format in TRUST_FORMATS and not trust:
@@ -57,7 +59,7 @@ def _members(market: Market, trust: bool, islands) -> tuple[dict[str, list[str]]
                             "reason": f"{man.model_format} model: needs --trust to load"})
             continue
         groups.setdefault(man.island_id(), []).append(lw_id)
-    return {k: sorted(v) for k, v in sorted(groups.items())}, skipped
+    return {k: sorted(v) for k, v in sorted(groups.items())}, skipped, manifests
 
 
 def _digest(groups: dict[str, list[str]], params: dict) -> str:
@@ -68,13 +70,13 @@ def _digest(groups: dict[str, list[str]], params: dict) -> str:
     return "gen-" + h.hexdigest()[:20]
 
 
-def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool):
+def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, manifests):
     """Every learnware's outputs on the probes: (N, P, C), plus the ids that failed."""
     from .models import load_model, model_outputs
 
     outs, kept, failed = [], [], []
     for lw_id in ids:
-        man = market.manifest(lw_id)
+        man = manifests[lw_id]
         try:
             model = load_model(market.model_bytes(lw_id), man.model_format, trust=trust)
             outs.append(model_outputs(model, X, man.task, man.outputs))
@@ -103,7 +105,7 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
     """
     market.reload()
     islands = market.islands()
-    groups, skipped = _members(market, trust, islands)
+    groups, skipped, manifests = _members(market, trust, islands)
     params = {"n_probes": N_PROBES, "seed": PROBE_SEED, "noise": PROBE_NOISE,
               "n_anchors": n_anchors or "auto"}
     name = _digest(groups, params)
@@ -118,7 +120,7 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
     for iid, ids in groups.items():
         isl = islands[iid]
         X = probe_inputs([market.spec(i).rkme for i in ids], N_PROBES, PROBE_SEED, PROBE_NOISE)
-        outs, kept, failed = probe_outputs(market, ids, X, trust)
+        outs, kept, failed = probe_outputs(market, ids, X, trust, manifests)
         doc["skipped"] += failed
         if outs is None:
             continue
@@ -168,9 +170,7 @@ class AnchorSet:
     members: list[str]
     anchors: list[str]
     anchor_set: str
-    distance_kinds: tuple[str, ...]
     path: Path
-    generation: str
 
     def outputs(self) -> np.ndarray:
         return np.load(self.path / f"{self.island}.outputs.npy", mmap_mode="r")
@@ -199,11 +199,11 @@ def load_anchor_set(market: Market, island: str) -> AnchorSet:
         raise NotFoundError(f"island {island} has no anchors", hint)
     try:
         return AnchorSet(island, d["task"], d["objective"], list(d["members"]), list(d["anchors"]),
-                         d["anchor_set"], tuple(d["distances"]), path, name)
+                         d["anchor_set"], path)
     except (KeyError, TypeError) as exc:
         raise MarketError(f"{path / ANCHORS_JSON}: island {island} is malformed ({exc!r})",
                           "rebuild it with lw market refresh --force") from exc
 
 
-__all__ = ["plan_anchors", "publish_anchors", "AnchorPlan", "load_anchor_set", "AnchorSet", "anchor_set_id", "distance_kinds",
-           "N_PROBES"]
+__all__ = ["plan_anchors", "publish_anchors", "AnchorPlan", "load_anchor_set", "AnchorSet",
+           "anchor_set_id", "distance_kinds", "N_PROBES"]

@@ -267,6 +267,13 @@ class Market:
     def model_bytes(self, lw_id: str) -> bytes:
         return (self._require(lw_id) / self.manifest(lw_id).model_file).read_bytes()
 
+    def manifest_and_model_files(self, lw_id: str) -> dict[str, bytes]:
+        """``{"learnware.toml": ..., <model file>: ...}`` exactly as stored."""
+        d = self._require(lw_id)
+        raw = (d / "learnware.toml").read_bytes()
+        man = manifest_from_text(raw.decode("utf-8"), f"learnware {lw_id}")
+        return {"learnware.toml": raw, man.model_file: (d / man.model_file).read_bytes()}
+
     def commit_learnware(self, lw_id: str, files: dict[str, bytes], record: dict) -> bool:
         """Make a learnware visible atomically. Returns False if it already existed.
 
