@@ -275,11 +275,12 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
     anchors: dict | None = None            # mode "anchors": the report's anchors and metric
     assessment: dict | None = None         # mode "anchors": is there hope in this market?
+    ranked_by: str = "rkme"                # "rkme", "requirement-loss" or "anchors"
 
     def to_dict(self) -> dict:
-        out = {"island": self.island, "mode": self.mode, "single": self.single,
-               "mixture": self.mixture, "requirement": self.requirement,
-               "warnings": self.warnings}
+        out = {"island": self.island, "mode": self.mode, "ranked_by": self.ranked_by,
+               "single": self.single, "mixture": self.mixture,
+               "requirement": self.requirement, "warnings": self.warnings}
         if self.anchors is not None:
             out["anchors"] = self.anchors
             out["assessment"] = self.assessment
@@ -317,11 +318,18 @@ def search(
     device: str | None = None,
     max_members: int = 5,
     anchor_report: str | Path | dict | None = None,
+    rerank: int = 20,
+    trust: bool = False,
 ) -> SearchResult:
     """Rank an island's learnwares against a requirement, and find the best mixture.
 
     The requirement is built locally from ``data`` (label-aware with ``target``) or read from
-    ``spec``. Scores are absolute: ``1 - MMD/sqrt(2)``. With ``anchor_report`` instead (what
+    ``spec``. Scores are absolute: ``1 - MMD/sqrt(2)``. A label-aware requirement also
+    re-ranks the ``rerank`` best RKME matches by each model's loss on the requirement's
+    reduced points (``requirement_loss``: RMSE for values, the Brier score for classes), which
+    tells a strong model from a weak one trained on similar data; ``rerank=0`` ranks by RKHS
+    distance alone. Pickled models take part in that only with ``trust``. The mixture is
+    always the RKME one (seed eq. 3). With ``anchor_report`` instead (what
     :func:`anchor_eval` returned, or the path it wrote), every learnware of the island is
     ranked by its predicted performance from the anchors' scores alone (mode ``"anchors"``;
     no mixture).
@@ -336,6 +344,9 @@ def search(
                          "see lw search --help")
     if top < 1:
         raise UsageError(f"--top must be >= 1, got {top}", "pass a positive number")
+    if rerank < 0:
+        raise UsageError(f"--rerank must be >= 0, got {rerank}",
+                         "pass 0 to rank by RKHS distance alone")
     if anchor_report is not None:
         if target is not None:
             raise UsageError("--target goes with --data", "drop --target with --anchor-report")
@@ -369,8 +380,19 @@ def search(
                                 "drop or change --tag")
     order = [j for j in ranking.order if allowed[j]]
     scores = Ranking.score(ranking.mmd2)
-    single = [{"id": ids[j], "name": summaries[ids[j]]["name"],
-               "mmd2": float(ranking.mmd2[j]), "score": float(scores[j])} for j in order[:top]]
+    ranked_by, loss_of = "rkme", {}
+    if ranking.mode == "xy" and rerank > 0:
+        order, loss_of, skipped = _rerank_by_requirement(mk, isl, ids, order, req.rkme, rerank,
+                                                         trust)
+        ranked_by = "requirement-loss"
+        notes = [*notes, *skipped]
+    single = []
+    for j in order[:top]:
+        row = {"id": ids[j], "name": summaries[ids[j]]["name"], "mmd2": float(ranking.mmd2[j]),
+               "score": float(scores[j])}
+        if j in loss_of:
+            row["requirement_loss"] = loss_of[j]
+        single.append(row)
     if tags and not allowed.all():
         sub_idx = np.flatnonzero(allowed)
         sub = SpecStack(stack.metric, np.asarray(stack.points)[sub_idx],
@@ -388,7 +410,47 @@ def search(
                "score": float(Ranking.score(mix.mmd2)), "noise_floor": float(mix.noise_floor)}
     requirement = {"kind": req.kind, "n_rows": req.rkme.n_rows, "k": req.rkme.k,
                    "metric_digest": req.rkme.metric.digest(), "approx_error": req.rkme.approx_error}
-    return SearchResult(isl.id, ranking.mode, single, mixture, requirement, notes)
+    if ranked_by == "requirement-loss":
+        requirement["loss_metric"] = "brier" if isl.key["task"] == "classification" else "rmse"
+    return SearchResult(isl.id, ranking.mode, single, mixture, requirement, notes,
+                        ranked_by=ranked_by)
+
+
+def _rerank_by_requirement(mk, isl, ids, order, rkme, shortlist: int, trust: bool):
+    """Run the shortlisted models on the requirement's reduced points; new order, the loss of
+    each evaluated index (RMSE or Brier), and notes about the ones that could not run."""
+    from .engine.search import rerank
+    from .errors import MissingExtraError, ModelCheckError, UntrustedModelError
+    from .labels import align_columns
+
+    task, features = isl.key["task"], tuple(isl.key["features"])
+    outputs = list(isl.key["outputs"])
+    untrusted, failed = [], []
+
+    def outputs_of(j: int, X: np.ndarray):
+        try:
+            (lw,) = load_learnwares(mk, [ids[j]], trust=trust, with_specs=False)
+            cols = [features.index(f) for f in lw.features]
+            Xj = X[:, cols]
+            if task == "classification":
+                return align_columns(lw.predict_proba(Xj), list(lw.outputs), outputs)
+            return lw.predict_values(Xj)
+        except UntrustedModelError:
+            untrusted.append(ids[j])
+        except (ModelCheckError, MissingExtraError) as exc:
+            failed.append(f"{ids[j]}: {exc.message}")
+        return None
+
+    rr = rerank(np.asarray(order, dtype=np.int64), rkme, outputs_of, shortlist)
+    loss_of = {int(j): (float(np.sqrt(v)) if task == "regression" else float(v))
+               for j, v in zip(rr.order, rr.losses) if np.isfinite(v)}
+    notes = []
+    if untrusted:
+        notes.append(f"{len(untrusted)} shortlisted learnware(s) have pickled models and were "
+                     f"ranked by RKHS distance only ({', '.join(untrusted[:3])}"
+                     f"{', ...' if len(untrusted) > 3 else ''}); pass --trust to evaluate them")
+    notes += [f"not evaluated on the requirement: {f}" for f in failed]
+    return [int(j) for j in rr.order], loss_of, notes
 
 
 # ------------------------------------------------------------------------------ anchors
@@ -544,7 +606,7 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
                "inconsistent": rk.inconsistent}
     requirement = {"kind": "anchor-report", "n_rows": rep["n_rows"], "metric": metric}
     return SearchResult(isl.id, "anchors", single, None, requirement, warnings, anchors,
-                        assessment)
+                        assessment, ranked_by="anchors")
 
 
 # ------------------------------------------------------------------------------ reuse

@@ -88,6 +88,17 @@ def test_labelled_user_finds_their_hospital(heart, tmp_path, name):
     assert res.single[0]["id"] == ids[name]
 
 
+def test_labelled_search_reranks_by_the_brier_score_on_the_requirement(heart, tmp_path):
+    root, ids, held_out = heart
+    f = tmp_path / "user.csv"
+    held_out["va"].head(60).to_csv(f, index=False)
+    res = api.search(root, data=f, target="disease", top=len(ids))
+    assert res.ranked_by == "requirement-loss" and res.requirement["loss_metric"] == "brier"
+    losses = [r["requirement_loss"] for r in res.single]
+    assert losses == sorted(losses) and losses[0] >= 0.0
+    assert sorted(r["id"] for r in res.single) == sorted(ids.values())
+
+
 def test_unknown_label_is_a_clear_error(heart, tmp_path):
     from lwcli.errors import DataError
 

@@ -59,11 +59,16 @@ def test_search_json_is_the_documented_object(mk, tmp_path):
     f = write_user(tmp_path / "u.csv", X, y)
     out = run_lw("search", "--data", f, "--target", "y", "--market", root, "--json")
     doc = json.loads(out.stdout)                         # stdout is JSON and nothing else
-    assert set(doc) >= {"island", "single", "mixture"}
-    assert set(doc["single"][0]) == {"id", "name", "mmd2", "score"}
+    assert set(doc) >= {"island", "mode", "ranked_by", "single", "mixture", "requirement"}
+    assert doc["ranked_by"] == "requirement-loss" and doc["requirement"]["loss_metric"] == "rmse"
+    assert set(doc["single"][0]) == {"id", "name", "mmd2", "score", "requirement_loss"}
     assert set(doc["mixture"]) >= {"ids", "weights", "mmd2"}
     assert doc["single"][0]["id"] == ids[1]
     assert doc["mixture"]["ids"] == [ids[1]]
+    plain = json.loads(run_lw("search", "--data", f, "--target", "y", "--market", root,
+                              "--rerank", "0", "--json").stdout)
+    assert plain["ranked_by"] == "rkme"
+    assert set(plain["single"][0]) == {"id", "name", "mmd2", "score"}
 
 
 def test_search_uses_lw_market_env_and_prints_a_table(mk, tmp_path):
@@ -181,6 +186,7 @@ def test_usage_errors(mk, tmp_path):
     assert "exactly one of --data, --spec and --anchor-report" in proc.stderr
     run_lw("search", "--data", "x.csv", "--bogus", check=2)
     run_lw("search", "--data", "x.csv", "--top", "0", "--market", root, check=2)
+    run_lw("search", "--data", "x.csv", "--rerank", "-1", "--market", root, check=2)
 
 
 def test_unknown_id_and_missing_market(mk, tmp_path):

@@ -155,3 +155,66 @@ def test_cuda_matches_cpu():
     assert gpu == pytest.approx(cpu, rel=1e-9)
     rg = fit_rkme(X, m, k=20, seed=0, device=torch.device("cuda"))
     assert rg.approx_error == pytest.approx(r.approx_error, rel=0.2, abs=5e-3)
+
+
+def _requirement(seed: int, k: int = 12, d_in: int = 3, d_out: int = 1):
+    from lwcli.engine.rkme import RKME
+
+    rng = np.random.default_rng(seed)
+    beta = rng.random(k) + 0.05
+    metric = KernelMetric(tuple([1.0] * (d_in + d_out)), 0.5, d_in)
+    return RKME(beta / beta.sum(), rng.normal(size=(k, d_in + d_out)), metric, 50, 0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 3))
+def test_requirement_loss_is_the_weighted_squared_error_on_the_reduced_points(seed, d_out):
+    from lwcli.engine.search import requirement_loss, requirement_sample
+
+    req = _requirement(seed, d_out=d_out)
+    X, Y, beta = requirement_sample(req)
+    F = np.random.default_rng(seed + 1).normal(size=Y.shape)
+    want = sum(b * float(((f - y) ** 2).sum()) for b, f, y in zip(beta, F, Y))
+    assert requirement_loss(F, req) == pytest.approx(want, rel=1e-12)
+    assert requirement_loss(Y, req) == 0.0
+    # a permutation of the reduced set is the same requirement
+    p = np.random.default_rng(seed + 2).permutation(len(beta))
+    from lwcli.engine.rkme import RKME
+
+    req_p = RKME(beta[p], req.points[p], req.metric, req.n_rows, 0.0)
+    assert requirement_loss(F[p], req_p) == pytest.approx(want, rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 12), st.integers(0, 14))
+def test_rerank_is_a_permutation_sorted_by_loss_within_the_shortlist(seed, n, shortlist):
+    from lwcli.engine.search import rerank
+
+    rng = np.random.default_rng(seed)
+    req = _requirement(seed)
+    order = rng.permutation(n)
+    bias = rng.normal(size=n) * 2                     # model j predicts y + bias_j
+    unrunnable = set(rng.choice(n, size=rng.integers(0, n + 1), replace=False).tolist())
+    Y = req.points[:, 3:]
+    rr = rerank(order, req, lambda j, X: None if j in unrunnable else Y + bias[j], shortlist)
+    assert sorted(rr.order.tolist()) == list(range(n))                  # a permutation
+    head = order[:shortlist].tolist()
+    ran = [j for j in head if j not in unrunnable]
+    assert rr.order[:len(ran)].tolist() == sorted(ran, key=lambda j: (bias[j] ** 2,
+                                                                        head.index(j)))
+    assert rr.order[len(ran):].tolist() == [j for j in head if j in unrunnable] + \
+        order[shortlist:].tolist()                                      # RKME order kept
+    assert np.allclose(rr.losses[:len(ran)], [bias[j] ** 2 for j in rr.order[:len(ran)]])
+    assert np.isnan(rr.losses[len(ran):]).all()
+    assert sorted(rr.skipped.tolist()) == sorted(j for j in head if j in unrunnable)
+
+
+def test_inputs_only_requirement_cannot_be_evaluated():
+    from lwcli.engine.rkme import RKME
+    from lwcli.engine.search import requirement_loss
+    from lwcli.errors import SpecError
+
+    req = _requirement(0)
+    x_only = RKME(req.beta, req.points[:, :3], req.metric.input_metric(), 50, 0.0)
+    with pytest.raises(SpecError, match="inputs only"):
+        requirement_loss(np.zeros((len(req.beta), 1)), x_only)

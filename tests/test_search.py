@@ -35,10 +35,11 @@ def test_user_sample_from_one_learnware_ranks_it_first_alone(twelve, dom, labell
     f = write_user(tmp_path / "user.csv", X, y if labelled else None)
     res = api.search(root, data=f, target="y" if labelled else None, top=5)
     assert res.mode == ("xy" if labelled else "x")
+    assert res.ranked_by == ("requirement-loss" if labelled else "rkme")
     assert res.single[0]["id"] == ids[dom]
     assert res.mixture["ids"] == [ids[dom]]
     assert res.mixture["weights"] == [1.0]
-    assert res.single[0]["score"] > res.single[1]["score"]
+    assert res.single[0]["score"] > max(r["score"] for r in res.single[1:])
 
 
 @pytest.mark.parametrize("labelled", [True, False])
@@ -118,3 +119,66 @@ def test_label_aware_search_matches_the_function_not_only_the_inputs(tmp_path):
     res_x = api.search(root, data=write_user(tmp_path / "ux.csv", Xu))
     a, b = res_x.single
     assert abs(a["mmd2"] - b["mmd2"]) < 0.2 * max(a["mmd2"], b["mmd2"]) + 1e-3
+
+
+def _noisy_line(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, X @ np.array([1.0, -2.0, 0.5, 1.5]) + 2.0 * rng.normal(size=n)
+
+
+@pytest.fixture(scope="module")
+def strong_and_weak(tmp_path_factory):
+    """The same data, two models: a ridge (the truth is linear) and a 1-nearest-neighbour that
+    repeats its noisy training labels, which makes its (x, f(x)) look like noisy user data."""
+    from sklearn.linear_model import Ridge
+    from sklearn.neighbors import KNeighborsRegressor
+
+    work = tmp_path_factory.mktemp("strongweak")
+    root = work / "market"
+    api.market_init(root)
+    X, y = _noisy_line(600, 0)
+    ids = {}
+    for name, model, fmt in (("ridge", Ridge(alpha=0.1), "skops"),
+                             ("nn1", KNeighborsRegressor(1), "skops"),
+                             ("nn1-pickled", KNeighborsRegressor(1), "pickle")):
+        b = build_learnware(work, name, X, y, market=root, model=model.fit(X, y), fmt=fmt,
+                            trust=fmt == "pickle")
+        ids[name] = api.submit(b.package, root, trust=fmt == "pickle").id
+    Xu, yu = _noisy_line(300, 1)
+    return root, ids, write_user(work / "user.csv", Xu, yu)
+
+
+def test_rerank_puts_the_stronger_model_on_similar_data_first(strong_and_weak):
+    root, ids, user = strong_and_weak
+    res = api.search(root, data=user, target="y", trust=True)
+    assert res.ranked_by == "requirement-loss"
+    assert res.requirement["loss_metric"] == "rmse"
+    assert res.single[0]["id"] == ids["ridge"]
+    loss = {r["id"]: r["requirement_loss"] for r in res.single}
+    assert loss[ids["ridge"]] < 0.8 * loss[ids["nn1"]]
+    plain = api.search(root, data=user, target="y", rerank=0)
+    assert plain.ranked_by == "rkme"
+    assert all("requirement_loss" not in r for r in plain.single)
+    assert "loss_metric" not in plain.requirement
+    assert sorted(r["id"] for r in plain.single) == sorted(r["id"] for r in res.single)
+    assert plain.mixture == res.mixture              # the mixture is the RKME one either way
+
+
+def test_rerank_leaves_pickled_models_unrun_without_trust(strong_and_weak):
+    root, ids, user = strong_and_weak
+    res = api.search(root, data=user, target="y")
+    last = res.single[-1]
+    assert last["id"] == ids["nn1-pickled"] and "requirement_loss" not in last
+    assert any("pickled" in w and "--trust" in w for w in res.warnings)
+    trusted = api.search(root, data=user, target="y", trust=True)
+    assert all("requirement_loss" in r for r in trusted.single)
+    assert not any("pickled" in w for w in trusted.warnings)
+
+
+def test_rerank_needs_a_non_negative_shortlist(strong_and_weak):
+    from lwcli.errors import UsageError
+
+    root, _, user = strong_and_weak
+    with pytest.raises(UsageError, match="--rerank"):
+        api.search(root, data=user, target="y", rerank=-1)

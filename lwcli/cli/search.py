@@ -28,6 +28,12 @@ def search(
     task: Optional[str] = typer.Option(None, "--task",
                                        help="classification | regression, when columns match several islands."),
     k: int = typer.Option(100, "--k", min=1, help="Reduced points of the requirement."),
+    rerank: int = typer.Option(
+        20, "--rerank", min=0,
+        help="With --target: run the N best RKME matches on the requirement's reduced points "
+             "and rank them by that loss (0: RKHS distance only)."),
+    trust: bool = typer.Option(False, "--trust",
+                               help="Also run pickle/joblib models when re-ranking."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = options.Device,
     as_json: bool = options.Json,
@@ -41,7 +47,7 @@ def search(
 
     res = api.search(market, data=data, target=target, spec=spec, tags=tag, top=top,
                      island=island, task=task, k=k, seed=seed, device=device,
-                     anchor_report=anchor_report)
+                     anchor_report=anchor_report, rerank=rerank, trust=trust)
     for w in res.warnings:
         warn(w)
     if as_json:
@@ -53,14 +59,22 @@ def search(
         _anchor_table(res)
         return
     mode = "inputs and labels" if res.mode == "xy" else "inputs only"
-    t = Table(title=f"island {res.island} — matched on {mode}", title_justify="left")
-    t.add_column("#", justify="right")
-    t.add_column("id")
-    t.add_column("name")
-    t.add_column("MMD²", justify="right")
-    t.add_column("score", justify="right")
+    how = ("; ranked by loss on your requirement's points"
+           if res.ranked_by == "requirement-loss" else "")
+    t = Table(title=f"island {res.island} — matched on {mode}{how}", title_justify="left")
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("id", no_wrap=True, min_width=16)
+    t.add_column("name", overflow="fold")
+    t.add_column("MMD²", justify="right", no_wrap=True)
+    t.add_column("score", justify="right", no_wrap=True)
+    metric = res.requirement.get("loss_metric")
+    if metric:
+        t.add_column(f"est. {metric}", justify="right", no_wrap=True)
     for i, r in enumerate(res.single, 1):
-        t.add_row(str(i), r["id"], r["name"], f"{r['mmd2']:.4f}", f"{r['score']:.3f}")
+        cells = [str(i), r["id"], r["name"], f"{r['mmd2']:.4f}", f"{r['score']:.3f}"]
+        if metric:
+            cells.append(f"{r['requirement_loss']:.4g}" if "requirement_loss" in r else "-")
+        t.add_row(*cells)
     out.print(t)
     mix = res.mixture
     parts = ", ".join(f"{n} ({w:.2f})" for n, w in zip(mix["names"], mix["weights"]))
