@@ -136,6 +136,9 @@ def _ms(s):
 
 def bench_help(repeats):
     lw = Path(sys.executable).parent / "lw"
+    if not lw.exists():            # lw not installed in this interpreter (a bare GPU machine)
+        print(f"lw --help: skipped, no {lw}", flush=True)
+        return None
     stats, _ = timed(lambda: subprocess.run([str(lw), "--help"], capture_output=True, check=True),
                      repeats)
     print(f"lw --help: {stats['median']:.3f} s", flush=True)
@@ -144,7 +147,8 @@ def bench_help(repeats):
 
 def write_md(res, path: Path):
     L = ["# lw performance", "",
-         f"Machine: {res['machine']}; device {res['device']}; torch {res['torch']}.",
+         f"Machine: {res['machine']}; device {res['device']}"
+         f"{' (' + res['gpu'] + ')' if res.get('gpu') else ''}; torch {res['torch']}.",
          "Figures are medians over repeats, with min and max. Reference figures are those of",
          "the `learnware` package 0.4.0.post1 on this 2-core machine, as given in the issue.", "",
          "## RKME generation (K = 100)", "",
@@ -170,8 +174,10 @@ def write_md(res, path: Path):
           "Stored error: exact up to 4,096 rows, else lw's random-Fourier-feature estimate.",
           "Against the reference at the same kernel and K: see reference_rkme.md",
           "(`make bench-reference`, run in one session side by side)."]
-    L += ["", "## CLI start-up", "", f"`lw --help`: {h['median']:.3f} s "
-          f"[{h['min']:.3f}, {h['max']:.3f}] (target < 0.5 s; torch is not imported).", ""]
+    L += ["", "## CLI start-up", ""]
+    L += [f"`lw --help`: {h['median']:.3f} s [{h['min']:.3f}, {h['max']:.3f}] (target < 0.5 s; "
+          "torch is not imported).", ""] if h else ["`lw --help`: not measured (lw is not "
+                                                    "installed in this interpreter).", ""]
     path.write_text("\n".join(L))
 
 
@@ -190,6 +196,7 @@ def main() -> None:
     res = {"machine": f"{platform.processor() or platform.machine()}, "
                       f"{torch.get_num_threads()} threads",
            "device": str(device), "torch": torch.__version__,
+           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            # search first: the 1e6-row fit leaves a large, fragmented heap behind it
            "search": bench_search(device, searches, a.repeats * 4),
            "rkme": bench_rkme(device, sizes, a.repeats if not a.quick else 1),

@@ -2,14 +2,19 @@
 
 Leave-one-station-out users on the PM2.5 island of ``sample_market/market``: each of the 12
 Beijing stations in turn is the user; her own station's learnwares are left out of the market
-(Wanshouxigong has none: the market never saw it). She holds a fixed test set of 2,000 hours
-and draws ``n`` labelled hours (50 ... 8,000) from the rest, several seeds per size. Compared,
-by RMSE on her test set:
+(Wanshouxigong has none: the market never saw it). She labels ``n`` hours (50 ... 8,000) drawn
+from 10,000 of her station's 12,000 shipped hours, several seeds per size, and every hour she
+did not label is her test set (at least 4,000: the 2,000 always held out plus the rest of
+the 10,000). PM2.5 errors are heavy-tailed, so a small fixed test set decides "better or
+worse" by a handful of smog hours; the largest test set available keeps that noise down.
+Compared, by RMSE on her test set:
 
 - ``user``: her own model, chosen by 5-fold cross-validation (ridge / random forest /
   gradient boosting, as :func:`lwcli.engine.reuse.user_model.select_user_model`);
-- ``top1``: the learnware with the smallest RKHS distance to her label-aware RKME;
-- ``top3``: the three best, averaged;
+- ``top1``: what ``lw search`` returns first for her label-aware RKME: the 20 nearest
+  learnwares in RKHS distance, re-ranked by their loss on the requirement's reduced points;
+- ``top1-rkme``: the learnware with the smallest RKHS distance alone (``--rerank 0``);
+- ``top3``: the three best (re-ranked), averaged;
 - ``top2+user``: the two best with her model, weights by cross-validation (``with-user``);
 - ``job-selector``: the mixture's members (the top 3 when the mixture has one member),
   routed per row by a selector trained on their RKMEs, no labels used;
@@ -46,7 +51,7 @@ SIZES = [50, 100, 200, 500, 1000, 2000, 5000, 8000]
 SEEDS = [0, 1, 2]
 TEST_ROWS = 2000
 ANCHOR_ROWS = 100
-METHODS = ["user", "top1", "top3", "top2+user", "job-selector", "feature-augment",
+METHODS = ["user", "top1", "top1-rkme", "top3", "top2+user", "job-selector", "feature-augment",
            "anchor-top1", "oracle", "random"]
 
 
@@ -80,16 +85,15 @@ class Island:
         self.data = pd.read_csv(DATA)
 
 
-def station_split(data, station: str, seed: int = 0):
-    """(test rows, pool of labelled candidates) of one station: fixed by the station."""
+def station_split(data, station: str):
+    """One station's hours, ``(X, y, pool)``: ``pool`` indexes the rows a user may label (all
+    but ``TEST_ROWS`` always held out); fixed by the station."""
     import zlib
 
     d = data[data.station == station]
     rng = np.random.default_rng(zlib.crc32(station.encode()))
-    order = rng.permutation(len(d))
-    test, pool = d.iloc[order[:TEST_ROWS]], d.iloc[order[TEST_ROWS:]]
-    return (test[FEATURES].to_numpy(float), test[TARGET].to_numpy(float),
-            pool[FEATURES].to_numpy(float), pool[TARGET].to_numpy(float))
+    pool = np.sort(rng.permutation(len(d))[TEST_ROWS:])
+    return d[FEATURES].to_numpy(float), d[TARGET].to_numpy(float), pool
 
 
 def run_station(args) -> list[dict]:
@@ -101,15 +105,13 @@ def run_station(args) -> list[dict]:
     from lwcli.engine.reuse import FeatureAugmentReuser, JobSelectorReuser, WithUserReuser
     from lwcli.engine.reuse.user_model import fit_estimator, make_folds, select_user_model
     from lwcli.engine.rkme import fit_rkme
-    from lwcli.engine.search import SpecStack, mixture_search, rank_single
+    from lwcli.engine.search import SpecStack, mixture_search, rank_single, rerank
 
     isl = _island()
     cand = np.array([j for j, s in enumerate(isl.station) if s != station.lower()])
-    Xt, yt, Xp, yp = station_split(isl.data, station)
-    # every candidate's predictions on the test set and the labelled pool, once
-    pred_t = np.stack([isl.learnwares[j].predict_values(Xt)[:, 0] for j in cand])
-    pred_p = np.stack([isl.learnwares[j].predict_values(Xp)[:, 0] for j in cand])
-    test_rmse = np.sqrt(((pred_t - yt) ** 2).mean(1))
+    X_all, y_all, pool = station_split(isl.data, station)
+    # every candidate's predictions on all of the station's hours, once
+    pred_all = np.stack([isl.learnwares[j].predict_values(X_all)[:, 0] for j in cand])
     sub = SpecStack(isl.stack.metric, np.asarray(isl.stack.points)[cand],
                     np.asarray(isl.stack.beta)[cand], isl.stack.self_xy[cand],
                     isl.stack.self_x[cand])
@@ -121,8 +123,12 @@ def run_station(args) -> list[dict]:
         for seed in seeds:
             t0 = time.perf_counter()
             rng = np.random.default_rng(1000 * seed + n)
-            take = rng.choice(len(Xp), size=n, replace=False)
-            X, y = Xp[take], yp[take]
+            take = pool[rng.choice(len(pool), size=n, replace=False)]
+            X, y = X_all[take], y_all[take]
+            test = np.setdiff1d(np.arange(len(y_all)), take)
+            Xt, yt = X_all[test], y_all[test]
+            pred_t = pred_all[:, test]
+            test_rmse = np.sqrt(((pred_t - yt) ** 2).mean(1))
             r = {"station": station, "n": n, "seed": seed, "candidates": len(cand)}
             # the user's own model
             folds = make_folds(y, "regression", 5, seed)
@@ -134,8 +140,10 @@ def run_station(args) -> list[dict]:
             Z = np.hstack([X, y[:, None]])
             req = fit_rkme(Z, isl.island.metric, k=min(100, n), seed=seed)
             ranking = rank_single(sub, req)
-            order = ranking.order
+            order = rerank(ranking.order, req, lambda j, Z: isl.learnwares[cand[j]]
+                           .predict_values(Z)).order
             r["top1"] = float(test_rmse[order[0]])
+            r["top1-rkme"] = float(test_rmse[ranking.order[0]])
             r["top3"] = rmse(pred_t[order[:3]].mean(0), yt)
             lw = [isl.learnwares[j] for j in cand[order[:3]]]
             wu = WithUserReuser(lw[:2], user_model=choice.estimator, cv=5,
@@ -154,7 +162,7 @@ def run_station(args) -> list[dict]:
             r["feature-augment"] = rmse(fa.predict(Xt), yt)
             # anchors: scores on at most 100 labelled rows, nothing else
             a_rows = take[:ANCHOR_ROWS]
-            a_loss = np.sqrt(((pred_p[med.index][:, a_rows] - yp[a_rows]) ** 2).mean(1))
+            a_loss = np.sqrt(((pred_all[med.index][:, a_rows] - y_all[a_rows]) ** 2).mean(1))
             rk = rank_from_anchors(D, a_loss, med.index)
             r["anchor-top1"] = float(test_rmse[rk.order[0]])
             r["oracle"] = float(test_rmse.min())
@@ -206,11 +214,14 @@ def summarise(rows: list[dict]) -> dict:
                    for s in seeds]
             per[m] = {"rmse": float(np.mean(rm)), "rmse_std": float(np.std(rm)),
                       "improvement": float(np.mean(imp)), "improvement_std": float(np.std(imp))}
-        gap = [(r["random"] - r["top1"]) / (r["random"] - r["oracle"]) for r in at
-               if r["random"] > r["oracle"]]
+        def gap(m):
+            g = [(r["random"] - r[m]) / (r["random"] - r["oracle"]) for r in at
+                 if r["random"] > r["oracle"]]
+            return float(np.mean(g)) if g else float("nan")
+
         worse = [(r["top2+user"] - r["user"]) / r["user"] for r in at]
-        out[n] = {"methods": per, "runs": len(at),
-                  "top1_gap_closed": float(np.mean(gap)) if gap else float("nan"),
+        out[n] = {"methods": per, "runs": len(at), "top1_gap_closed": gap("top1"),
+                  "top1_rkme_gap_closed": gap("top1-rkme"),
                   "top2+user_worst_vs_user": float(np.max(worse))}
     return out
 
@@ -227,8 +238,11 @@ def write_report(rows, summary, out: Path, elapsed: float, quick: bool) -> None:
              f"`make bench-quality` ({elapsed / 60:.1f} min on this machine). "
              f"{len({r['station'] for r in rows})} user stations x {len(SEEDS)} seeds per "
              f"labelled size; each user's own station is left out of the market "
-             f"({rows[0]['candidates']}-44 candidate learnwares); test set: 2,000 hours per "
-             "station. Mean over stations, then mean ± std over seeds.", "",
+             f"({rows[0]['candidates']}-44 candidate learnwares); test set: every hour of her "
+             "station she did not label (4,000 to 12,000). Mean over stations, then mean ± std "
+             "over seeds. `top1` is what `lw search` returns first (the 20 nearest in RKHS "
+             "distance, re-ranked by their loss on the requirement's reduced points); "
+             "`top1-rkme` is the nearest by RKHS distance alone.", "",
              "## RMSE (µg/m³)", "",
              "| labelled rows | " + " | ".join(METHODS) + " |",
              "|---|" + "---|" * len(METHODS)]
@@ -245,13 +259,20 @@ def write_report(rows, summary, out: Path, elapsed: float, quick: bool) -> None:
             f"{100 * m[k]['improvement']:+.1f}% ± {100 * m[k]['improvement_std']:.1f}"
             for k in METHODS[1:]) + " |")
     lines += ["", "## Top-1 against the oracle and a random learnware", "",
-              "| labelled rows | random | top1 | oracle | gap closed by top1 | top2+user worst "
-              "case vs user |", "|---|---|---|---|---|---|"]
+              "| labelled rows | random | top1-rkme | top1 | oracle | gap closed: top1-rkme | "
+              "gap closed: top1 | top2+user worst run vs user |",
+              "|---|---|---|---|---|---|---|---|"]
     for n in sizes:
         s, m = summary[n], summary[n]["methods"]
-        lines.append(f"| {n} | {m['random']['rmse']:.1f} | {m['top1']['rmse']:.1f} | "
-                     f"{m['oracle']['rmse']:.1f} | {100 * s['top1_gap_closed']:.0f}% | "
+        lines.append(f"| {n} | {m['random']['rmse']:.1f} | {m['top1-rkme']['rmse']:.1f} | "
+                     f"{m['top1']['rmse']:.1f} | {m['oracle']['rmse']:.1f} | "
+                     f"{100 * s['top1_rkme_gap_closed']:.0f}% | "
+                     f"{100 * s['top1_gap_closed']:.0f}% | "
                      f"{100 * s['top2+user_worst_vs_user']:+.1f}% |")
+    gaps = [summary[n]["top1_gap_closed"] for n in sizes]
+    rk = [summary[n]["top1_rkme_gap_closed"] for n in sizes]
+    lines += ["", f"Mean gap closed over the sizes: top1 {100 * np.mean(gaps):.0f}%, "
+                  f"top1-rkme {100 * np.mean(rk):.0f}%."]
     lines += ["", "![improvement](quality_improvement.png)", "",
               "![top1](quality_top1.png)", ""]
     (out / "quality.md").write_text("\n".join(lines))
@@ -280,7 +301,7 @@ def plot(summary, out: Path) -> None:
     fig.savefig(out / "quality_improvement.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for m, style in (("random", "s--"), ("top1", "o-"), ("oracle", "^-")):
+    for m, style in (("random", "s--"), ("top1-rkme", "x:"), ("top1", "o-"), ("oracle", "^-")):
         ax.plot(sizes, [summary[n]["methods"][m]["rmse"] for n in sizes], style, label=m)
     ax.set_xscale("log")
     ax.set_xlabel("user's labelled rows")
