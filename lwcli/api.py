@@ -654,9 +654,11 @@ def _reuse_details(r) -> dict:
     if hasattr(r, "weights_"):
         names = (["user_model"] + ids) if r.method == "with-user" else ids
         d["weights"] = dict(zip(names, [float(w) for w in r.weights_]))
-    for a in ("cv_losses_", "user_model_name_", "final_model_name_", "fallback_"):
+    for a in ("cv_losses_", "user_model_name_", "final_model_name_", "fallback_",
+              "blend_gain_z_"):
         if hasattr(r, a):
-            d[a.rstrip("_")] = getattr(r, a)
+            v = getattr(r, a)
+            d[a.rstrip("_")] = None if isinstance(v, float) and not np.isfinite(v) else v
     return d
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +107,25 @@ def test_blend_weights_lie_on_the_simplex_and_beat_every_component(seed, m, n, w
     loss = ((np.tensordot(wt, F, axes=1) - T) ** 2).sum(1).mean()
     for a in range(m):
         assert loss <= ((F[a] - T) ** 2).sum(1).mean() + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(20, 400))
+def test_blend_guard_ignores_a_gain_that_rests_on_the_worst_rows(seed, n):
+    """A blend that wins only on the user model's 1% worst rows, and loses a little on all the
+    others, is refused however large that gain; a steady gain on every row is kept."""
+    from lwcli.engine.reuse.with_user import MIN_GAIN_Z, trimmed_gain_z
+
+    rng = np.random.default_rng(seed)
+    user = rng.gamma(2.0, 1.0, size=n)
+    worst = user >= np.quantile(user, 0.99)
+    user[worst] *= 100.0                                     # heavy tail
+    blend = user + 0.05
+    blend[worst] = 0.0                                       # huge gain, there only
+    assert blend.mean() < user.mean()                        # the mean alone says: blend
+    assert trimmed_gain_z(user, blend) < MIN_GAIN_Z
+    steady = user - 0.5 * (1.0 + 0.1 * rng.random(n))        # a gain on every row
+    assert trimmed_gain_z(user, steady) > 3.0
+    p = rng.permutation(n)
+    assert trimmed_gain_z(user[p], steady[p]) == pytest.approx(trimmed_gain_z(user, steady))
+    assert trimmed_gain_z(user, user) == 0.0                 # nothing to gain: keep the user model

@@ -132,7 +132,11 @@ def reuse(
             msg += (f"; cross-validated Brier score: your model alone {cvl['user_model']:.4g}, "
                     f"blend {cvl['blend']:.4g}")
     if res.details.get("fallback"):
-        msg += "; the learnwares did not help in cross-validation: user model alone"
+        if cvl.get("blend", float("inf")) < cvl.get("user_model", float("-inf")):
+            msg += ("; the blend's cross-validated gain rests on the few rows where your model "
+                    "errs most: user model alone")
+        else:
+            msg += "; the learnwares did not help in cross-validation: user model alone"
     if res.scores:
         msg += "; " + ", ".join(f"{k} {v:.4g}" for k, v in res.scores.items())
         own = res.details.get("user_model_scores")
