@@ -148,6 +148,83 @@ def build_spec(
                 island=isl.id if isl is not None else None)
 
 
+@dataclass(frozen=True)
+class BatchSpecResult:
+    out_dir: str
+    written: list[dict]
+    skipped: list[dict]
+    failed: list[dict]          # {"data", "error", "exit_code"}
+
+    def to_dict(self) -> dict:
+        return {"out_dir": self.out_dir, "written": self.written, "skipped": self.skipped,
+                "failed": self.failed}
+
+
+def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool = False,
+                progress=None, **options) -> BatchSpecResult:
+    """:func:`build_spec` for many data files (folders give their ``.csv``, ``.parquet`` and
+    ``.npy`` files), writing ``<out_dir>/<stem>.rkme.json`` each; ``options`` are
+    :func:`build_spec`'s keywords, the same for every file. A spec that is up to date (same
+    data, same options, file untouched: see :mod:`lwcli.specbatch`) is skipped unless
+    ``force``. A file that fails is reported in ``failed`` and the others go on.
+    ``progress(done, total, path, status)`` is called after each file."""
+    import inspect
+
+    from .errors import LwError
+    from .specbatch import SpecFolder, expand_inputs, file_sha256, output_names, params_digest
+    from .specfile import FORMAT, VERSION
+
+    defaults = {n: p.default for n, p in inspect.signature(build_spec).parameters.items()
+                if n != "data"}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise UsageError(f"unknown spec options {unknown}", f"use some of {sorted(defaults)}")
+    opts = {**defaults, **options}
+    folder = SpecFolder(out_dir)
+    inputs = expand_inputs(data)
+    names = output_names(inputs)
+    market = opts["market"]
+    params = {**{n: v for n, v in opts.items() if n not in ("model", "meta", "market",
+                                                            "device", "trust")},
+              "format": [FORMAT, VERSION],
+              "model_sha256": file_sha256(Path(opts["model"])) if opts["model"] else None,
+              "meta_sha256": file_sha256(Path(opts["meta"])) if opts["meta"] else None,
+              "market": str(Path(market).resolve()) if market is not None else None}
+    digest = params_digest(params)
+    islands = None
+    if market is not None:
+        from .market.store import Market
+
+        islands = Market.open(market).islands()
+
+    def metric_ok(island_id, metric_digest) -> bool:
+        if islands is None or island_id is None:
+            return islands is None and island_id is None
+        isl = islands.get(island_id)
+        return isl is not None and isl.metric.digest() == metric_digest
+
+    written, skipped, failed = [], [], []
+    for i, (path, name) in enumerate(zip(inputs, names), 1):
+        status = "skipped"
+        if not force and folder.is_current(name, path, digest, metric_ok):
+            skipped.append({"data": str(path), "output": str(folder.root / name)})
+        else:
+            try:
+                sp = build_spec(path, **opts)
+                out = folder.record(name, path, digest, sp)
+                written.append({"data": str(path), "output": str(out), "kind": sp.kind,
+                                "k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
+                                "approx_error": sp.rkme.approx_error, "island": sp.island})
+                status = "written"
+            except LwError as exc:
+                failed.append({"data": str(path), "error": str(exc),
+                               "exit_code": exc.exit_code})
+                status = "failed"
+        if progress is not None:
+            progress(i, len(inputs), path, status)
+    return BatchSpecResult(str(folder.root), written, skipped, failed)
+
+
 def write_spec(spec: Spec, out: str | Path) -> Path:
     from .market.store import atomic_write
 
