@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 from lwcli.engine.kernels import KernelMetric, fit_metric, kernel_inner, mmd2, mmd2_numpy
 from lwcli.engine.qp import simplex_qp
-from lwcli.engine.rkme import fit_rkme
+from lwcli.engine.rkme import RKME, fit_rkme
 from lwcli.errors import DataError
 
 finite = st.floats(-5, 5, allow_nan=False, allow_infinity=False)
@@ -157,9 +157,29 @@ def test_cuda_matches_cpu():
     assert rg.approx_error == pytest.approx(r.approx_error, rel=0.2, abs=5e-3)
 
 
-def _requirement(seed: int, k: int = 12, d_in: int = 3, d_out: int = 1):
-    from lwcli.engine.rkme import RKME
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; CI has none")
+def test_cuda_search_ranks_like_the_cpu(monkeypatch):
+    """A stack of 3,000 learnwares, searched in several GPU blocks and in one CPU pass."""
+    from lwcli.engine import search
 
+    rng = np.random.default_rng(0)
+    metric = KernelMetric(tuple([1.0] * 5), 0.3, 4)
+    specs = []
+    for i in range(3000):
+        beta = rng.random(10) + 0.1
+        specs.append(RKME(beta / beta.sum(), rng.normal(size=(10, 5)) + (i % 7), metric, 100,
+                          0.0))
+    stack = search.build_stack(specs, metric)
+    user = specs[1234]
+    cpu = search.rank_single(stack, user, torch.device("cpu"))
+    monkeypatch.setattr(search, "SEARCH_BLOCK_ELEMENTS_GPU", 10 * 10 * 700)   # 5 blocks
+    gpu = search.rank_single(stack, user, torch.device("cuda"))
+    assert np.allclose(gpu.mmd2, cpu.mmd2, atol=1e-5)
+    assert gpu.order[0] == cpu.order[0] == 1234
+
+
+def _requirement(seed: int, k: int = 12, d_in: int = 3, d_out: int = 1):
     rng = np.random.default_rng(seed)
     beta = rng.random(k) + 0.05
     metric = KernelMetric(tuple([1.0] * (d_in + d_out)), 0.5, d_in)
@@ -179,8 +199,6 @@ def test_requirement_loss_is_the_weighted_squared_error_on_the_reduced_points(se
     assert requirement_loss(Y, req) == 0.0
     # a permutation of the reduced set is the same requirement
     p = np.random.default_rng(seed + 2).permutation(len(beta))
-    from lwcli.engine.rkme import RKME
-
     req_p = RKME(beta[p], req.points[p], req.metric, req.n_rows, 0.0)
     assert requirement_loss(F[p], req_p) == pytest.approx(want, rel=1e-12)
 
@@ -210,7 +228,6 @@ def test_rerank_is_a_permutation_sorted_by_loss_within_the_shortlist(seed, n, sh
 
 
 def test_inputs_only_requirement_cannot_be_evaluated():
-    from lwcli.engine.rkme import RKME
     from lwcli.engine.search import requirement_loss
     from lwcli.errors import SpecError
 
