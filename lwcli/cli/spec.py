@@ -86,7 +86,6 @@ def spec(
 
 
 def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
-    import typer
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -50,9 +50,14 @@ def targets(y, task: str, classes) -> np.ndarray:
     return np.asarray(y, dtype=np.float64).reshape(len(y), -1)
 
 
+def row_losses(P: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Each row's squared error summed over columns (squared error x d, or Brier)."""
+    return ((P - T) ** 2).sum(1)
+
+
 def quadratic_loss(P: np.ndarray, T: np.ndarray) -> float:
     """Mean over rows of the squared error summed over columns (MSE x d, or Brier)."""
-    return float(((P - T) ** 2).sum(1).mean())
+    return float(row_losses(P, T).mean())
 
 
 def estimator_output(est, X: np.ndarray, task: str, classes) -> np.ndarray:

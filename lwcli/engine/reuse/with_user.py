@@ -20,7 +20,7 @@ import numpy as np
 from ..qp import simplex_qp
 from .base import Reuser
 from .user_model import (estimator_output, fit_estimator, make_folds, quadratic_loss,
-                         select_user_model, targets)
+                         row_losses, select_user_model, targets)
 
 
 def blend_weights(F: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -36,13 +36,8 @@ def cross_validated_blend_rows(F: np.ndarray, T: np.ndarray, folds) -> np.ndarra
     out = np.empty(T.shape[0])
     for train, test in folds:
         w = blend_weights(F[:, train], T[train])
-        out[test] = ((np.tensordot(w, F[:, test], axes=1) - T[test]) ** 2).sum(1)
+        out[test] = row_losses(np.tensordot(w, F[:, test], axes=1), T[test])
     return out
-
-
-def cross_validated_blend_loss(F: np.ndarray, T: np.ndarray, folds) -> float:
-    """Loss of weights fitted on the other folds, scored on each held-out fold."""
-    return float(cross_validated_blend_rows(F, T, folds).mean())
 
 
 TRIM = 0.01          # share of rows, the user model's worst, that the guard leaves out
@@ -96,7 +91,7 @@ class WithUserReuser(Reuser):
         T = targets(y, self.task_, classes)
         F = np.stack([choice.oof, *self.learnware_outputs(X)])
         w = blend_weights(F, T)
-        user_rows = ((choice.oof - T) ** 2).sum(1)
+        user_rows = row_losses(choice.oof, T)
         blend_rows = cross_validated_blend_rows(F, T, folds)
         user_loss, blend_cv = float(user_rows.mean()), float(blend_rows.mean())
         self.blend_gain_z_ = trimmed_gain_z(user_rows, blend_rows)
