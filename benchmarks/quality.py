@@ -74,9 +74,9 @@ class Island:
         iid = next(i for i, isl in mk.islands().items() if isl.key["task"] == "regression")
         self.island = mk.island(iid)
         idx = load_index(mk)
-        self.ids = idx.ids(iid)
+        self.ids = idx.ids(iid).tolist()
         self.stack = idx.stack(iid)
-        self.names = [idx.catalog["learnwares"][i]["name"] for i in self.ids]
+        self.names = [s["name"] for s in idx.iter_summaries(iid)]
         self.station = [n.split("-")[1] for n in self.names]
         self.learnwares = api.load_learnwares(mk, self.ids)
         aset = load_anchor_set(mk, iid)

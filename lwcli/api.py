@@ -353,31 +353,18 @@ class SearchResult:
     anchors: dict | None = None            # mode "anchors": the report's anchors and metric
     assessment: dict | None = None         # mode "anchors": is there hope in this market?
     ranked_by: str = "rkme"                # "rkme", "requirement-loss" or "anchors"
+    searched: dict | None = None           # how: learnwares, "exact" or "sketch", exact MMDs
 
     def to_dict(self) -> dict:
         out = {"island": self.island, "mode": self.mode, "ranked_by": self.ranked_by,
                "single": self.single, "mixture": self.mixture,
                "requirement": self.requirement, "warnings": self.warnings}
+        if self.searched is not None:
+            out["searched"] = self.searched
         if self.anchors is not None:
             out["anchors"] = self.anchors
             out["assessment"] = self.assessment
         return out
-
-
-def _island_stack(mk, iid: str, dev):
-    from .market.index import _stack_for, learnware_summary, load_index
-
-    idx = load_index(mk)
-    if idx is not None and iid in idx.catalog["islands"]:
-        ids = idx.ids(iid)
-        return ids, idx.stack(iid), {i: idx.catalog["learnwares"][i] for i in ids}, []
-    ids = sorted(i for i in mk.ids() if mk.manifest(i).island_id() == iid)
-    if not ids:
-        return [], None, {}, []
-    specs = {i: mk.spec(i) for i in ids}
-    note = "the market has no index for this island; run `lw market refresh` to speed search up"
-    return ids, _stack_for(mk, mk.island(iid), ids, dev, specs), \
-        {i: learnware_summary(mk, i, specs[i]) for i in ids}, [note]
 
 
 def search(
@@ -397,6 +384,7 @@ def search(
     anchor_report: str | Path | dict | None = None,
     rerank: int = 20,
     trust: bool = False,
+    exact: bool | None = None,
 ) -> SearchResult:
     """Rank an island's learnwares against a requirement, and find the best mixture.
 
@@ -410,9 +398,15 @@ def search(
     :func:`anchor_eval` returned, or the path it wrote), every learnware of the island is
     ranked by its predicted performance from the anchors' scores alone (mode ``"anchors"``;
     no mixture).
+
+    Islands of more than ``SKETCH_MIN_LEARNWARES`` learnwares are searched through their
+    sketch index: the nearest sketches are shortlisted and only they get an exact MMD.
+    ``exact=True`` always scans every learnware; ``exact=False`` uses the sketch at any size.
     """
     from .device import resolve_device
-    from .engine.search import Ranking, SpecStack, mixture_search, rank_single
+    from .engine.search import (SKETCH_CANDIDATES, SKETCH_MIN_LEARNWARES, Ranking,
+                                mixture_search, rank_single)
+    from .market.index import island_view
     from .market.store import Market
     from .specfile import read_spec
 
@@ -445,17 +439,21 @@ def search(
         req = build_spec(data, target=target, k=k, seed=seed, device=device, market=market,
                          island=island, task=task, clamp_k=True)
         isl = mk.island(req.island)
-    ids, stack, summaries, notes = _island_stack(mk, isl.id, dev)
-    if stack is None:
+    view = island_view(mk, isl.id, dev)
+    if view is None:
         raise NotFoundError(f"island {isl.id} has no learnwares", "submit some first")
-    ranking = rank_single(stack, req.rkme, dev)
-    allowed = np.ones(len(ids), dtype=bool)
+    ids, stack, notes = view.ids, view.stack, list(view.notes)
+    allowed = None
     if tags:
-        allowed = np.array([set(tags) <= set(summaries[i]["tags"]) for i in ids])
+        allowed = view.tag_mask(tags)
         if not allowed.any():
             raise NotFoundError(f"no learnware on island {isl.id} carries all tags {list(tags)}",
                                 "drop or change --tag")
-    order = [j for j in ranking.order if allowed[j]]
+    use_sketch = exact is False or (exact is None and stack.n > SKETCH_MIN_LEARNWARES)
+    keep = max(top, rerank, 16)       # 16: the mixture's candidates
+    ranking = rank_single(stack, req.rkme, dev, sketch=view.sketch if use_sketch else None,
+                          keep=keep, allowed=allowed)
+    order = [int(j) for j in ranking.order]
     scores = Ranking.score(ranking.mmd2)
     ranked_by, loss_of = "rkme", {}
     if ranking.mode == "xy" and rerank > 0:
@@ -463,34 +461,32 @@ def search(
                                                          trust)
         ranked_by = "requirement-loss"
         notes = [*notes, *skipped]
+    shown = order[:top]
     single = []
-    for j in order[:top]:
-        row = {"id": ids[j], "name": summaries[ids[j]]["name"], "mmd2": float(ranking.mmd2[j]),
+    for j, summ in zip(shown, view.summaries(shown)):
+        row = {"id": str(ids[j]), "name": summ["name"], "mmd2": float(ranking.mmd2[j]),
                "score": float(scores[j])}
         if j in loss_of:
             row["requirement_loss"] = loss_of[j]
         single.append(row)
-    if tags and not allowed.all():
-        sub_idx = np.flatnonzero(allowed)
-        sub = SpecStack(stack.metric, np.asarray(stack.points)[sub_idx],
-                        np.asarray(stack.beta)[sub_idx], stack.self_xy[sub_idx],
-                        stack.self_x[sub_idx])
-        sub_rank = Ranking(ranking.mode, ranking.mmd2[sub_idx], ranking.cross[sub_idx],
-                     ranking.self_user, np.argsort(ranking.mmd2[sub_idx], kind="stable"))
-        mix = mixture_search(sub, req.rkme, sub_rank, max_members=max_members, device=dev)
-        members = [ids[sub_idx[m]] for m in mix.members]
-    else:
-        mix = mixture_search(stack, req.rkme, ranking, max_members=max_members, device=dev)
-        members = [ids[m] for m in mix.members]
-    mixture = {"ids": members, "names": [summaries[i]["name"] for i in members],
+    mix = mixture_search(stack, req.rkme, ranking, max_members=max_members, device=dev)
+    members = [int(m) for m in mix.members]
+    mixture = {"ids": [str(ids[m]) for m in members],
+               "names": [r["name"] for r in view.summaries(members)],
                "weights": [float(w) for w in mix.weights], "mmd2": float(mix.mmd2),
                "score": float(Ranking.score(mix.mmd2)), "noise_floor": float(mix.noise_floor)}
+    searched = {"learnwares": stack.n,
+                "eligible": stack.n if allowed is None else int(allowed.sum()),
+                "method": "sketch" if use_sketch else "exact",
+                "exact_mmd": ranking.shortlist if use_sketch else
+                (stack.n if allowed is None else int(allowed.sum())),
+                "sketch_candidates": SKETCH_CANDIDATES if use_sketch else None}
     requirement = {"kind": req.kind, "n_rows": req.rkme.n_rows, "k": req.rkme.k,
                    "metric_digest": req.rkme.metric.digest(), "approx_error": req.rkme.approx_error}
     if ranked_by == "requirement-loss":
         requirement["loss_metric"] = "brier" if isl.key["task"] == "classification" else "rmse"
     return SearchResult(isl.id, ranking.mode, single, mixture, requirement, notes,
-                        ranked_by=ranked_by)
+                        ranked_by=ranked_by, searched=searched)
 
 
 def _rerank_by_requirement(mk, isl, ids, order, rkme, shortlist: int, trust: bool):
@@ -506,14 +502,14 @@ def _rerank_by_requirement(mk, isl, ids, order, rkme, shortlist: int, trust: boo
 
     def outputs_of(j: int, X: np.ndarray):
         try:
-            (lw,) = load_learnwares(mk, [ids[j]], trust=trust, with_specs=False)
+            (lw,) = load_learnwares(mk, [str(ids[j])], trust=trust, with_specs=False)
             cols = [features.index(f) for f in lw.features]
             Xj = X[:, cols]
             if task == "classification":
                 return align_columns(lw.predict_proba(Xj), list(lw.outputs), outputs)
             return lw.predict_values(Xj)
         except UntrustedModelError:
-            untrusted.append(ids[j])
+            untrusted.append(str(ids[j]))
         except (ModelCheckError, MissingExtraError) as exc:
             failed.append(f"{ids[j]}: {exc.message}")
         return None
@@ -636,8 +632,8 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
     observed = np.asarray([s["scores"][metric] for s in rep["scores"]])
     rk = rank_from_anchors(D, _as_loss(observed, metric), pos)
     idx = load_index(mk)
-    cat = idx.catalog["learnwares"] if idx is not None else {}
-    summ = {i: cat.get(i) or learnware_summary(mk, i) for i in aset.members}
+    summ = {i: (idx.summary(i) if idx is not None else None) or learnware_summary(mk, i)
+            for i in aset.members}
     flip = metric == "accuracy"
     val = (lambda x: float(1.0 - x)) if flip else float
     obs = dict(zip(ids, observed.tolist()))
@@ -671,7 +667,7 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
         warnings.append(f"for {100 * rk.inconsistent:.0f}% of the learnwares the anchors' scores "
                         "contradict their functional distances: your data may lie away from "
                         "the island's probe inputs; trust the ranking less")
-    on_island = idx.ids(isl.id) if idx is not None else \
+    on_island = idx.ids(isl.id).tolist() if idx is not None else \
         [i for i in mk.ids() if mk.manifest(i).island_id() == isl.id]
     unplaced = sorted(set(on_island) - set(aset.members))
     if unplaced:
@@ -862,8 +858,10 @@ def market_ls(market: str | Path, *, island: str | None = None,
 
     mk = Market.open(market)
     idx = load_index(mk)
-    rows = list(idx.catalog["learnwares"].values()) if idx is not None else \
-        [learnware_summary(mk, i) for i in mk.ids()]
+    if idx is not None:
+        rows = list(idx.iter_summaries(island if island and idx.has_island(island) else None))
+    else:
+        rows = [learnware_summary(mk, i) for i in mk.ids()]
     if island:
         rows = [r for r in rows if r["island"] == island]
     if tags:

@@ -34,6 +34,10 @@ def search(
              "and rank them by that loss (0: RKHS distance only)."),
     trust: bool = typer.Option(False, "--trust",
                                help="Also run pickle/joblib models when re-ranking."),
+    exact: Optional[bool] = typer.Option(
+        None, "--exact/--sketch",
+        help="Compute the exact MMD to every learnware, or shortlist through the island's "
+             "sketch index first. Default: the sketch above 100,000 learnwares."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = options.Device,
     as_json: bool = options.Json,
@@ -47,7 +51,8 @@ def search(
 
     res = api.search(market, data=data, target=target, spec=spec, tags=tag, top=top,
                      island=island, task=task, k=k, seed=seed, device=device,
-                     anchor_report=anchor_report, rerank=rerank, trust=trust)
+                     anchor_report=anchor_report, rerank=rerank, trust=trust,
+                     exact=exact)
     for w in res.warnings:
         warn(w)
     if as_json:
@@ -80,6 +85,10 @@ def search(
     parts = ", ".join(f"{n} ({w:.2f})" for n, w in zip(mix["names"], mix["weights"]))
     out.print(f"mixture: {parts}  MMD² {mix['mmd2']:.4f}  score {mix['score']:.3f}",
               highlight=False)
+    s = res.searched
+    if s and s["method"] == "sketch":
+        out.print(f"searched {s['eligible']:,} learnwares through the sketch index "
+                  f"({s['exact_mmd']:,} exact MMDs)", highlight=False)
 
 
 def _anchor_table(res) -> None:

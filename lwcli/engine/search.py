@@ -13,6 +13,7 @@ its points with the output columns dropped.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ import numpy as np
 from ..errors import MetricMismatchError, SpecError
 from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
 from .qp import simplex_qp
+from .rkme import RKME
+from .sketch import SKETCH_PAIRS, SketchBasis, sketch_norms, sketch_rkmes, sketch_user
 
 # Kernel block of one search step: 1 Mi float32 = 4 MiB stays cache-friendly (measured: 7.5 ms
 # for 1,000 learnwares against 12 ms with 16 MiB blocks on the 2-core CI machine).
@@ -27,7 +30,32 @@ SEARCH_BLOCK_ELEMENTS = 1 << 20
 # On a GPU a block is one kernel launch and one copy back: with the CPU's block a 10,000-
 # learnware query took 37 ms on an H100, with this one (128 Mi float32, 512 MiB) 10.5 ms.
 SEARCH_BLOCK_ELEMENTS_GPU = 1 << 27
-from .rkme import RKME
+# Above this many learnwares an island is searched through its sketch index (when it has one):
+# exact search of 100,000 learnwares takes about 0.8 s on two CPU cores.
+SKETCH_MIN_LEARNWARES = 100_000
+# Sketch search: how many of the nearest sketches get an exact MMD (see the benchmark's recall).
+SKETCH_CANDIDATES = 2048
+
+
+@dataclass(frozen=True)
+class IslandSketch:
+    """An island's sketch index: per learnware a ``2 * pairs`` vector for each mode.
+
+    ``xy`` / ``x``: (N, 2 * pairs) float32 (typically memory-mapped); ``norms``: (2, N) their
+    squared norms, float64.
+    """
+
+    basis: SketchBasis
+    xy: np.ndarray
+    x: np.ndarray
+    norms: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.xy.shape[0])
+
+    def matrix(self, mode: str) -> np.ndarray:
+        return self.xy if mode == "xy" else self.x
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,18 @@ def build_stack(specs: list[RKME], metric: KernelMetric, device=None,
     return SpecStack(metric, points, beta, self_xy, self_x)
 
 
+def island_basis(metric: KernelMetric, seed: int, pairs: int = SKETCH_PAIRS) -> SketchBasis:
+    """The sketch frequencies of an island with ``metric`` (seed recorded with the index)."""
+    return SketchBasis(int(seed), int(pairs), metric.dim, metric.n_inputs, metric.gamma)
+
+
+def build_sketch(stack: SpecStack, basis: SketchBasis, device=None) -> IslandSketch:
+    """Both modes' sketches of a stacked island, and their squared norms."""
+    xy = sketch_rkmes(stack.points, stack.beta, basis, "xy", device)
+    x = sketch_rkmes(stack.points, stack.beta, basis, "x", device)
+    return IslandSketch(basis, xy, x, np.stack([sketch_norms(xy), sketch_norms(x)]))
+
+
 def _user_mode(stack: SpecStack, user: RKME) -> str:
     m = stack.metric
     if user.metric.digest() == m.digest():
@@ -107,7 +147,8 @@ class Ranking:
     mmd2: np.ndarray          # (N,) squared RKHS distances, user to each learnware
     cross: np.ndarray         # (N,) <Phi_user, Phi_i>
     self_user: float
-    order: np.ndarray         # indices, best first
+    order: np.ndarray         # indices, best first (only the best ``keep`` when asked)
+    shortlist: int | None = None   # sketch search: how many got an exact MMD (None: all)
 
     @staticmethod
     def score(mmd2: np.ndarray | float) -> np.ndarray:
@@ -138,8 +179,16 @@ def _neg_gamma_sqdist_operands(P, U, gamma: float):
     return Pa, Ua
 
 
-def rank_single(stack: SpecStack, user: RKME, device=None) -> Ranking:
-    """Squared MMD from the user's requirement to every learnware of the island, batched."""
+def rank_single(stack: SpecStack, user: RKME, device=None, *, sketch: "IslandSketch | None" = None,
+                keep: int | None = None, allowed: np.ndarray | None = None,
+                candidates: int = SKETCH_CANDIDATES) -> Ranking:
+    """Squared MMD from the user's requirement to the island's learnwares, batched.
+
+    Exact by default: every learnware. With ``sketch``, the ``candidates`` learnwares nearest
+    by sketch distance are shortlisted first and only they get an exact MMD (the others are
+    NaN in ``mmd2`` and ``cross``). ``allowed`` (a boolean mask) restricts the ranking, e.g. to
+    learnwares carrying some tags; ``keep`` orders only the best ``keep`` (a partial sort).
+    """
     import torch
 
     device = device or torch.device("cpu")
@@ -152,24 +201,132 @@ def rank_single(stack: SpecStack, user: RKME, device=None) -> Ranking:
     Ud = torch.as_tensor(U, dtype=torch.float64, device=device)
     bud = torch.as_tensor(bu, dtype=torch.float64, device=device)
     self_user = float(bud @ gram(Ud, Ud, gamma) @ bud)
-    Ut, but = Ud.to(dt), bud.to(dt)
-    flat = stack.points.reshape(N * K, d)
-    beta_flat = stack.beta.reshape(N * K)
-    cross = np.empty(N, dtype=np.float64)
-    block = SEARCH_BLOCK_ELEMENTS if device.type == "cpu" else SEARCH_BLOCK_ELEMENTS_GPU
-    per = max(1, block // max(1, Ut.shape[0] * K)) * K                # whole learnwares
+    if allowed is not None:
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != (N,):
+            raise ValueError(f"allowed has shape {allowed.shape}, the island has {N} learnwares")
+    rows = None
+    if sketch is not None:
+        if sketch.n != N or sketch.basis.dim != d:
+            raise ValueError(f"the sketch ({sketch.n} x {sketch.basis.dim} coordinates) does not "
+                             f"match the island's stack ({N} x {d})")
+        rows = _sketch_shortlist(sketch, mode, U, bu, candidates, allowed, device)
+    cross_rows = _cross_terms(stack, Ud.to(dt), bud.to(dt), gamma, dm, device, rows)
+    selfs = stack.self_xy if mode == "xy" else stack.self_x
+    if rows is None:
+        cross = cross_rows
+        mmd2 = np.maximum(selfs + self_user - 2.0 * cross, 0.0)
+        pool = np.arange(N) if allowed is None else np.flatnonzero(allowed)
+    else:
+        cross = np.full(N, np.nan)
+        cross[rows] = cross_rows
+        mmd2 = np.full(N, np.nan)
+        mmd2[rows] = np.maximum(selfs[rows] + self_user - 2.0 * cross_rows, 0.0)
+        pool = rows
+    return Ranking(mode, mmd2, cross, self_user, _best(mmd2, pool, keep),
+                   None if rows is None else len(rows))
+
+
+def _best(values: np.ndarray, pool: np.ndarray, keep: int | None) -> np.ndarray:
+    """``pool`` ordered by ``values`` (ties by index), or only its best ``keep``."""
+    v = values[pool]
+    if keep is not None and keep < len(pool):
+        part = np.argpartition(v, max(keep - 1, 0))[:keep]
+        return pool[part[np.lexsort((pool[part], v[part]))]]
+    return pool[np.argsort(v, kind="stable")]
+
+
+# Device copies of an index's arrays, kept for the life of the (memory-mapped) array, so that
+# repeated queries on a GPU do not copy the island over PCIe each time (a 1e6-learnware stack
+# is 5 GiB: ~0.2 s per copy, ten times the whole query).
+_RESIDENT: dict = {}
+
+
+def _resident(arr: np.ndarray, device):
+    """``arr`` on ``device``, copied once per array object; None if it would not fit."""
+    import torch
+
+    key = (id(arr), str(device))
+    hit = _RESIDENT.get(key)
+    if hit is not None and hit[0]() is arr:
+        return hit[1]
+    free, _ = torch.cuda.mem_get_info(device)
+    if arr.nbytes > 0.6 * free:
+        return None
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+    _RESIDENT[key] = (weakref.ref(arr), t)
+    weakref.finalize(arr, _RESIDENT.pop, key, None)
+    return t
+
+
+def _cross_terms(stack: SpecStack, Ut, but, gamma: float, dm: int, device,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """``<Phi_user, Phi_i>`` for every learnware (or those in ``rows``), float64.
+
+    Blocks of whole learnwares; each block is one matmul, one in-place ``exp`` and one
+    matrix-vector product. On a GPU the island stays resident between queries.
+    """
+    import torch
+
+    N, K, d = stack.points.shape
+    Pt = Bt = None
+    if device.type == "cuda":
+        Pt, Bt = _resident(stack.points, device), _resident(stack.beta, device)
+    if Pt is not None and Bt is not None:
+        if rows is not None:
+            idx = torch.as_tensor(rows, device=device)
+            Pt, Bt = Pt[idx], Bt[idx]
+
+        def block(s: int, e: int):
+            return Pt[s:e], Bt[s:e]
+    else:
+        pts = stack.points if rows is None else stack.points[rows]
+        bet = stack.beta if rows is None else stack.beta[rows]
+
+        def block(s: int, e: int):
+            return (torch.from_numpy(np.ascontiguousarray(pts[s:e])).to(device),
+                    torch.from_numpy(np.ascontiguousarray(bet[s:e])).to(device))
+    n = N if rows is None else len(rows)
+    size = SEARCH_BLOCK_ELEMENTS if device.type == "cpu" else SEARCH_BLOCK_ELEMENTS_GPU
+    per = max(1, size // max(1, Ut.shape[0] * K))                     # whole learnwares
+    out = torch.empty(n, dtype=torch.float64, device=device)
     Ua = None
-    for s in range(0, N * K, per):
-        P = torch.from_numpy(np.ascontiguousarray(flat[s : s + per, :dm])).to(device)
+    for s in range(0, n, per):
+        P, w = block(s, s + per)
+        P = P[:, :, :dm].reshape(-1, dm)
         Pa, Ua_ = _neg_gamma_sqdist_operands(P, Ut, gamma)
         Ua = Ua_ if Ua is None else Ua
         kb = (Pa @ Ua.T).exp_() @ but                         # (rows,) = sum_j k(p, u_j) b_j
-        w = torch.from_numpy(np.ascontiguousarray(beta_flat[s : s + per])).to(device)
-        cross[s // K : (s + per) // K] = (kb * w).reshape(-1, K).sum(1).double().cpu().numpy()
-    selfs = stack.self_xy if mode == "xy" else stack.self_x
-    mmd2 = np.maximum(selfs + self_user - 2.0 * cross, 0.0)
-    order = np.argsort(mmd2, kind="stable")
-    return Ranking(mode, mmd2, cross, self_user, order)
+        out[s : s + per] = (kb.reshape(-1, K) * w.to(kb.dtype)).sum(1).double()
+    return out.cpu().numpy()
+
+
+def _sketch_shortlist(sketch: "IslandSketch", mode: str, U: np.ndarray, bu: np.ndarray,
+                      candidates: int, allowed: np.ndarray | None, device) -> np.ndarray:
+    """Indices (sorted) of the ``candidates`` learnwares nearest by sketch distance."""
+    import torch
+
+    su = sketch_user(U, bu, sketch.basis, mode)
+    S, norms = sketch.matrix(mode), sketch.norms[0 if mode == "xy" else 1]
+    pool = sketch.n if allowed is None else int(allowed.sum())
+    c = max(1, min(int(candidates), pool))
+    if pool == 0:
+        return np.empty(0, dtype=np.int64)
+    St = nt = None
+    if device.type == "cuda":
+        St, nt = _resident(S, device), _resident(np.asarray(norms), device)
+    if St is not None and nt is not None:
+        approx = nt - 2.0 * (St @ torch.as_tensor(su, dtype=St.dtype, device=device)).double()
+        if allowed is not None:
+            approx[~torch.as_tensor(allowed, device=device)] = float("inf")
+        idx = torch.topk(approx, c, largest=False).indices.cpu().numpy()
+    else:
+        proj = (torch.from_numpy(S) @ torch.as_tensor(su, dtype=torch.float32)).numpy()
+        approx = norms - 2.0 * proj
+        if allowed is not None:
+            approx = np.where(allowed, approx, np.inf)
+        idx = np.argpartition(approx, c - 1)[:c] if c < len(approx) else np.arange(len(approx))
+    return np.sort(idx.astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -314,6 +471,6 @@ def rerank(order: np.ndarray, user: RKME, outputs_of, shortlist: int = RERANK_SH
     return Reranked(np.concatenate([ranked, rest]), losses, np.asarray(skipped, dtype=np.int64))
 
 
-__all__ = ["SpecStack", "build_stack", "rank_single", "mixture_search", "Ranking", "Mixture",
+__all__ = ["SpecStack", "IslandSketch", "build_stack", "build_sketch", "island_basis", "rank_single", "mixture_search", "Ranking", "Mixture",
            "Reranked", "rerank", "requirement_loss", "requirement_sample",
-           "RERANK_SHORTLIST"]
+           "RERANK_SHORTLIST", "SKETCH_MIN_LEARNWARES", "SKETCH_CANDIDATES"]

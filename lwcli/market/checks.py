@@ -156,10 +156,10 @@ class VerifyReport:
 
 
 def verify_market(market: Market, device=None) -> VerifyReport:
-    from .index import current_generation, load_index
+    from .index import current_generation, load_index, sketch_seed
     from .manifest import manifest_from_text
     from ..specfile import spec_from_bytes
-    from ..engine.search import build_stack
+    from ..engine.search import build_sketch, build_stack, island_basis
 
     rep = VerifyReport()
     lay = market.layout
@@ -232,26 +232,36 @@ def verify_market(market: Market, device=None) -> VerifyReport:
     for p in lay.index.iterdir():
         if p.name not in ("CURRENT", name):
             rep.warn("extra", p, "unused index entry; lw market refresh removes it")
-    cat_groups = {k: v["ids"] for k, v in idx.catalog.get("islands", {}).items()}
-    if {k: sorted(v) for k, v in groups.items()} != cat_groups:
+    try:
+        cat_groups = {k: idx.ids(k).tolist() for k in idx.islands()}
+        rows = {k: [s["id"] for s in idx.iter_summaries(k)] for k in idx.islands()}
+    except (OSError, ValueError, LwError) as exc:
+        rep.problem("index", idx.path, f"unreadable: {exc}")
+        return rep
+    if {k: sorted(v) for k, v in groups.items()} != cat_groups or rows != cat_groups:
         rep.problem("index", idx.path, "the index's learnwares differ from learnwares/; "
                     "run lw market refresh")
         return rep
     for iid, ids in cat_groups.items():
         try:
-            st = idx.stack(iid)
+            st, sk = idx.stack(iid), idx.sketch(iid)
             ref = build_stack([specs[i].rkme for i in ids], islands[iid].metric, device)
+            ref_sk = build_sketch(ref, sk.basis, device)
             same = (st.points.shape == ref.points.shape
                     and np.allclose(st.points, ref.points, rtol=1e-6, atol=1e-6)
                     and np.allclose(st.beta, ref.beta, rtol=1e-6, atol=1e-7)
                     and np.allclose(st.self_xy, ref.self_xy, rtol=1e-4, atol=1e-6)
-                    and np.allclose(st.self_x, ref.self_x, rtol=1e-4, atol=1e-6))
-        except (OSError, ValueError) as exc:
+                    and np.allclose(st.self_x, ref.self_x, rtol=1e-4, atol=1e-6)
+                    and sk.basis == island_basis(islands[iid].metric, sketch_seed(iid))
+                    and np.allclose(sk.xy, ref_sk.xy, atol=1e-5)
+                    and np.allclose(sk.x, ref_sk.x, atol=1e-5)
+                    and np.allclose(sk.norms, ref_sk.norms, rtol=1e-4, atol=1e-6))
+        except (OSError, ValueError, LwError) as exc:
             rep.problem("index", idx.path / f"{iid}.*.npy", f"unreadable: {exc}")
             continue
         if not same:
             rep.problem("index", idx.path / f"{iid}.*.npy",
-                        "stacked specifications differ from the learnwares' specs")
+                        "stacked specifications or sketches differ from the learnwares' specs")
     return rep
 
 

@@ -1,10 +1,27 @@
-"""The derived index: a catalog of learnwares and, per island, the stacked specifications.
+"""The derived index: per island, the stacked specifications, their sketches and a catalog.
 
 An index *generation* is a folder ``index/<digest>/`` whose name is a digest of what it was
 built from (the islands' metrics and every learnware's id and spec hash). ``index/CURRENT``
 names the live one and is replaced atomically, so readers see one whole generation or the
 previous one. Rebuilding an unchanged market computes the same digest and writes nothing:
 ``lw market refresh`` is idempotent and cheap to run from cron.
+
+A generation holds, per island ``<iid>``::
+
+    <iid>.ids.npy            the learnware ids, sorted (16-byte strings)
+    <iid>.points.npy         (N, K, d) float32 scaled reduced points, zero-padded to the largest K
+    <iid>.beta.npy           (N, K) float32 weights
+    <iid>.self.npy           (2, N) float64 squared RKHS norms, joint and input-only
+    <iid>.sketch.npy         (2, N, 2m) float32 random-Fourier-feature sketches (joint, inputs)
+    <iid>.sketchnorm.npy     (2, N) float64 their squared norms
+    <iid>.summaries.jsonl    one catalog row per learnware, in id order
+    <iid>.offsets.npy        (N + 1) int64 byte offsets of those rows
+    <iid>.tagptr.npy         (N + 1) int64 and ``<iid>.tagidx.npy`` int32: tags as CSR rows
+                             into the island's tag vocabulary (in catalog.json)
+
+and one small ``catalog.json`` (islands, counts, sketch seeds, tag vocabularies). Opening the
+index reads only that file; arrays are memory-mapped when an island is searched and catalog
+rows are read one by one, so opening a market of a million learnwares costs milliseconds.
 """
 
 from __future__ import annotations
@@ -12,22 +29,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..engine.search import SpecStack, build_stack
+from ..engine.search import (IslandSketch, SpecStack, build_sketch, build_stack, island_basis)
+from ..engine.sketch import SketchBasis
 from ..errors import MarketError
 from .store import (Island, Market, current_generation_in, publish_generation, save_npy_synced,
                     sha256, write_file_synced)
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 CATALOG = "catalog.json"
-ARRAYS = ("points", "beta", "self")
+ISLAND_FILES = ("ids.npy", "points.npy", "beta.npy", "self.npy", "sketch.npy", "sketchnorm.npy",
+                "summaries.jsonl", "offsets.npy", "tagptr.npy", "tagidx.npy")
+REBUILD = "rebuild it with lw market refresh --force"
 
 
-def index_digest(islands: dict[str, Island], entries: list[tuple[str, str, str]]) -> str:
+def index_digest(islands: dict[str, Island], entries) -> str:
     """Digest of an index's inputs: island metrics and (id, island, spec sha256) triples."""
     h = hashlib.sha256(f"lw-index-{INDEX_FORMAT}\n".encode())
     for iid in sorted(islands):
@@ -35,6 +56,11 @@ def index_digest(islands: dict[str, Island], entries: list[tuple[str, str, str]]
     for lw_id, iid, spec_sha in sorted(entries):
         h.update(f"lw {lw_id} {iid} {spec_sha}\n".encode())
     return "gen-" + h.hexdigest()[:20]
+
+
+def sketch_seed(island_id: str) -> int:
+    """The island's sketch seed: fixed by its id, recorded in the catalog."""
+    return int(hashlib.sha256(f"lw-sketch {island_id}".encode()).hexdigest()[:8], 16)
 
 
 def learnware_summary(market: Market, lw_id: str, spec=None) -> dict:
@@ -61,57 +87,238 @@ def learnware_summary(market: Market, lw_id: str, spec=None) -> dict:
 
 
 @dataclass
+class IslandTable:
+    """What one island's part of a generation is written from (rows in id order)."""
+
+    ids: list[str]
+    summaries: list[dict]
+    stack: SpecStack
+    sketch: IslandSketch
+
+
+def _tag_csr(summaries: Sequence[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    vocab = sorted({t for s in summaries for t in s["tags"]})
+    pos = {t: i for i, t in enumerate(vocab)}
+    ptr = np.zeros(len(summaries) + 1, dtype=np.int64)
+    idx = []
+    for r, s in enumerate(summaries):
+        tags = sorted({pos[t] for t in s["tags"]})
+        idx.extend(tags)
+        ptr[r + 1] = ptr[r] + len(tags)
+    return vocab, ptr, np.asarray(idx, dtype=np.int32)
+
+
+def _write_island(stage: Path, iid: str, t: IslandTable) -> dict:
+    """Write one island's files into ``stage``; returns its catalog entry."""
+    n = len(t.ids)
+    if not (t.stack.n == t.sketch.n == len(t.summaries) == n):
+        raise MarketError(f"island {iid}: {n} ids, {len(t.summaries)} rows, {t.stack.n} specs "
+                          f"and {t.sketch.n} sketches", REBUILD)
+    save_npy_synced(stage / f"{iid}.ids.npy", np.asarray(t.ids, dtype="S16"))
+    save_npy_synced(stage / f"{iid}.points.npy", np.ascontiguousarray(t.stack.points))
+    save_npy_synced(stage / f"{iid}.beta.npy", np.ascontiguousarray(t.stack.beta))
+    save_npy_synced(stage / f"{iid}.self.npy", np.stack([t.stack.self_xy, t.stack.self_x]))
+    save_npy_synced(stage / f"{iid}.sketch.npy", np.stack([t.sketch.xy, t.sketch.x]))
+    save_npy_synced(stage / f"{iid}.sketchnorm.npy", np.asarray(t.sketch.norms, np.float64))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    with open(stage / f"{iid}.summaries.jsonl", "wb") as fh:
+        for r, s in enumerate(t.summaries):
+            line = (json.dumps(s, sort_keys=True, separators=(",", ":")) + "\n").encode()
+            fh.write(line)
+            offsets[r + 1] = offsets[r] + len(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+    save_npy_synced(stage / f"{iid}.offsets.npy", offsets)
+    vocab, ptr, idx = _tag_csr(t.summaries)
+    save_npy_synced(stage / f"{iid}.tagptr.npy", ptr)
+    save_npy_synced(stage / f"{iid}.tagidx.npy", idx)
+    return {"count": n, "metric_digest": t.stack.metric.digest(),
+            "sketch": t.sketch.basis.to_dict(), "tags": vocab}
+
+
+@dataclass
 class Index:
-    """A loaded index generation. Island arrays are memory-mapped on first use."""
+    """A loaded index generation. Opening reads ``catalog.json`` only; island arrays are
+    memory-mapped on first use and catalog rows are read on demand."""
 
     path: Path
     catalog: dict
     islands_meta: dict[str, Island]
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def generation(self) -> str:
         return self.path.name
 
-    def ids(self, island: str) -> list[str]:
-        return list(self.catalog["islands"].get(island, {}).get("ids", []))
+    def islands(self) -> list[str]:
+        return sorted(self.catalog["islands"])
+
+    def has_island(self, island: str) -> bool:
+        return island in self.catalog["islands"]
+
+    def count(self, island: str | None = None) -> int:
+        isl = self.catalog["islands"]
+        return int(isl[island]["count"]) if island else sum(int(v["count"]) for v in isl.values())
+
+    def _file(self, island: str, name: str) -> Path:
+        return self.path / f"{island}.{name}"
+
+    def _load(self, island: str, name: str, mmap: str | None = "c") -> np.ndarray:
+        key = (island, name)
+        if key not in self._cache:
+            try:
+                self._cache[key] = np.load(self._file(island, name), mmap_mode=mmap,
+                                           allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise MarketError(f"index file {self._file(island, name)} is unreadable ({exc})",
+                                  REBUILD) from exc
+        return self._cache[key]
+
+    def ids(self, island: str) -> np.ndarray:
+        """The island's learnware ids in row order (a str array; ``.tolist()`` for a list)."""
+        if not self.has_island(island):
+            return np.empty(0, dtype="U16")
+        key = (island, "ids-str")
+        if key not in self._cache:
+            self._cache[key] = self._load(island, "ids.npy", None).astype("U16")
+        return self._cache[key]
 
     def stack(self, island: str) -> SpecStack:
         isl = self.islands_meta[island]
-        points = np.load(self.path / f"{island}.points.npy", mmap_mode="c")  # writable view, no copy
-        beta = np.load(self.path / f"{island}.beta.npy", mmap_mode="c")
-        selfs = np.load(self.path / f"{island}.self.npy")
-        return SpecStack(isl.metric, points, beta, selfs[0], selfs[1])
+        selfs = self._load(island, "self.npy", None)
+        return SpecStack(isl.metric, self._load(island, "points.npy"),
+                         self._load(island, "beta.npy"), selfs[0], selfs[1])
+
+    def sketch(self, island: str) -> IslandSketch:
+        sk = self._load(island, "sketch.npy")
+        basis = SketchBasis.from_dict(self.catalog["islands"][island]["sketch"])
+        return IslandSketch(basis, sk[0], sk[1], self._load(island, "sketchnorm.npy", None))
+
+    def summaries(self, island: str, rows: Sequence[int]) -> list[dict]:
+        """Catalog rows of the given row numbers of ``island``, in that order."""
+        offsets = self._load(island, "offsets.npy", "r")
+        out = []
+        with open(self._file(island, "summaries.jsonl"), "rb") as fh:
+            for r in rows:
+                fh.seek(int(offsets[r]))
+                out.append(json.loads(fh.read(int(offsets[r + 1] - offsets[r]))))
+        return out
+
+    def iter_summaries(self, island: str | None = None) -> Iterator[dict]:
+        for iid in [island] if island else self.islands():
+            if not self.has_island(iid):
+                continue
+            with open(self._file(iid, "summaries.jsonl"), "rb") as fh:
+                for line in fh:
+                    yield json.loads(line)
+
+    def row_of(self, lw_id: str) -> tuple[str, int] | None:
+        """(island, row) of a learnware, by binary search in each island's sorted ids."""
+        key = lw_id.encode()
+        for iid in self.islands():
+            ids = self._load(iid, "ids.npy", "r")
+            r = int(np.searchsorted(ids, key))
+            if r < len(ids) and ids[r] == key:
+                return iid, r
+        return None
+
+    def summary(self, lw_id: str) -> dict | None:
+        at = self.row_of(lw_id)
+        return None if at is None else self.summaries(at[0], [at[1]])[0]
+
+    def tag_mask(self, island: str, tags: Sequence[str]) -> np.ndarray:
+        """Which learnwares of ``island`` carry every one of ``tags``."""
+        n = self.count(island)
+        vocab = {t: i for i, t in enumerate(self.catalog["islands"][island].get("tags", []))}
+        if any(t not in vocab for t in tags):
+            return np.zeros(n, dtype=bool)
+        ptr = self._load(island, "tagptr.npy", "r")
+        idx = self._load(island, "tagidx.npy", "r")
+        owner = np.repeat(np.arange(n), np.diff(ptr))
+        mask = np.ones(n, dtype=bool)
+        for t in set(tags):
+            has = np.zeros(n, dtype=bool)
+            has[owner[idx == vocab[t]]] = True
+            mask &= has
+        return mask
 
 
-def _stack_for(market: Market, island: Island, ids: list[str], device,
-               specs: dict | None = None) -> SpecStack:
-    rkmes = [(specs[i] if specs is not None else market.spec(i)).rkme for i in ids]
-    return build_stack(rkmes, island.metric, device)
+@dataclass
+class IslandView:
+    """One island, ready to search: ids, stacked specs, sketch, and catalog-row access."""
+
+    island: str
+    ids: np.ndarray
+    stack: SpecStack
+    sketch: IslandSketch | None
+    index: Index | None = None
+    rows_cache: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summaries(self, rows: Sequence[int]) -> list[dict]:
+        if self.index is not None:
+            return self.index.summaries(self.island, rows)
+        return [self.rows_cache[self.ids[r]] for r in rows]
+
+    def tag_mask(self, tags: Sequence[str]) -> np.ndarray:
+        if self.index is not None:
+            return self.index.tag_mask(self.island, tags)
+        want = set(tags)
+        return np.array([want <= set(self.rows_cache[i]["tags"]) for i in self.ids], dtype=bool)
 
 
-def _write_generation(market: Market, name: str, catalog: dict,
-                      stacks: dict[str, SpecStack], link_from: Path | None,
-                      replace: bool = False) -> Path:
+def island_table(market: Market, island: Island, ids: list[str], device=None,
+                 specs: dict | None = None) -> IslandTable:
+    """Stack, sketch and summarise the learnwares ``ids`` (sorted) of one island."""
+    specs = specs if specs is not None else {i: market.spec(i) for i in ids}
+    stack = build_stack([specs[i].rkme for i in ids], island.metric, device)
+    sketch = build_sketch(stack, island_basis(island.metric, sketch_seed(island.id)), device)
+    return IslandTable(list(ids), [learnware_summary(market, i, specs[i]) for i in ids], stack,
+                       sketch)
+
+
+def island_view(market: Market, iid: str, device=None) -> IslandView | None:
+    """The island from the live index, or (no index yet) built from ``learnwares/``."""
+    idx = load_index(market)
+    if idx is not None and idx.has_island(iid):
+        return IslandView(iid, idx.ids(iid), idx.stack(iid), idx.sketch(iid), idx)
+    ids = sorted(i for i in market.ids() if market.manifest(i).island_id() == iid)
+    if not ids:
+        return None
+    t = island_table(market, market.island(iid), ids, device)
+    note = "the market has no index for this island; run `lw market refresh` to speed search up"
+    return IslandView(iid, np.asarray(t.ids, dtype="U16"), t.stack, t.sketch, None,
+                      {s["id"]: s for s in t.summaries}, [note])
+
+
+def publish_index(market: Market, tables: dict[str, IslandTable], *,
+                  carry_from: "Index | None" = None, replace: bool = False) -> str:
+    """Write a generation from ``tables`` (plus, hard-linked, every other island of
+    ``carry_from``) and make it live. Returns its name (the digest of its content)."""
+    islands = market.islands()
+    entries, meta = [], {}
+    carried = [i for i in (carry_from.islands() if carry_from else []) if i not in tables]
+    for iid, t in tables.items():
+        entries += [(s["id"], iid, s["spec_sha256"]) for s in t.summaries]
+    for iid in carried:
+        entries += [(s["id"], iid, s["spec_sha256"]) for s in carry_from.iter_summaries(iid)]
+        meta[iid] = carry_from.catalog["islands"][iid]
+    digest = index_digest(islands, entries)
+
     def write(stage: Path) -> None:
-        for iid in catalog["islands"]:
-            if iid in stacks:
-                st = stacks[iid]
-                arrays = {"points": np.ascontiguousarray(st.points),
-                          "beta": np.ascontiguousarray(st.beta),
-                          "self": np.stack([st.self_xy, st.self_x])}
-                for a, arr in arrays.items():
-                    save_npy_synced(stage / f"{iid}.{a}.npy", arr)
-            else:
-                if link_from is None:
-                    raise MarketError(f"island {iid} has no arrays to carry over",
-                                      "run lw market refresh --force")
-                for a in ARRAYS:
-                    os.link(link_from / f"{iid}.{a}.npy", stage / f"{iid}.{a}.npy")
+        for iid, t in tables.items():
+            meta[iid] = _write_island(stage, iid, t)
+        for iid in carried:
+            for name in ISLAND_FILES:
+                os.link(carry_from._file(iid, name), stage / f"{iid}.{name}")
+        catalog = {"format": INDEX_FORMAT, "digest": digest, "learnwares": len(entries),
+                   "islands": {k: meta[k] for k in sorted(meta)}}
         write_file_synced(stage / CATALOG,
                           (json.dumps(catalog, indent=1, sort_keys=True) + "\n").encode())
 
     lay = market.layout
-    return publish_generation(lay.index, name, write, lay.tmp, replace=replace)
+    publish_generation(lay.index, digest, write, lay.tmp, replace=replace)
+    return digest
 
 
 def current_generation(market: Market) -> str | None:
@@ -132,90 +339,79 @@ def load_index(market: Market) -> Index | None:
         except json.JSONDecodeError as exc:
             raise MarketError(f"index catalog {path / CATALOG} is corrupt ({exc})",
                               "rebuild it with lw market refresh") from exc
+        if catalog.get("format") != INDEX_FORMAT:
+            raise MarketError(f"the index {path.name} has format {catalog.get('format')!r}; this "
+                              f"lw reads format {INDEX_FORMAT}", "rebuild it with lw market refresh")
         return Index(path, catalog, market.islands())
     return None
-
-
-def _catalog(digest: str, market: Market, groups: dict[str, list[str]],
-             summaries: dict[str, dict]) -> dict:
-    return {
-        "format": INDEX_FORMAT,
-        "digest": digest,
-        "islands": {iid: {"ids": ids, "metric_digest": market.islands()[iid].metric.digest()}
-                    for iid, ids in sorted(groups.items())},
-        "learnwares": {i: summaries[i] for i in sorted(summaries)},
-    }
 
 
 def build_index(market: Market, device=None, *, force: bool = False) -> tuple[str, bool]:
     """Rebuild the index from ``learnwares/``. Returns (generation, changed)."""
     islands = market.islands()
-    specs = {i: market.spec(i) for i in market.ids()}
-    summaries = {i: learnware_summary(market, i, specs[i]) for i in specs}
-    groups: dict[str, list[str]] = {iid: [] for iid in islands}
-    for i, s in summaries.items():
-        if s["island"] not in islands:
-            raise MarketError(f"learnware {i} sits on island {s['island']}, which market.toml "
+    groups: dict[str, list[str]] = {}
+    for i in market.ids():
+        iid = market.manifest(i).island_id()
+        if iid not in islands:
+            raise MarketError(f"learnware {i} sits on island {iid}, which market.toml "
                               "does not record", "run lw market verify")
-        groups[s["island"]].append(i)
-    groups = {k: sorted(v) for k, v in groups.items() if v}
-    digest = index_digest(islands, [(i, s["island"], s["spec_sha256"]) for i, s in summaries.items()])
+        groups.setdefault(iid, []).append(i)
+    entries = [(i, iid, market.record(i)["files"]["rkme.json"])
+               for iid, ids in groups.items() for i in ids]
+    digest = index_digest(islands, entries)
     if not force and current_generation(market) == digest and \
             (market.layout.index_generation(digest) / CATALOG).is_file():
         return digest, False
-    stacks = {iid: _stack_for(market, islands[iid], ids, device, specs)
-              for iid, ids in groups.items()}
-    _write_generation(market, digest, _catalog(digest, market, groups, summaries), stacks, None,
-                      replace=force)
-    return digest, True
+    tables = {iid: island_table(market, islands[iid], sorted(ids), device)
+              for iid, ids in sorted(groups.items())}
+    return publish_index(market, tables, replace=force), True
 
 
 def add_to_index(market: Market, lw_id: str, device=None) -> str:
     """Insert one new learnware into the live index (caller holds the lock).
 
-    Only its island's arrays are rewritten; the others are hard-linked from the previous
-    generation. Falls back to a full rebuild when there is no usable index.
+    Only its island's files are rewritten (its stack and sketch rows are computed for the new
+    learnware alone); the others are hard-linked from the previous generation. Falls back to
+    a full rebuild when there is no usable index.
     """
-    idx = load_index(market)
+    try:
+        idx = load_index(market)
+    except MarketError:
+        idx = None
     if idx is None:
         return build_index(market, device)[0]
-    spec = market.spec(lw_id)
-    summary = learnware_summary(market, lw_id, spec)
-    iid = summary["island"]
-    islands = market.islands()
-    summaries = dict(idx.catalog["learnwares"])
-    if lw_id in summaries:
+    if idx.row_of(lw_id) is not None:
         return idx.generation
-    summaries[lw_id] = summary
-    groups = {k: list(v["ids"]) for k, v in idx.catalog["islands"].items()}
-    old_ids = groups.get(iid, [])
-    new_ids = sorted(old_ids + [lw_id])
-    groups[iid] = new_ids
-    new_row = build_stack([spec.rkme], islands[iid].metric, device)
-    if old_ids:
-        old = idx.stack(iid)
-        pos = new_ids.index(lw_id)
-        kmax = max(old.points.shape[1], new_row.points.shape[1])
+    spec = market.spec(lw_id)
+    iid = market.manifest(lw_id).island_id()
+    island = market.islands()[iid]
+    new = island_table(market, island, [lw_id], device, {lw_id: spec})
+    if not idx.has_island(iid):
+        return publish_index(market, {iid: new}, carry_from=idx)
+    old_ids = idx.ids(iid).tolist()
+    pos = int(np.searchsorted(np.asarray(old_ids), lw_id))
+    old, old_sk = idx.stack(iid), idx.sketch(iid)
+    kmax = max(old.points.shape[1], new.stack.points.shape[1])
 
-        def pad(a, k):
-            if a.shape[1] == k:
-                return np.asarray(a)
-            width = [(0, 0), (0, k - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
-            return np.pad(np.asarray(a), width)
+    def pad(a, k):
+        a = np.asarray(a)
+        if a.shape[1] == k:
+            return a
+        return np.pad(a, [(0, 0), (0, k - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
 
-        stack = SpecStack(
-            islands[iid].metric,
-            np.insert(pad(old.points, kmax), pos, pad(new_row.points, kmax)[0], axis=0),
-            np.insert(pad(old.beta, kmax), pos, pad(new_row.beta, kmax)[0], axis=0),
-            np.insert(old.self_xy, pos, new_row.self_xy[0]),
-            np.insert(old.self_x, pos, new_row.self_x[0]),
-        )
-    else:
-        stack = new_row
-    digest = index_digest(islands, [(i, s["island"], s["spec_sha256"]) for i, s in summaries.items()])
-    _write_generation(market, digest, _catalog(digest, market, groups, summaries), {iid: stack},
-                      idx.path)
-    return digest
+    def ins(a, b):
+        return np.insert(np.asarray(a), pos, np.asarray(b)[0], axis=0)
+
+    stack = SpecStack(island.metric, ins(pad(old.points, kmax), pad(new.stack.points, kmax)),
+                      ins(pad(old.beta, kmax), pad(new.stack.beta, kmax)),
+                      ins(old.self_xy, new.stack.self_xy), ins(old.self_x, new.stack.self_x))
+    sketch = IslandSketch(old_sk.basis, ins(old_sk.xy, new.sketch.xy), ins(old_sk.x, new.sketch.x),
+                          np.insert(np.asarray(old_sk.norms), pos, new.sketch.norms[:, 0], axis=1))
+    summaries = list(idx.iter_summaries(iid))
+    summaries.insert(pos, new.summaries[0])
+    old_ids.insert(pos, lw_id)
+    return publish_index(market, {iid: IslandTable(old_ids, summaries, stack, sketch)},
+                         carry_from=idx)
 
 
 def index_file_hashes(path: Path) -> dict[str, str]:
