@@ -41,6 +41,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## bench: RKME generation (1e3..1e6 rows x 10, 50 features), search on islands of 1e3..1e6
+## learnwares (exact, sketch, recall@10, whole lw search process), market open and memory
+## -> benchmarks/results/performance.{md,json,png}. ~15 min on 2 cores; ~12 GiB of scratch disk.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --out benchmarks/results
 
@@ -49,19 +52,20 @@ bench: $(STAMP)
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --out benchmarks/results --jobs 2
 
-## bench-reference: RKME side by side with the reference package (learnware 0.4.0.post1) in
-## its own .venv-ref (torch pinned first). Optional; not part of make test.
+## bench-reference: make bench with the reference package (learnware 0.4.0.post1) run on the
+## same inputs in the same run, from its own .venv-ref (torch pinned first); the report gives
+## ratios. Optional; not part of make test (~25 min).
 REF_VENV := .venv-ref
 $(REF_VENV)/.installed:
 	$(PY) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/python -m pip install -q $(TORCH)
 	$(REF_VENV)/bin/python -m pip install -q numpy scipy scikit-learn pandas tqdm pyyaml psutil \
-		joblib 'qpsolvers[clarabel]' langdetect trl peft lm_eval
+		joblib 'qpsolvers[clarabel]' langdetect trl peft lm_eval sqlalchemy rapidfuzz shortuuid docker fire
 	$(REF_VENV)/bin/python -m pip install -q --no-deps learnware==0.4.0.post1 fast_pytorch_kmeans==0.2.0.1
 	touch $@
 
 bench-reference: $(STAMP) $(REF_VENV)/.installed
-	$(BIN)/python benchmarks/compare_reference.py --ref-python $(REF_VENV)/bin/python --out benchmarks/results
+	$(BIN)/python benchmarks/bench.py --ref-python $(REF_VENV)/bin/python --out benchmarks/results
 
 ## sample-market: rebuild sample_market/ deterministically from the shipped data subset.
 sample-market: $(STAMP)
