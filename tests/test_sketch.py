@@ -222,3 +222,24 @@ def test_search_through_the_sketch_via_api_and_cli(market, tmp_path):
     p = run_lw("search", "--market", market, "--data", user, "--exact", "--json")
     assert json.loads(p.stdout)["searched"]["method"] == "exact"
     assert snapshot(market) == before
+
+
+def test_a_view_survives_a_refresh_that_replaces_its_generation(market, tmp_path):
+    """Cron refreshes while users search: a view opened before the swap keeps reading the
+    generation it mapped, although the refresh deletes that folder."""
+    ids = submit_some(tmp_path, 2, market)
+    from lwcli.market.index import island_view, load_index
+    from lwcli.market.store import Market
+
+    mk = Market.open(market)
+    (iid,) = load_index(mk).islands()
+    view = island_view(mk, iid)
+    old = view.index.path
+    X, y = domain_data(2, 300, seed=2)
+    b = build_learnware(tmp_path / "work", "lw-2", X, y, market=market, k=20)
+    api.submit(b.package, market)                           # a new generation; the old is gone
+    assert not old.exists()
+    assert [r["id"] for r in view.summaries([1, 0])] == sorted(ids)[::-1]
+    ranking = search.rank_single(view.stack, Market.open(market).spec(ids[0]).rkme)
+    assert view.stack.n == 2 and ranking.order[0] == sorted(ids).index(ids[0])
+    view.index.close()

@@ -194,15 +194,33 @@ class Index:
         basis = SketchBasis.from_dict(self.catalog["islands"][island]["sketch"])
         return IslandSketch(basis, sk[0], sk[1], self._load(island, "sketchnorm.npy", None))
 
+    def _rows_file(self, island: str):
+        """The island's catalog-row file, opened once: a generation that a refresh replaces
+        (and deletes) afterwards stays readable through it."""
+        key = (island, "summaries-fh")
+        if key not in self._cache:
+            try:
+                self._cache[key] = open(self._file(island, "summaries.jsonl"), "rb")
+            except OSError as exc:
+                raise MarketError(f"index file {self._file(island, 'summaries.jsonl')} is "
+                                  f"unreadable ({exc})", REBUILD) from exc
+        return self._cache[key]
+
     def summaries(self, island: str, rows: Sequence[int]) -> list[dict]:
         """Catalog rows of the given row numbers of ``island``, in that order."""
         offsets = self._load(island, "offsets.npy", "r")
+        fh = self._rows_file(island)
         out = []
-        with open(self._file(island, "summaries.jsonl"), "rb") as fh:
-            for r in rows:
-                fh.seek(int(offsets[r]))
-                out.append(json.loads(fh.read(int(offsets[r + 1] - offsets[r]))))
+        for r in rows:
+            fh.seek(int(offsets[r]))
+            out.append(json.loads(fh.read(int(offsets[r + 1] - offsets[r]))))
         return out
+
+    def close(self) -> None:
+        for v in self._cache.values():
+            if hasattr(v, "close") and not isinstance(v, np.ndarray):
+                v.close()
+        self._cache.clear()
 
     def iter_summaries(self, island: str | None = None) -> Iterator[dict]:
         for iid in [island] if island else self.islands():
@@ -279,9 +297,18 @@ def island_table(market: Market, island: Island, ids: list[str], device=None,
 
 def island_view(market: Market, iid: str, device=None) -> IslandView | None:
     """The island from the live index, or (no index yet) built from ``learnwares/``."""
-    idx = load_index(market)
-    if idx is not None and idx.has_island(iid):
-        return IslandView(iid, idx.ids(iid), idx.stack(iid), idx.sketch(iid), idx)
+    for attempt in range(3):
+        idx = load_index(market)
+        if idx is None or not idx.has_island(iid):
+            break
+        try:     # map and open everything now: a later refresh cannot pull it away
+            view = IslandView(iid, idx.ids(iid), idx.stack(iid), idx.sketch(iid), idx)
+            idx._load(iid, "offsets.npy", "r")
+            idx._rows_file(iid)
+            return view
+        except MarketError:
+            if attempt == 2 or current_generation(market) == idx.generation:
+                raise               # damaged, not replaced by a concurrent refresh
     ids = sorted(i for i in market.ids() if market.manifest(i).island_id() == iid)
     if not ids:
         return None
