@@ -27,7 +27,7 @@ import numpy as np
 
 from lwcli.engine.kernels import KernelMetric
 from lwcli.engine.rkme import RKME
-from lwcli.engine.search import SpecStack, _self_terms, build_sketch, island_basis
+from lwcli.engine.search import build_sketch, island_basis, stack_arrays
 from lwcli.market.index import IslandTable, publish_index, sketch_seed
 from lwcli.market.manifest import island_id_for
 from lwcli.market.store import Island, Market, market_lock, utcnow
@@ -124,9 +124,7 @@ def build_market(root: Path, n: int, seed: int = 0, device=None, jitter: float =
     points, beta = fam.arrays()
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    self_xy = _self_terms(points, beta, metric.gamma, device)
-    self_x = _self_terms(points[:, :, :D_IN], beta, metric.gamma, device)
-    stack = SpecStack(metric, points, beta, self_xy, self_x)
+    stack = stack_arrays(metric, points, beta, device)
     timings["self_terms_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     sketch = build_sketch(stack, island_basis(metric, sketch_seed(iid)), device)

@@ -404,8 +404,8 @@ def search(
     ``exact=True`` always scans every learnware; ``exact=False`` uses the sketch at any size.
     """
     from .device import resolve_device
-    from .engine.search import (SKETCH_CANDIDATES, SKETCH_MIN_LEARNWARES, Ranking,
-                                mixture_search, rank_single)
+    from .engine.search import (MIXTURE_CANDIDATES, SKETCH_CANDIDATES, SKETCH_MIN_LEARNWARES,
+                                Ranking, mixture_search, rank_single)
     from .market.index import island_view
     from .market.store import Market
     from .specfile import read_spec
@@ -450,7 +450,7 @@ def search(
             raise NotFoundError(f"no learnware on island {isl.id} carries all tags {list(tags)}",
                                 "drop or change --tag")
     use_sketch = exact is False or (exact is None and stack.n > SKETCH_MIN_LEARNWARES)
-    keep = max(top, rerank, 16)       # 16: the mixture's candidates
+    keep = max(top, rerank, MIXTURE_CANDIDATES)
     ranking = rank_single(stack, req.rkme, dev, sketch=view.sketch if use_sketch else None,
                           keep=keep, allowed=allowed)
     order = [int(j) for j in ranking.order]
@@ -475,11 +475,10 @@ def search(
                "names": [r["name"] for r in view.summaries(members)],
                "weights": [float(w) for w in mix.weights], "mmd2": float(mix.mmd2),
                "score": float(Ranking.score(mix.mmd2)), "noise_floor": float(mix.noise_floor)}
-    searched = {"learnwares": stack.n,
-                "eligible": stack.n if allowed is None else int(allowed.sum()),
+    eligible = stack.n if allowed is None else int(allowed.sum())
+    searched = {"learnwares": stack.n, "eligible": eligible,
                 "method": "sketch" if use_sketch else "exact",
-                "exact_mmd": ranking.shortlist if use_sketch else
-                (stack.n if allowed is None else int(allowed.sum())),
+                "exact_mmd": ranking.shortlist if use_sketch else eligible,
                 "sketch_candidates": SKETCH_CANDIDATES if use_sketch else None}
     requirement = {"kind": req.kind, "n_rows": req.rkme.n_rows, "k": req.rkme.k,
                    "metric_digest": req.rkme.metric.digest(), "approx_error": req.rkme.approx_error}

@@ -35,6 +35,8 @@ SEARCH_BLOCK_ELEMENTS_GPU = 1 << 27
 SKETCH_MIN_LEARNWARES = 100_000
 # Sketch search: how many of the nearest sketches get an exact MMD (see the benchmark's recall).
 SKETCH_CANDIDATES = 2048
+# The mixture is chosen among this many best single matches.
+MIXTURE_CANDIDATES = 16
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,13 @@ def build_stack(specs: list[RKME], metric: KernelMetric, device=None,
                 f"uses {metric.digest()}", "refit it with lw spec --market")
         points[i, : s.k] = s.points * inv
         beta[i, : s.k] = s.beta
+    return stack_arrays(metric, points, beta, device)
+
+
+def stack_arrays(metric: KernelMetric, points: np.ndarray, beta: np.ndarray,
+                 device=None) -> SpecStack:
+    """A stack from already scaled, padded ``points`` (N, K, d) and ``beta`` (N, K): computes
+    both modes' self terms."""
     self_xy = _self_terms(points, beta, metric.gamma, device)
     self_x = _self_terms(np.ascontiguousarray(points[:, :, : metric.n_inputs]), beta,
                          metric.gamma, device)
@@ -342,7 +351,7 @@ def mixture_search(
     user: RKME,
     ranking: Ranking,
     *,
-    candidates: int = 16,
+    candidates: int = MIXTURE_CANDIDATES,
     max_members: int = 5,
     min_gain: float = 0.1,
     device=None,
@@ -471,6 +480,7 @@ def rerank(order: np.ndarray, user: RKME, outputs_of, shortlist: int = RERANK_SH
     return Reranked(np.concatenate([ranked, rest]), losses, np.asarray(skipped, dtype=np.int64))
 
 
-__all__ = ["SpecStack", "IslandSketch", "build_stack", "build_sketch", "island_basis", "rank_single", "mixture_search", "Ranking", "Mixture",
+__all__ = ["SpecStack", "IslandSketch", "build_stack", "stack_arrays", "build_sketch", "island_basis", "rank_single", "mixture_search", "Ranking", "Mixture",
            "Reranked", "rerank", "requirement_loss", "requirement_sample",
-           "RERANK_SHORTLIST", "SKETCH_MIN_LEARNWARES", "SKETCH_CANDIDATES"]
+           "RERANK_SHORTLIST", "SKETCH_MIN_LEARNWARES", "SKETCH_CANDIDATES",
+           "MIXTURE_CANDIDATES"]

@@ -217,8 +217,9 @@ class Index:
         return out
 
     def close(self) -> None:
-        for v in self._cache.values():
-            if hasattr(v, "close") and not isinstance(v, np.ndarray):
+        """Close the catalog-row files (the memory maps go with their arrays)."""
+        for key, v in self._cache.items():
+            if key[1] == "summaries-fh":
                 v.close()
         self._cache.clear()
 
