@@ -117,7 +117,7 @@ def test_job_selector_routes_each_instance_to_its_learnware(reg):
     truth = np.r_[np.zeros(150), np.ones(150)]
     r = JobSelectorReuser(lws).fit()                     # no user labels, no user data
     routed = r.route(X)
-    assert (routed == truth).mean() >= 0.95              # chance is 0.5
+    assert (routed == truth).mean() >= 0.99              # chance is 0.5
     P = r.route_proba(X)
     np.testing.assert_allclose(P.sum(1), 1.0)
     # routing to the right learnware is what makes the job selector good on a mixed task
