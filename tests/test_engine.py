@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 from lwcli.engine.kernels import KernelMetric, fit_metric, kernel_inner, mmd2, mmd2_numpy
 from lwcli.engine.qp import simplex_qp
-from lwcli.engine.rkme import RKME, fit_rkme
+from lwcli.engine.rkme import RKME, _kmeanspp, _points_grad, fit_rkme
 from lwcli.errors import DataError
 
 finite = st.floats(-5, 5, allow_nan=False, allow_infinity=False)
@@ -73,6 +73,61 @@ def test_simplex_qp_is_optimal(n, seed):
     on = w > 1e-12
     assert np.ptp(g[on]) < 1e-7
     assert (g[~on] >= g[on].min() - 1e-7).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 40), st.integers(0, 10_000), st.booleans())
+def test_simplex_qp_from_a_starting_point_reaches_the_same_minimum(n, seed, sparse):
+    """Warm starts (the uniform vector, a random feasible point) change the path, not the
+    answer: the minimiser is unique (G is positive definite here)."""
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(n, n + 3))
+    G = A @ A.T
+    c = G @ rng.dirichlet(np.ones(n)) + rng.normal(size=n) * (3.0 if sparse else 0.1)
+    cold = simplex_qp(G, c)
+    w0 = rng.dirichlet(np.ones(n)) * (rng.random(n) < 0.5)
+    w0[rng.integers(n)] = 1.0
+    for start in (np.full(n, 1.0 / n), w0):
+        np.testing.assert_allclose(simplex_qp(G, c, w0=start), cold, atol=1e-7)
+
+
+def test_simplex_qp_rejects_an_infeasible_start():
+    G, c = np.eye(3), np.zeros(3)
+    for bad in (np.array([1.0, -0.5, 0.5]), np.zeros(3), np.ones(2), np.array([np.nan, 1, 1])):
+        with pytest.raises(ValueError, match="w0"):
+            simplex_qp(G, c, w0=bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 6), st.integers(5, 60), st.integers(0, 10_000),
+       st.floats(0.05, 2.0))
+def test_rkme_points_gradient_is_the_objectives(k, d, m, seed, gamma):
+    """The analytic gradient of the RKME objective in the points equals autograd's (float64)."""
+    rng = np.random.default_rng(seed)
+    T = torch.as_tensor(rng.normal(size=(k, d)))
+    Z = torch.as_tensor(rng.normal(size=(m, d)))
+    beta = torch.as_tensor(rng.dirichlet(np.ones(k)))
+    Tp = T.clone().requires_grad_(True)
+    K = torch.exp(-gamma * ((Tp[:, None] - Tp[None]) ** 2).sum(-1))
+    C = torch.exp(-gamma * ((Tp[:, None] - Z[None]) ** 2).sum(-1))
+    (beta @ K @ beta - 2.0 / m * (beta @ C.sum(1))).backward()
+    got = _points_grad(T, beta[:, None], Z, (Z * Z).sum(1), gamma)
+    np.testing.assert_allclose(got.numpy(), Tp.grad.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_kmeanspp_picks_distinct_rows_deterministically():
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(rng.normal(size=(500, 4)), dtype=torch.float32)
+    a = _kmeanspp(X, 50, torch.Generator().manual_seed(7))
+    b = _kmeanspp(X, 50, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    rows = {tuple(r) for r in X.numpy().tolist()}
+    assert all(tuple(r) in rows for r in a.numpy().tolist())
+    assert len({tuple(r) for r in a.numpy().tolist()}) == 50
+    # only 3 distinct rows: the seeding still returns k rows, drawn from them
+    few = X[torch.as_tensor(rng.integers(0, 3, size=200))]
+    c = _kmeanspp(few, 10, torch.Generator().manual_seed(1))
+    assert len({tuple(r) for r in c.numpy().tolist()}) == 3
 
 
 def _two_blobs(n=1500, seed=0):
