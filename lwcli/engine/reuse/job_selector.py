@@ -3,13 +3,14 @@
 The selector ``g`` is a classifier trained, without any user labels, on points sampled from
 the selected learnwares' RKMEs: reduced points drawn with probability ``beta`` and jittered by
 ``noise`` feature standard deviations (the island metric's scales), each learnware's sample
-weighted by its mixture weight (the task's assumed share ``w_i`` of eq. (3)). The jitter of half
-a standard deviation spreads the sample over the learnware's data rather than its ``k`` reduced
-points: at 0.1, rows in the gaps between reduced points were routed by axis-aligned splits
-placed for the sample, and 3% of rows 2 units from their own domain's centre (8 from the other)
-went to the wrong learnware in the tests; at 0.5, 0.3%. On the quality benchmark's users the
-two are within a point of each other. The final model
+weighted by its mixture weight (the task's assumed share ``w_i`` of eq. (3)). The final model
 is ``f(x) = f_{g(x)}(x)`` (``routing="hard"``) or ``sum_i P(i | x) f_i(x)`` (``"soft"``).
+
+The default jitter, half a standard deviation, spreads the sample over the learnware's data
+rather than its ``k`` reduced points. At 0.1, rows in the gaps between reduced points were
+routed by axis-aligned splits placed for the sample: in the tests 3% of rows 2 units from their
+own domain's centre (8 from the other) went to the wrong learnware; at 0.5, 0.3%. On the
+quality benchmark's users the two are within a point of each other.
 """
 
 from __future__ import annotations
