@@ -112,7 +112,7 @@ def build_spec(
     Y = None
     if model is not None:
         from .market.manifest import MODEL_EXTENSIONS
-        from .market.models import load_model, model_outputs
+        from .market.models import load_learnware_model, model_outputs
 
         mp = Path(model)
         if not mp.is_file():
@@ -120,7 +120,7 @@ def build_spec(
         fmt = model_format or man.model_format
         if fmt not in MODEL_EXTENSIONS:
             raise UsageError(f"unknown model format {fmt!r}", "use skops, onnx, pickle or joblib")
-        mdl = load_model(mp.read_bytes(), fmt, trust=trust)
+        mdl = load_learnware_model(mp.read_bytes(), fmt, man.features, trust=trust)
         task, outputs, source = man.task, tuple(man.outputs), "model"
         Y = model_outputs(mdl, table.X, task, outputs)
     elif target is not None:
@@ -130,7 +130,7 @@ def build_spec(
             task, outputs = man.task, tuple(man.outputs)
         else:
             y = table.y
-            numeric = y.dtype != object
+            numeric = y.dtype.kind in "iuf"
             task = "regression" if numeric and len(np.unique(y)) > 20 else (
                 "classification" if not numeric or np.allclose(y, np.round(y)) else "regression")
             outputs = (tuple(sorted({label_str(v) for v in y})) if task == "classification"
@@ -252,10 +252,10 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
 
     from .market.checks import check_consistency
     from .market.manifest import MODEL_EXTENSIONS, read_manifest
-    from .market.models import canonical_skops, skops_untrusted
+    from .market.models import canonical_skops, load_learnware_model
     from .market.package import build_package, unpack_bytes
     from .market.store import atomic_write
-    from .errors import UntrustedModelError
+    from .errors import MissingExtraError, UntrustedModelError
     from .specfile import read_spec
 
     man = read_manifest(meta)
@@ -271,10 +271,10 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
             "pass --trust to package it anyway (users will need --trust too), or use skops/ONNX")
     if man.model_format == "skops":
         data = canonical_skops(data)  # same model, same bytes, same id
-        bad = skops_untrusted(data)
-        if bad:
-            raise UntrustedModelError(f"the skops model holds types outside scikit-learn/numpy/"
-                                      f"scipy: {bad[:5]}", "the market would refuse it; use ONNX")
+    try:   # refuses untrusted types, and inputs the model names otherwise than the manifest
+        load_learnware_model(data, man.model_format, man.features, trust=trust)
+    except MissingExtraError:
+        pass   # no onnxruntime here: the market checks the model at submit
     expected_ext = MODEL_EXTENSIONS[man.model_format]
     model_file = man.model_file if man.model_file.endswith(expected_ext) else f"model{expected_ext}"
     man = replace(man, model_file=model_file, package={
@@ -405,7 +405,7 @@ def search(
     """
     from .device import resolve_device
     from .engine.search import (MIXTURE_CANDIDATES, SKETCH_CANDIDATES, SKETCH_MIN_LEARNWARES,
-                                Ranking, mixture_search, rank_single)
+                                Ranking, mixture_search, rank_single, requirement_notes)
     from .market.index import island_view
     from .market.store import Market
     from .specfile import read_spec
@@ -442,7 +442,8 @@ def search(
     view = island_view(mk, isl.id, dev)
     if view is None:
         raise NotFoundError(f"island {isl.id} has no learnwares", "submit some first")
-    ids, stack, notes = view.ids, view.stack, list(view.notes)
+    ids, stack = view.ids, view.stack
+    notes = [*requirement_notes(req.rkme.n_rows, req.kind == "joint"), *view.notes]
     allowed = None
     if tags:
         allowed = view.tag_mask(tags)
@@ -688,16 +689,18 @@ def load_learnwares(market, ids: Sequence[str], *, trust: bool = False,
     """Load learnwares from a market for reuse: models by format (pickle/joblib only with
     ``trust``), declared features and outputs, and (``with_specs``) their RKMEs."""
     from .engine.reuse import Learnware
-    from .market.models import load_model
+    from .market.models import load_learnware_model
     from .market.store import Market
 
     mk = market if isinstance(market, Market) else Market.open(market)
     out = []
     for lw_id in ids:
         man = mk.manifest(lw_id)
-        model = load_model(mk.model_bytes(lw_id), man.model_format, trust=trust)
+        model = load_learnware_model(mk.model_bytes(lw_id), man.model_format, man.features,
+                                     trust=trust)
         rkme = mk.spec(lw_id).rkme if with_specs else None
-        out.append(Learnware(lw_id, man.name, model, man.task, man.features, man.outputs, rkme))
+        out.append(Learnware(lw_id, man.name, model, man.task, man.features, man.outputs, rkme,
+                             man.class_values))
     return out
 
 
@@ -753,6 +756,7 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
     from .engine.metrics import classification_scores, regression_scores
     from .engine.reuse import METHODS, REUSERS, make_reuser
     from .io import read_table
+    from .labels import label_str, label_values, values_array
     from .market.store import Market, atomic_write
     from .reusefile import dump_reuser, load_reuser
 
@@ -807,6 +811,9 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
     pred = r.predict(table.X)
     frame = pd.DataFrame(index=range(table.n_rows))
     if r.task_ == "classification":
+        if table.y is not None:    # labels in the data: predictions in the same type as them
+            as_user = values_array(label_values(r.class_keys_, table.y, r.classes_))
+            pred = as_user[[list(r.class_keys_).index(label_str(p)) for p in pred]]
         frame["prediction"] = pred
         if proba:
             P = r.predict_proba(table.X)

@@ -20,7 +20,8 @@ SUPPORTED = (".csv", ".parquet", ".npy")
 
 @dataclass(frozen=True)
 class Table:
-    """Feature matrix (float64, finite) plus an optional target column."""
+    """Feature matrix (float64, finite) plus an optional target column ``y``: float64 values,
+    or labels in the file's own type (int64, bool, or objects for text)."""
 
     path: str
     features: tuple[str, ...]
@@ -140,7 +141,7 @@ def read_table(
             f"{p} has {frame.shape[0]} data rows: expected at least {min_rows}",
             "pass a file with more rows",
         )
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
 
     non_numeric = [c for c in present
                    if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)]
@@ -154,14 +155,16 @@ def read_table(
     y = None
     if target is not None:
         col = frame[target]
-        if is_numeric_dtype(col.dtype) and not is_bool_dtype(col.dtype):
+        if is_integer_dtype(col.dtype) and not is_bool_dtype(col.dtype):
+            y = col.to_numpy(dtype=np.int64, copy=True)       # labels keep the user's type
+        elif is_numeric_dtype(col.dtype) and not is_bool_dtype(col.dtype):
             y = col.to_numpy(dtype=np.float64, copy=True)
             _check_finite(y[:, None], [target], p)
         else:
             if col.isna().any():
                 raise DataError(f"{p}: target column {target!r} has {int(col.isna().sum())} "
                                 "missing values", "drop the rows without a target")
-            y = col.astype(str).to_numpy()
+            y = col.to_numpy(dtype=bool if is_bool_dtype(col.dtype) else object, copy=True)
     return Table(path=str(p), features=tuple(present), X=X, target=target, y=y)
 
 

@@ -1,11 +1,15 @@
 """Output encodings shared by specs, search, anchors and reuse.
 
-Class labels are compared as strings (``1``, ``1.0`` and ``"1"`` are the same class), so a
-label read from a CSV as a float matches a manifest's integer class.
+Class labels are compared by one canonical key (:func:`label_str`): ``1``, ``1.0`` and ``"1"``
+are the same class, and so are ``True``, ``"True"``, ``"true"`` and ``1`` (booleans are the
+classes 1 and 0, as in Python and in every file format that writes them as 0/1). Keys are what
+islands, specifications and probabilities are aligned by; the values given back to a user are
+in the user's own type (:func:`label_values`).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Sequence
 
 import numpy as np
@@ -13,7 +17,16 @@ import numpy as np
 from .errors import DataError
 
 
+_BOOL_TEXT = {"true": "1", "false": "0"}
+
+
+def nfc_name(name) -> str:
+    """A column, feature or class name in Unicode NFC ('température' composed or not)."""
+    return unicodedata.normalize("NFC", str(name))
+
+
 def label_str(v) -> str:
+    """The canonical key of a class label (see the module docstring)."""
     if isinstance(v, (bool, np.bool_)):
         return str(int(v))
     if isinstance(v, (int, np.integer)):
@@ -21,7 +34,39 @@ def label_str(v) -> str:
     if isinstance(v, (float, np.floating)):
         f = float(v)
         return str(int(f)) if f.is_integer() else repr(f)
-    return str(v)
+    s = unicodedata.normalize("NFC", str(v))
+    return _BOOL_TEXT.get(s.strip().lower(), s)
+
+
+def plain_label(v):
+    """A label as a plain Python value (bool, int, float or str) for JSON, TOML and frames."""
+    if isinstance(v, (np.bool_, np.integer, np.floating)):
+        return v.item()
+    return v if isinstance(v, (bool, int, float, str)) else str(v)
+
+
+def label_values(keys: Sequence[str], *sources: Sequence) -> list:
+    """The value to give back for each class key: the first value seen with that key in
+    ``sources`` (the user's own labels first, then the learnwares' declared classes), else
+    the key itself."""
+    want = set(keys)
+    found: dict[str, object] = {}
+    for labels in sources:
+        for v in labels:
+            k = label_str(v)
+            if k in want and k not in found:
+                found[k] = plain_label(v)
+    return [found.get(k, k) for k in keys]
+
+
+def values_array(values: Sequence) -> np.ndarray:
+    """Class values as an array of the narrowest numpy type that holds them all exactly
+    (bool, int64, float64), else objects."""
+    kinds = {type(v) for v in values}
+    for typ, dtype in ((bool, bool), (int, np.int64), (float, np.float64)):
+        if kinds == {typ}:
+            return np.asarray(values, dtype=dtype)
+    return np.asarray(values, dtype=object)
 
 
 def one_hot(y: np.ndarray, classes: Sequence[str], what: str = "target") -> np.ndarray:

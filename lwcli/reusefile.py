@@ -82,7 +82,7 @@ def load_reuser(path: str | Path, *, trust: bool = False):
     from .config import max_model_bytes
     from .engine.reuse import REUSERS, Learnware
     from .market.manifest import manifest_from_text
-    from .market.models import load_model
+    from .market.models import load_learnware_model, load_model
 
     p = Path(path)
     if not p.is_file():
@@ -136,9 +136,10 @@ def load_reuser(path: str | Path, *, trust: bool = False):
                 files = {n: member(f"learnwares/{lw_id}/{n}", d) for n, d in meta["files"].items()}
                 man = manifest_from_text(files["learnware.toml"].decode("utf-8"),
                                          f"{src}:learnwares/{lw_id}/learnware.toml")
-                model = load_model(files[man.model_file], man.model_format, trust=trust)
+                model = load_learnware_model(files[man.model_file], man.model_format,
+                                             man.features, trust=trust)
                 learnwares.append(Learnware(lw_id, man.name, model, man.task, man.features,
-                                            man.outputs))
+                                            man.outputs, class_values=man.class_values))
             estimators = {a: load_model(member(m["file"], m["sha256"]), "skops")
                           for a, m in doc["estimators"].items()}
             return cls.from_state(learnwares, state, estimators)

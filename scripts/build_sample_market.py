@@ -13,9 +13,13 @@ Also writes a ready-to-submit developer example to ``developer/``; the refresh a
 builds the index and the anchors.
 
 Reproducible: one thread everywhere and the baseline (SSE) code paths of torch, MKL and
-OpenBLAS, so that every x86-64 CPU computes the same floats; with the library versions of
-constraints.txt, ``make sample-market`` gives the same files and the same ids (the script
-re-executes itself with that environment when started without it).
+OpenBLAS, with the library versions of constraints.txt (the script re-executes itself with
+that environment when started without it). On the CPU model recorded in BUILD.json it gives
+the same files and the same ids. On another CPU the data, the user's and the developer's
+files, every manifest and every trained model are still the same bytes, but the RKME fits
+are not: MKL's float32 kernels round differently per CPU (measured: even on one CPU,
+MKL_CBWR=COMPATIBLE vs AVX2 moves reduced points by up to 87 units), and the fit's Adam
+steps carry rounding-level differences to different reduced sets of the same quality.
 
     python scripts/build_sample_market.py [--out DIR]     # default: sample_market/
 """
@@ -210,8 +214,27 @@ def build(out: Path) -> None:
                                                         "skops")}
     versions["scikit-learn"] = sklearn.__version__
     (out / "BUILD.json").write_text(json.dumps(
-        {"built_with": versions, "environment": DETERMINISTIC_ENV,
+        {"built_with": versions, "environment": DETERMINISTIC_ENV, "cpu": cpu_signature(),
          "command": "make sample-market"}, indent=1, sort_keys=True) + "\n")
+
+
+def cpu_signature() -> dict:
+    """The CPU the build ran on: its RKME fits are bit-for-bit reproducible on the same CPU
+    model only (see the README, "Reproducing the sample market")."""
+    import platform
+
+    info = {"machine": platform.machine(), "vendor": None, "model": platform.processor() or None,
+            "simd": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    info.update(vendor=fields.get("vendor_id"), model=fields.get("model name"),
+                simd=[f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f") if f in flags])
+    return info
 
 
 def main() -> None:

@@ -182,3 +182,20 @@ def test_rerank_needs_a_non_negative_shortlist(strong_and_weak):
     root, _, user = strong_and_weak
     with pytest.raises(UsageError, match="--rerank"):
         api.search(root, data=user, target="y", rerank=-1)
+
+
+def test_a_requirement_of_a_few_rows_comes_with_a_warning(tmp_path):
+    """Field case 09: a 1-row search gave a confident-looking ranking and no word about it."""
+    import pandas as pd
+
+    from conftest import ROOT
+
+    user = pd.read_csv(ROOT / "sample_market" / "user" / "wanshouxigong_200h.csv")
+    market = ROOT / "sample_market" / "market"
+    user.iloc[:1].to_csv(tmp_path / "one.csv", index=False)
+    one = api.search(market, data=tmp_path / "one.csv", target="PM2.5", rerank=0)
+    assert one.requirement["n_rows"] == 1
+    assert any("only 1 row," in w and "lw anchor-eval" in w for w in one.warnings)
+    user.iloc[:, :-1].to_csv(tmp_path / "many.csv", index=False)   # 200 rows, no labels
+    many = api.search(market, data=tmp_path / "many.csv")
+    assert not any("too few" in w for w in many.warnings)

@@ -36,6 +36,22 @@ SKETCH_MIN_LEARNWARES = 100_000
 # Sketch search: how many of the nearest sketches get an exact MMD (see the benchmark's recall).
 SKETCH_CANDIDATES = 2048
 # The mixture is chosen among this many best single matches.
+MIN_REQUIREMENT_ROWS = 20     # fewer rows: an RKME says little about the user's distribution
+
+
+def requirement_notes(n_rows: int, labelled: bool) -> list[str]:
+    """Warnings about a requirement too small to rank by (field reports: a 1-row search
+    returned a confident-looking ranking)."""
+    if n_rows >= MIN_REQUIREMENT_ROWS:
+        return []
+    fix = ("rank the market from your labels through its anchors (lw anchor-eval, then lw search "
+           "--anchor-report)" if labelled else "pass more rows, or label a few and use lw "
+           "anchor-eval")
+    return [f"the requirement summarises only {n_rows} row{'s' if n_rows != 1 else ''}, too few "
+            f"for its RKME to describe your data (fewer than {MIN_REQUIREMENT_ROWS}); the "
+            f"ranking means little: {fix}"]
+
+
 MIXTURE_CANDIDATES = 16
 
 

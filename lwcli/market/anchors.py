@@ -72,13 +72,14 @@ def _digest(groups: dict[str, list[str]], params: dict) -> str:
 
 def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, manifests):
     """Every learnware's outputs on the probes: (N, P, C), plus the ids that failed."""
-    from .models import load_model, model_outputs
+    from .models import load_learnware_model, model_outputs
 
     outs, kept, failed = [], [], []
     for lw_id in ids:
         man = manifests[lw_id]
         try:
-            model = load_model(market.model_bytes(lw_id), man.model_format, trust=trust)
+            model = load_learnware_model(market.model_bytes(lw_id), man.model_format,
+                                         man.features, trust=trust)
             outs.append(model_outputs(model, X, man.task, man.outputs))
             kept.append(lw_id)
         except LwError as exc:

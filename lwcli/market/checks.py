@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import (LwError, MarketError, MissingExtraError, ModelCheckError, SpecError,
+from ..errors import (LwError, ManifestError, MarketError, MissingExtraError, ModelCheckError, SpecError,
                       UntrustedModelError)
 from .layout import ID_RE, RECORD_NAME
 from .manifest import Manifest
@@ -30,7 +30,14 @@ LOW_AGREEMENT = 0.5
 
 
 def check_consistency(manifest: Manifest, spec) -> None:
-    """The specification must describe the manifest's inputs and outputs."""
+    """The specification must describe the manifest's inputs and outputs, and the market must
+    be able to serve the learnware (at pack and at submit)."""
+    if manifest.task == "regression" and len(manifest.outputs) > 1:
+        raise ManifestError(
+            f"learnware.toml declares {len(manifest.outputs)} regression outputs "
+            f"{list(manifest.outputs)[:4]}; lw serves single-output models only (labelled "
+            "search, anchor-eval and scored reuse take one target column)",
+            "package one learnware per output, each with output.dimension = 1")
     if spec.kind != "joint":
         raise SpecError("the package's specification embeds inputs only; a learnware's spec must "
                         "embed (x, y_hat)", "build it with lw spec DATA --model MODEL --meta ...")
@@ -48,14 +55,18 @@ def check_consistency(manifest: Manifest, spec) -> None:
 
 
 def run_model_in_child(model_bytes: bytes, fmt: str, trust: bool, X: np.ndarray, task: str,
-                       outputs, timeout: float, tmp_dir: Path | None = None) -> np.ndarray:
-    """Outputs of the model on ``X`` (island encoding), computed in a separate process."""
+                       outputs, features, timeout: float,
+                       tmp_dir: Path | None = None) -> np.ndarray:
+    """Outputs of the model on ``X`` (columns in ``features`` order; island encoding),
+    computed in a separate process that also checks the model's input names and, for
+    classes, its probability column order (:func:`lwcli.market.models.check_class_order`)."""
     if tmp_dir is not None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="qa-") as td:
         job = Path(td)
         (job / "job.json").write_text(json.dumps(
-            {"format": fmt, "trust": bool(trust), "task": task, "outputs": list(outputs)}))
+            {"format": fmt, "trust": bool(trust), "task": task, "outputs": list(outputs),
+             "features": list(features)}))
         (job / "model.bin").write_bytes(model_bytes)
         np.save(job / "inputs.npy", np.ascontiguousarray(X, dtype=np.float64), allow_pickle=False)
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -117,7 +128,7 @@ def quality_check(pkg: Package, *, trust: bool, timeout: float | None = None,
     probes = r.input_part().sample(N_PROBES, rng)
     X = np.vstack([probes, r.points[:, : r.metric.n_inputs]])
     Y = run_model_in_child(pkg.model_bytes, man.model_format, trust, X, man.task, man.outputs,
-                           timeout, tmp_dir)
+                           man.features, timeout, tmp_dir)
     if Y.shape != (len(X), len(man.outputs)):
         raise ModelCheckError(f"the model's outputs have shape {Y.shape}, expected "
                               f"{(len(X), len(man.outputs))}", "fix the model's output shape")

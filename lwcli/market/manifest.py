@@ -45,6 +45,7 @@ class Manifest:
     model_format: str
     model_file: str
     package: dict = field(default_factory=dict)   # written by lw pack
+    class_values: tuple = ()          # the classes as declared (bool, int, float or str)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -78,7 +79,8 @@ class Manifest:
             "task": self.task,
             "objective": self.objective,
             "input": {"features": list(self.features)},
-            "output": ({"classes": list(self.outputs)} if self.task == "classification"
+            "output": ({"classes": list(self.class_values or self.outputs)}
+                       if self.task == "classification"
                        else {"dimension": len(self.outputs), "names": list(self.outputs)}),
             "model": {"format": self.model_format, "file": self.model_file},
         }
@@ -144,12 +146,20 @@ def manifest_from_dict(d: dict) -> Manifest:
     out = _req(d, "output", dict)
     if task == "classification":
         classes = _req(out, "classes", list, "output.")
+        odd = [c for c in classes if not isinstance(c, (str, int, float))]
+        if odd:
+            raise ManifestError(f"learnware.toml: output.classes holds {odd[:3]!r}; class labels "
+                                "are strings, integers, floats or booleans",
+                                "list the labels the model predicts")
         labels = [label_str(c) for c in classes]
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ManifestError("learnware.toml: output.classes must list at least 2 distinct "
-                                f"labels, got {classes!r}", "list every class the model predicts")
+                                f"labels, got {classes!r} (compared as {labels}: booleans are "
+                                "1 and 0, 1.0 is 1)", "list every class the model predicts once")
         outputs = tuple(labels)
+        class_values = tuple(classes)
     else:
+        class_values = ()
         dim = _req(out, "dimension", int, "output.")
         if dim < 1:
             raise ManifestError(f"learnware.toml: output.dimension must be >= 1, got {dim}",
@@ -168,7 +178,8 @@ def manifest_from_dict(d: dict) -> Manifest:
     return Manifest(name=name, version=version, description=description, license=license_,
                     tags=tuple(tags), data_type=data_type, task=task, objective=objective,
                     features=tuple(features), outputs=outputs, model_format=fmt,
-                    model_file=mfile, package=dict(d.get("package") or {}))
+                    model_file=mfile, package=dict(d.get("package") or {}),
+                    class_values=class_values)
 
 
 def manifest_from_text(text: str, source: str = "learnware.toml") -> Manifest:

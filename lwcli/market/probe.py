@@ -16,13 +16,16 @@ import numpy as np
 
 def run(job_dir: Path) -> int:
     from ..errors import LwError
-    from .models import load_model, model_outputs
+    from .models import check_class_order, load_learnware_model, model_outputs
 
     job = json.loads((job_dir / "job.json").read_text())
     try:
-        model = load_model((job_dir / "model.bin").read_bytes(), job["format"], trust=job["trust"])
+        model = load_learnware_model((job_dir / "model.bin").read_bytes(), job["format"],
+                                     job["features"], trust=job["trust"])
         X = np.load(job_dir / "inputs.npy", allow_pickle=False)
         Y = model_outputs(model, X, job["task"], job["outputs"])
+        if job["task"] == "classification":
+            check_class_order(model, X, Y, job["outputs"])
         np.save(job_dir / "outputs.npy", Y, allow_pickle=False)
         return 0
     except LwError as exc:

@@ -22,7 +22,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ...errors import DataError, ModelCheckError, UsageError
-from ...labels import align_columns, label_str, one_hot, union_classes
+from ...labels import (align_columns, label_str, label_values, nfc_name, one_hot, plain_label,
+                       union_classes, values_array)
 from ..rkme import RKME
 
 TASKS = ("classification", "regression")
@@ -37,8 +38,9 @@ class Learnware:
     model: Any
     task: str
     features: tuple[str, ...]
-    outputs: tuple[str, ...]          # class labels (classification) or output names
+    outputs: tuple[str, ...]          # class keys (classification) or output names
     rkme: RKME | None = None
+    class_values: tuple = ()          # the classes as the manifest declares them (typed)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -130,9 +132,12 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
     """Base class: parameters in ``__init__``; ``fit`` returns self; fitted names end in ``_``.
 
     ``X`` columns follow ``feature_names_in_`` (the first learnware's declared order); each
-    learnware receives its own columns by name. For classification ``classes_`` holds the
-    union of the learnwares' declared classes (and, for methods that use labels, the user's),
-    as strings, and ``predict`` returns those labels.
+    learnware receives its own columns by name. For classification ``class_keys_`` holds the
+    union of the learnwares' declared classes (and, for methods that use labels, the user's)
+    as canonical keys (:func:`lwcli.labels.label_str`), and ``classes_`` the same classes in
+    the user's own type: as in the labels given to ``fit`` where they occur there, else as the
+    learnwares' manifests declare them. ``predict`` returns values of ``classes_``, so
+    ``accuracy_score(y, reuser.predict(X))`` compares like with like.
     """
 
     method: str = ""
@@ -152,8 +157,10 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
         self.feature_names_in_ = np.asarray(first.features, dtype=object)
         self.n_features_in_ = len(first.features)
         if self.task_ == "classification":
-            self.classes_ = np.asarray(union_classes(*(lw.classes for lw in lws), labels),
-                                       dtype=object)
+            keys = union_classes(*(lw.classes for lw in lws), labels)
+            self.class_keys_ = np.asarray(keys, dtype=object)
+            self.classes_ = values_array(label_values(
+                keys, labels, *(lw.class_values or lw.classes for lw in lws)))
         else:
             self.output_names_ = list(first.outputs)
         self.learnwares_ = lws
@@ -176,7 +183,7 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
     def _check_X(self, X, *, fitted: bool = True) -> np.ndarray:
         if fitted:
             check_is_fitted(self, "learnwares_")
-        X = np.asarray(X, dtype=np.float64)
+        X = self._by_name(X)
         if X.ndim != 2:
             raise DataError(f"X must be 2-D (rows x features), got shape {X.shape}", "reshape it")
         if X.shape[1] != self.n_features_in_:
@@ -189,6 +196,29 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
         if not np.all(np.isfinite(X)):
             raise DataError("X has NaN or infinite values", "drop or impute those rows")
         return X
+
+    def _by_name(self, X) -> np.ndarray:
+        """A DataFrame's columns are taken by name into ``feature_names_in_`` order (as
+        scikit-learn does, a frame whose names differ is refused); arrays are positional."""
+        cols = getattr(X, "columns", None)
+        if cols is None:
+            return np.asarray(X, dtype=np.float64)
+        names = [nfc_name(c) for c in cols]
+        want = [nfc_name(f) for f in self.feature_names_in_]
+        missing = [f for f in want if f not in names]
+        unseen = [c for c in names if c not in want]
+        if missing or unseen or len(set(names)) != len(names):
+            raise DataError(f"X has columns {names[:8]}{'...' if len(names) > 8 else ''}, but the "
+                            f"reuser takes {want[:8]}{'...' if len(want) > 8 else ''} (missing "
+                            f"{missing[:5]}, unexpected {unseen[:5]})",
+                            "pass a DataFrame with exactly the learnwares' input columns "
+                            "(any order), or an array in feature_names_in_ order")
+        pos = [names.index(f) for f in want]
+        try:
+            return np.asarray(X.iloc[:, pos], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"X has non-numeric values ({exc})",
+                            "encode every input column as numbers") from exc
 
     def _check_y(self, X: np.ndarray, y) -> np.ndarray:
         if y is None:
@@ -214,7 +244,8 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
         for lw in self.learnwares_:
             Xi = X[:, self._columns(lw)]
             if self.task_ == "classification":
-                outs.append(align_columns(lw.predict_proba(Xi), lw.classes, list(self.classes_)))
+                outs.append(align_columns(lw.predict_proba(Xi), lw.classes,
+                                          list(self.class_keys_)))
             else:
                 outs.append(lw.predict_values(Xi))
         return outs
@@ -251,7 +282,8 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
                  "feature_names": [str(f) for f in self.feature_names_in_],
                  "fitted": {a: _jsonable(getattr(self, a)) for a in self._state_attrs}}
         if self.task_ == "classification":
-            state["classes"] = [str(c) for c in self.classes_]
+            state["classes"] = [str(c) for c in self.class_keys_]
+            state["class_values"] = [plain_label(c) for c in self.classes_]
         else:
             state["output_names"] = list(self.output_names_)
         return state, {a: getattr(self, a) for a in self._estimator_attrs}
@@ -266,7 +298,8 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
         obj._setup(lws)
         obj.feature_names_in_ = np.asarray(state["feature_names"], dtype=object)
         if obj.task_ == "classification":
-            obj.classes_ = np.asarray(state["classes"], dtype=object)
+            obj.class_keys_ = np.asarray(state["classes"], dtype=object)
+            obj.classes_ = values_array(state.get("class_values", state["classes"]))
         for a in cls._state_attrs:
             setattr(obj, a, _from_json(state["fitted"][a]))
         for a in cls._estimator_attrs:

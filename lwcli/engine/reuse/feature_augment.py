@@ -32,7 +32,7 @@ class FeatureAugmentReuser(Reuser):
     def fit(self, X, y=None):
         _, X, y = self._fit_labelled(X, y)
         Z = self.augment(X)
-        classes = list(getattr(self, "classes_", []))
+        classes = list(getattr(self, "class_keys_", []))
         folds = make_folds(y, self.task_, self.cv, self.random_state)
         choice = select_user_model(Z, y, self.task_, classes, folds, estimator=self.final_model,
                                    random_state=self.random_state)
@@ -45,4 +45,4 @@ class FeatureAugmentReuser(Reuser):
         from .user_model import estimator_output
 
         return estimator_output(self.final_model_, self.augment(X), self.task_,
-                                list(getattr(self, "classes_", [])))
+                                list(getattr(self, "class_keys_", [])))

@@ -84,7 +84,7 @@ class WithUserReuser(Reuser):
 
     def fit(self, X, y=None):
         lws, X, y = self._fit_labelled(X, y)
-        classes = list(getattr(self, "classes_", []))
+        classes = list(getattr(self, "class_keys_", []))
         folds = make_folds(y, self.task_, self.cv, self.random_state)
         choice = select_user_model(X, y, self.task_, classes, folds, estimator=self.user_model,
                                    random_state=self.random_state)
@@ -109,5 +109,5 @@ class WithUserReuser(Reuser):
     def _combine(self, X) -> np.ndarray:
         outs = self.learnware_outputs(X)
         X = self._check_X(X)
-        user = estimator_output(self.user_model_, X, self.task_, list(getattr(self, "classes_", [])))
+        user = estimator_output(self.user_model_, X, self.task_, list(getattr(self, "class_keys_", [])))
         return sum(w * P for w, P in zip(self.weights_, [user, *outs]))
