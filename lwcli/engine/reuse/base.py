@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ...errors import DataError, ModelCheckError, UsageError
 from ...labels import align_columns, label_str, one_hot, union_classes
+from ...validation import check_float32_range
 from ..rkme import RKME
 
 TASKS = ("classification", "regression")
@@ -188,6 +189,7 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
             raise DataError("X has no rows", "pass at least one row")
         if not np.all(np.isfinite(X)):
             raise DataError("X has NaN or infinite values", "drop or impute those rows")
+        check_float32_range(X, None, "X")
         return X
 
     def _check_y(self, X: np.ndarray, y) -> np.ndarray:
