@@ -13,7 +13,8 @@ TOMLDecodeError = _reader.TOMLDecodeError
 
 
 def loads(text: str) -> dict:
-    return _reader.loads(text)
+    """Parse TOML text; a leading UTF-8 byte-order mark (as some editors write) is ignored."""
+    return _reader.loads(text.removeprefix("\ufeff"))
 
 
 def dumps(data: dict) -> str:

@@ -9,20 +9,15 @@ in the user's own type (:func:`label_values`).
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Sequence
 
 import numpy as np
 
 from .errors import DataError
+from .validation import nfc
 
 
 _BOOL_TEXT = {"true": "1", "false": "0"}
-
-
-def nfc_name(name) -> str:
-    """A column, feature or class name in Unicode NFC ('température' composed or not)."""
-    return unicodedata.normalize("NFC", str(name))
 
 
 def label_str(v) -> str:
@@ -34,7 +29,7 @@ def label_str(v) -> str:
     if isinstance(v, (float, np.floating)):
         f = float(v)
         return str(int(f)) if f.is_integer() else repr(f)
-    s = unicodedata.normalize("NFC", str(v))
+    s = nfc(str(v))
     return _BOOL_TEXT.get(s.strip().lower(), s)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import NotFoundError, UsageError
-from .io import SUPPORTED
+from .io import SUPPORTED, data_stem, data_suffix
 
 STATE = ".lw-specs.json"
 STATE_FORMAT = "lw-spec-folder"
@@ -63,15 +63,16 @@ def read_list(path: str | Path) -> list[Path]:
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Data files: folders give their data files (``.csv``, ``.parquet``, ``.npy``, not
-    recursive, sorted by name); files are taken as given. Duplicates are dropped."""
+    """Data files: folders give their data files (any of ``SUPPORTED``: ``.csv``, ``.csv.gz``,
+    ``.parquet``, ``.npy``, ...; not recursive, sorted by name); files are taken as given.
+    Duplicates are dropped."""
     out: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file()
-                           and q.suffix.lower() in SUPPORTED and not q.name.startswith("."))
+                           and data_suffix(q) in SUPPORTED and not q.name.startswith("."))
         elif p.exists():
             found = [p]
         else:
@@ -82,14 +83,16 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
                 seen.add(key)
                 out.append(q)
     if not out:
-        raise NotFoundError("no data files to specify (folders are searched for .csv, "
-                            ".parquet and .npy files)", "pass data files or folders that hold some")
+        raise NotFoundError("no data files to specify (folders are searched for "
+                            f"{', '.join(SUPPORTED)} files)",
+                            "pass data files or folders that hold some")
     return out
 
 
 def output_names(inputs: Sequence[Path]) -> list[str]:
-    """``<stem>.rkme.json`` for each input; two inputs with the same stem are an error."""
-    names = [p.stem + SUFFIX for p in inputs]
+    """``<stem>.rkme.json`` for each input (``x.csv.gz`` -> ``x.rkme.json``); two inputs with
+    the same stem are an error."""
+    names = [data_stem(p) + SUFFIX for p in inputs]
     clash: dict[str, list[str]] = {}
     for p, n in zip(inputs, names):
         clash.setdefault(n, []).append(str(p))

@@ -16,6 +16,7 @@ import numpy as np
 from .engine.kernels import KernelMetric
 from .engine.rkme import RKME
 from .errors import NotFoundError, SpecError
+from .validation import nfc_all
 
 FORMAT = "lw-rkme"
 VERSION = 1
@@ -85,9 +86,11 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
         metric = KernelMetric.from_dict(d["metric"])
         beta = np.asarray(d["beta"], dtype=np.float64)
         points = np.asarray(d["points"], dtype=np.float64)
-        features = tuple(str(f) for f in d["features"])
-        outputs = tuple(str(o) for o in d.get("outputs") or ())
+        features = tuple(nfc_all(d["features"]))
         task = d.get("task")
+        outputs = tuple(str(o) for o in d.get("outputs") or ())
+        if task == "regression":   # output names; class labels are kept as written
+            outputs = tuple(nfc_all(outputs))
         rkme = RKME(beta=beta, points=points.reshape(len(beta), -1) if beta.size else points,
                     metric=metric, n_rows=int(d["n_rows"]), approx_error=float(d["approx_error"]),
                     seed=int(d.get("seed", 0)), fit_info=dict(d.get("fit_info") or {}))

@@ -327,3 +327,33 @@ def test_multi_output_regression_is_refused_at_pack_and_at_submit(tmp_path, mark
     with pytest.raises(ManifestError, match="2 regression outputs"):
         api.submit(d / "pkg.lw", market)
     assert api.market_ls(market) == []
+
+
+# ----------------------------------------------------------------------------- the library
+
+def test_the_library_takes_dataframes_and_arrays_wherever_it_takes_a_file(tmp_path):
+    """api.search(data=<DataFrame>) raised a raw TypeError; every API call that reads a file
+    takes a DataFrame (and a 2-D array) too, with the same results as the file."""
+    from conftest import ROOT
+
+    market = ROOT / "sample_market" / "market"
+    path = ROOT / "sample_market" / "user" / "wanshouxigong_200h.csv"
+    df = pd.read_csv(path)
+    shuffled = df[list(reversed(df.columns))]               # columns by name, any order
+    by_file = api.search(market, data=path, target="PM2.5", rerank=0)
+    by_frame = api.search(market, data=shuffled, target="PM2.5", rerank=0)
+    assert by_frame.single == by_file.single and by_frame.mixture == by_file.mixture
+    assert api.build_spec(df, target="PM2.5", market=market).to_bytes() == \
+        api.build_spec(path, target="PM2.5", market=market).to_bytes()
+    ids = [r["id"] for r in by_file.single[:2]]
+    new = ROOT / "sample_market" / "user" / "wanshouxigong_new_hours.csv"
+    a = api.reuse(market, ids, data=new, target="PM2.5")
+    b = api.reuse(market, ids, data=pd.read_csv(new), target="PM2.5")
+    assert a.scores == b.scores
+    report = api.anchor_eval(market, df.iloc[:20], "PM2.5")
+    assert report["n_rows"] == 20
+    with pytest.raises(DataError, match="DataFrame, or a 2-D numpy array|a pandas DataFrame"):
+        api.search(market, data=df.to_dict())
+    feats = [c for c in df.columns if c != "PM2.5"]
+    arr = api.build_spec(df[feats].to_numpy())                  # columns x0, x1, ...
+    assert arr.features == tuple(f"x{i}" for i in range(len(feats)))

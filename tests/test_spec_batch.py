@@ -133,3 +133,20 @@ def test_build_specs_takes_build_spec_options_only(folder):
         api.build_specs([data], out, targte="y")
     res = api.build_specs([data / "site0.csv"], out, target="y", k=10)
     assert [w["k"] for w in res.written] == [10] and res.failed == []
+
+
+def test_compressed_csv_files_are_found_and_named_by_their_stem(folder, tmp_path):
+    import gzip
+
+    from lwcli.io import data_stem
+    from lwcli.specbatch import expand_inputs, output_names
+
+    data, _, out = folder
+    (data / "site3.csv.gz").write_bytes(gzip.compress((data / "site2.csv").read_bytes()))
+    (data / "site2.csv").unlink()
+    assert output_names(expand_inputs([data])) == \
+        ["site0.rkme.json", "site1.rkme.json", "site3.rkme.json"]
+    assert data_stem("x.CSV.GZ") == "x" and data_stem("a.b.parquet") == "a.b"
+    doc = read_json(batch(data, "--out-dir", out).stdout)
+    assert sorted(os.path.basename(w["output"]) for w in doc["written"]) == \
+        ["site0.rkme.json", "site1.rkme.json", "site3.rkme.json"]

@@ -48,7 +48,7 @@ def _from_search(path: Path, top: Optional[int]) -> tuple[list[str], Optional[li
 def reuse(
     ids: Optional[List[str]] = typer.Argument(None, metavar="[ID]...",
                                               help="Learnware ids, e.g. from lw search."),
-    data: Path = typer.Option(..., "--data", "-d", help="Rows to predict (.csv, .parquet, .npy)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Rows to predict (.csv, .csv.gz, .parquet, .npy)."),
     output: Path = typer.Option(..., "--output", "-o",
                                 help="Predictions CSV, in --data's row order ('-': stdout)."),
     method: Optional[str] = typer.Option(

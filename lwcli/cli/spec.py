@@ -13,7 +13,7 @@ from ._output import err, info, print_json, warn
 @handle_errors
 def spec(
     data: Optional[List[Path]] = typer.Argument(
-        None, help="Data file (.csv, .parquet or .npy); with --out-dir, several files or "
+        None, help="Data file (.csv, .csv.gz, .parquet or .npy); with --out-dir, several files or "
                    "folders of them."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Where to write the spec (JSON), for one file."),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError, SpecError
+from ..validation import check_float32_range
 from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
 from .qp import simplex_qp
 
@@ -243,6 +244,7 @@ def fit_rkme(
     if not 1 <= k <= m:
         raise DataError(f"--k {k} reduced points asked for, but the data has {m} rows",
                         f"use --k {min(m, 100)} or fewer, or pass more rows")
+    check_float32_range(Z, None, "data")   # the data passes below are float32
     device = device or torch.device("cpu")
     dtype = torch.float32  # data passes; beta, errors and the stored points are float64
     gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -16,6 +16,7 @@ from typing import Any
 from .. import _toml
 from ..errors import ManifestError, NotFoundError
 from ..labels import label_str
+from ..validation import nfc_all
 
 DATA_TYPES = ("table",)
 TASKS = ("classification", "regression")
@@ -141,6 +142,7 @@ def manifest_from_dict(d: dict) -> Manifest:
     if not features or not all(isinstance(f, str) and f for f in features):
         raise ManifestError("learnware.toml: input.features must be a non-empty list of names",
                             "list the model's input columns in order")
+    features = nfc_all(features)   # compared with data files' column names, also NFC
     if len(set(features)) != len(features):
         raise ManifestError("learnware.toml: input.features has duplicate names", "rename them")
     out = _req(d, "output", dict)
@@ -168,7 +170,7 @@ def manifest_from_dict(d: dict) -> Manifest:
         if len(names) != dim:
             raise ManifestError(f"learnware.toml: output.names has {len(names)} names for "
                                 f"dimension {dim}", "give one name per output")
-        outputs = tuple(str(n) for n in names)
+        outputs = tuple(nfc_all(names))
     model = _req(d, "model", dict)
     fmt = _choice(_req(model, "format", str, "model."), MODEL_FORMATS, "model.format")
     mfile = _req(model, "file", str, "model.")

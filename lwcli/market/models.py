@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import MissingExtraError, ModelCheckError, UntrustedModelError
-from ..labels import encode_outputs, label_str, nfc_name as nfc
+from ..labels import encode_outputs, label_str
+from ..validation import nfc
 from .manifest import TRUST_FORMATS
 
 # Types a skops file may hold beyond skops's own default trusted list: scikit-learn's compiled

@@ -22,8 +22,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ...errors import DataError, ModelCheckError, UsageError
-from ...labels import (align_columns, label_str, label_values, nfc_name, one_hot, plain_label,
+from ...labels import (align_columns, label_str, label_values, one_hot, plain_label,
                        union_classes, values_array)
+from ...validation import check_float32_range, nfc
 from ..rkme import RKME
 
 TASKS = ("classification", "regression")
@@ -195,6 +196,7 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
             raise DataError("X has no rows", "pass at least one row")
         if not np.all(np.isfinite(X)):
             raise DataError("X has NaN or infinite values", "drop or impute those rows")
+        check_float32_range(X, None, "X")
         return X
 
     def _by_name(self, X) -> np.ndarray:
@@ -203,8 +205,8 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
         cols = getattr(X, "columns", None)
         if cols is None:
             return np.asarray(X, dtype=np.float64)
-        names = [nfc_name(c) for c in cols]
-        want = [nfc_name(f) for f in self.feature_names_in_]
+        names = [nfc(c) for c in cols]
+        want = [nfc(f) for f in self.feature_names_in_]
         missing = [f for f in want if f not in names]
         unseen = [c for c in names if c not in want]
         if missing or unseen or len(set(names)) != len(names):
