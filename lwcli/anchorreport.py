@@ -63,6 +63,10 @@ def report_from_dict(doc, src: str = "anchor report") -> dict:
     if doc.get("version") != VERSION:
         raise ReportError(f"{src} has version {doc.get('version')!r}, this lw reads {VERSION}",
                           FIX)
+    if doc.get("schema_version", 1) != 1:      # a report saved from lw anchor-eval --json
+        raise ReportError(f"{src} has schema_version {doc.get('schema_version')!r}, this lw "
+                          "reads 1", FIX)
+    doc.pop("schema_version", None)
     extra = sorted(set(doc) - KEYS)
     missing = sorted(KEYS - set(doc) - {"created_with"})
     if extra or missing:

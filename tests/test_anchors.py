@@ -127,7 +127,9 @@ def test_anchor_search_through_the_cli(fam, tmp_path):
     f = write_user(tmp_path / "u.csv", X, y)
     out = run_lw("anchor-eval", "--data", f, "--target", "y", "-o", tmp_path / "r.json",
                  "--market", root, "--json")
-    assert json.loads(out.stdout) == json.loads((tmp_path / "r.json").read_text())
+    printed = json.loads(out.stdout)
+    assert printed.pop("schema_version") == 1                # the file is the report alone
+    assert printed == json.loads((tmp_path / "r.json").read_text())
     doc = json.loads(run_lw("search", "--anchor-report", tmp_path / "r.json", "--market", root,
                             "--json", "--top", "2").stdout)
     assert [family[r["id"]] for r in doc["single"]] == ["B", "B"]

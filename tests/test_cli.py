@@ -90,8 +90,9 @@ def test_spec_then_search_with_spec(mk, tmp_path):
 
 def test_market_ls_info_refresh_verify_json(mk):
     root, ids, _ = mk
-    rows = json.loads(run_lw("market", "ls", "--market", root, "--json").stdout)
-    assert sorted(r["id"] for r in rows) == sorted(ids)
+    listing = json.loads(run_lw("market", "ls", "--market", root, "--json").stdout)
+    assert listing["schema_version"] == 1               # an object, not a bare list
+    assert sorted(r["id"] for r in listing["learnwares"]) == sorted(ids)
     info = json.loads(run_lw("market", "info", ids[0], "--market", root, "--json").stdout)
     assert info["manifest"]["name"] == "d0"
     first = json.loads(run_lw("market", "refresh", "--market", root, "--json").stdout)

@@ -34,7 +34,7 @@ def anchor_eval(
     if rep["n_rows"] < 20:
         warn(f"only {rep['n_rows']} labelled rows: the anchors' scores are noisy")
     if as_json:
-        print_json(rep)
+        print_json(rep, "anchor-eval")
         return
     metric = {"classification": "accuracy"}.get(rep["task"], "rmse")
     best = max(rep["scores"], key=lambda s: (s["scores"][metric] * (1 if metric == "accuracy"

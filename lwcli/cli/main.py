@@ -13,7 +13,7 @@ app = typer.Typer(
          "learnwares.\n\n"
          "Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 invalid input, "
          "5 market conflict/corruption, 6 device or extra missing, 7 model rejected by QA, "
-         "8 untrusted model refused.",
+         "8 untrusted model refused, 141 stdout closed by its reader (| head).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

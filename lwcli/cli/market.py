@@ -7,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import info, out, print_json, warn
+from ._output import Column, Format, info, out, print_json, print_rows, warn
 
 app = typer.Typer(help="Create, list, inspect, refresh and verify a market directory.",
                   no_args_is_help=True)
@@ -22,7 +22,7 @@ def init(directory: Path = typer.Argument(..., help="The market directory to cre
 
     res = api.market_init(directory)
     if as_json:
-        print_json(res)
+        print_json(res, "market-init")
     else:
         info(f"market ready at {res['market']} ({res['learnwares']} learnwares)")
 
@@ -32,31 +32,27 @@ def init(directory: Path = typer.Argument(..., help="The market directory to cre
 def ls(market: Optional[Path] = options.Market,
        island: Optional[str] = typer.Option(None, "--island"),
        tag: List[str] = typer.Option([], "--tag"),
+       fmt: Optional[Format] = options.RowFormat,
+       quiet: bool = options.Quiet,
        as_json: bool = options.Json) -> None:
-    """List the market's learnwares."""
+    """List the market's learnwares (a table per island; --format, -q for scripts)."""
     from .. import api
 
+    fmt = options.row_format(fmt, quiet, as_json)
     rows = api.market_ls(market, island=island, tags=tag)
     if as_json:
-        print_json(rows)
+        print_json({"learnwares": rows}, "market-ls")
         return
-    from rich.table import Table
-
-    if not rows:
+    if not rows and fmt is Format.table and not quiet:
         info("the market has no learnwares")
         return
-    for island in sorted({r["island"] for r in rows}):
-        t = Table(title=f"island {island}", title_justify="left")
-        t.add_column("id", no_wrap=True, min_width=16)
-        t.add_column("name", overflow="fold", ratio=3)
-        t.add_column("version", no_wrap=True)
-        t.add_column("format", no_wrap=True)
-        t.add_column("tags", overflow="fold", ratio=2)
-        for r in rows:
-            if r["island"] == island:
-                t.add_row(r["id"], r["name"], r["version"], r["model_format"],
-                          ", ".join(r["tags"]))
-        out.print(t)
+    print_rows(rows, LS_COLUMNS, fmt=fmt, quiet=quiet, group="island",
+               group_title=lambda i: f"island {i}")
+
+
+LS_COLUMNS = (Column("id"), Column("island", table=False), Column("name", fold=True),
+              Column("version"), Column("model_format", "format"), Column("task", table=False),
+              Column("tags", cell=lambda r: ", ".join(r["tags"]), fold=True))
 
 
 @app.command("info")
@@ -69,7 +65,7 @@ def info_cmd(lw_id: str = typer.Argument(..., metavar="ID"),
 
     res = api.market_info(market, lw_id)
     if as_json:
-        print_json(res)
+        print_json(res, "market-info")
         return
     m = res["manifest"]
     out.print(f"[bold]{m['name']}[/bold] {m['version']}  ({res['id']})", highlight=False)
@@ -101,7 +97,7 @@ def refresh(market: Optional[Path] = options.Market,
     res = api.market_refresh(market, device=device, force=force, trust=trust,
                              n_anchors=anchors)
     if as_json:
-        print_json(res)
+        print_json(res, "market-refresh")
         return
     info(f"index {res['generation']} {'rebuilt' if res['index_changed'] else 'already up to date'}"
          f" ({res['learnwares']} learnwares, {res['islands']} islands)")
@@ -124,7 +120,7 @@ def verify(market: Optional[Path] = options.Market,
 
     rep = api.market_verify(market, device=device)
     if as_json:
-        print_json(rep.to_dict())
+        print_json(rep.to_dict(), "market-verify")
     else:
         for p in rep.problems:
             out.print(f"[red]{p['kind']}[/red] {p['path']}: {p['message']}", highlight=False)

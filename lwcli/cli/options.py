@@ -14,3 +14,21 @@ Device = typer.Option(None, "--device", envvar="LW_DEVICE",
                       help="auto | cpu | cuda | cuda:N (default: $LW_DEVICE or auto).",
                       show_default=False)
 OptPath = Optional[Path]
+
+RowFormat = typer.Option(None, "--format", case_sensitive=False, show_default=False,
+                         help="table | tsv | csv | jsonl (default: table). tsv and csv have a "
+                              "header row; jsonl is one JSON object per row.")
+Quiet = typer.Option(False, "--quiet", "-q", help="Print only the ids, one per line.")
+
+
+def row_format(fmt, quiet: bool, as_json: bool):
+    """The format of a list of rows, after checking that --json, --format and -q agree."""
+    from ..errors import UsageError
+    from ._output import Format
+
+    if as_json and (fmt is not None or quiet):
+        raise UsageError(f"--json and {'--format' if fmt is not None else '-q'} both given",
+                         "--json prints one JSON document; drop one of them")
+    if quiet and fmt is not None:
+        raise UsageError("-q and --format both given", "-q prints only the ids; drop one of them")
+    return Format(fmt) if fmt is not None else Format.table

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -8,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import info, print_json
+from ._output import info, print_csv, print_json
 
 
 def _weights(text: Optional[str]) -> Optional[list[float]]:
@@ -112,10 +111,9 @@ def reuse(
                     weights=w, voting=voting, proba=proba, out=None if to_stdout else output,
                     save_model=save_model, model=model, trust=trust, cv=cv, seed=seed)
     if to_stdout:
-        res.predictions.to_csv(sys.stdout, index=False)
-        sys.stdout.flush()
+        print_csv(res.predictions)
     if as_json:
-        print_json(res.to_dict())
+        print_json(res.to_dict(), "reuse")
         return
     msg = f"{res.method}: {res.n_rows} predictions from {len(res.ids)} learnware(s)"
     if not to_stdout:

@@ -7,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import out, print_json, warn
+from ._output import Column, Format, out, print_json, print_rows, warn
 
 
 @handle_errors
@@ -40,15 +40,21 @@ def search(
              "sketch index first. Default: the sketch above 100,000 learnwares."),
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = options.Device,
+    fmt: Optional[Format] = options.RowFormat,
+    quiet: bool = options.Quiet,
     as_json: bool = options.Json,
 ) -> None:
     """Find the best single learnware and the best weighted mixture for your data.
 
     With --anchor-report instead, rank every learnware of the island by its predicted
     performance on your task, from the anchors' scores alone.
+
+    --format tsv|csv|jsonl and -q print the single matches only, best first (the mixture is
+    in the table and in --json).
     """
     from .. import api
 
+    fmt = options.row_format(fmt, quiet, as_json)
     res = api.search(market, data=data, target=target, spec=spec, tags=tag, top=top,
                      island=island, task=task, k=k, seed=seed, device=device,
                      anchor_report=anchor_report, rerank=rerank, trust=trust,
@@ -56,31 +62,26 @@ def search(
     for w in res.warnings:
         warn(w)
     if as_json:
-        print_json(res.to_dict())
+        print_json(res.to_dict(), "search")
         return
-    from rich.table import Table
-
+    rows = [{"rank": i, **r} for i, r in enumerate(res.single, 1)]
+    table = fmt is Format.table and not quiet
     if res.mode == "anchors":
-        _anchor_table(res)
+        a = res.anchors
+        print_rows(rows, _anchor_columns(a["metric"]), fmt=fmt, quiet=quiet,
+                   title=f"island {res.island} — ranked from {len(a['ids'])} anchors' "
+                         f"{a['metric']} on {a['n_rows']} rows")
+        if table:
+            out.print("* an anchor: its score was measured on your rows", highlight=False)
+            out.print(res.assessment["message"], highlight=False)
         return
     mode = "inputs and labels" if res.mode == "xy" else "inputs only"
     how = ("; ranked by loss on your requirement's points"
            if res.ranked_by == "requirement-loss" else "")
-    t = Table(title=f"island {res.island} — matched on {mode}{how}", title_justify="left")
-    t.add_column("#", justify="right", no_wrap=True)
-    t.add_column("id", no_wrap=True, min_width=16)
-    t.add_column("name", overflow="fold")
-    t.add_column("MMD²", justify="right", no_wrap=True)
-    t.add_column("score", justify="right", no_wrap=True)
-    metric = res.requirement.get("loss_metric")
-    if metric:
-        t.add_column(f"est. {metric}", justify="right", no_wrap=True)
-    for i, r in enumerate(res.single, 1):
-        cells = [str(i), r["id"], r["name"], f"{r['mmd2']:.4f}", f"{r['score']:.3f}"]
-        if metric:
-            cells.append(f"{r['requirement_loss']:.4g}" if "requirement_loss" in r else "-")
-        t.add_row(*cells)
-    out.print(t)
+    print_rows(rows, _columns(res.requirement.get("loss_metric")), fmt=fmt, quiet=quiet,
+               title=f"island {res.island} — matched on {mode}{how}")
+    if not table:
+        return
     mix = res.mixture
     parts = ", ".join(f"{n} ({w:.2f})" for n, w in zip(mix["names"], mix["weights"]))
     out.print(f"mixture: {parts}  MMD² {mix['mmd2']:.4f}  score {mix['score']:.3f}",
@@ -91,21 +92,27 @@ def search(
                   f"({s['exact_mmd']:,} exact MMDs)", highlight=False)
 
 
-def _anchor_table(res) -> None:
-    from rich.table import Table
+def _columns(metric: Optional[str]) -> list[Column]:
+    """The single matches of an RKME search (with the estimated loss after re-ranking)."""
+    cols = [Column("rank", "#", justify="right"), Column("id"), Column("name", fold=True),
+            Column("mmd2", "MMD²", cell=lambda r: f"{r['mmd2']:.4f}", justify="right"),
+            Column("score", cell=lambda r: f"{r['score']:.3f}", justify="right")]
+    if metric:
+        cols.append(Column("requirement_loss", f"est. {metric}", justify="right",
+                           cell=lambda r: f"{r['requirement_loss']:.4g}"
+                           if "requirement_loss" in r else "-"))
+    return cols
 
-    a = res.anchors
-    t = Table(title=f"island {res.island} — ranked from {len(a['ids'])} anchors' {a['metric']} "
-                    f"on {a['n_rows']} rows", title_justify="left")
-    t.add_column("#", justify="right", no_wrap=True)
-    t.add_column("id", no_wrap=True, min_width=16)
-    t.add_column("name", overflow="fold")
-    t.add_column(f"{a['metric']}", justify="right", no_wrap=True)
-    t.add_column("interval", justify="right", no_wrap=True)
-    t.add_column("conf.", justify="right", no_wrap=True)
-    for i, r in enumerate(res.single, 1):
-        t.add_row(f"{i}{'*' if r['anchor'] else ''}", r["id"], r["name"], f"{r['predicted']:.4g}",
-                  f"{r['lower']:.3g}-{r['upper']:.3g}", f"{r['confidence']:.2f}")
-    out.print(t)
-    out.print("* an anchor: its score was measured on your rows", highlight=False)
-    out.print(res.assessment["message"], highlight=False)
+
+def _anchor_columns(metric: str) -> list[Column]:
+    """The ranking from an anchor report (* marks the anchors: their scores were measured)."""
+    return [Column("rank", "#", cell=lambda r: f"{r['rank']}{'*' if r['anchor'] else ''}",
+                   justify="right"),
+            Column("id"), Column("name", fold=True),
+            Column("predicted", metric, cell=lambda r: f"{r['predicted']:.4g}", justify="right"),
+            Column("lower", "interval", cell=lambda r: f"{r['lower']:.3g}-{r['upper']:.3g}",
+                   justify="right"),
+            Column("upper", table=False),
+            Column("confidence", "conf.", cell=lambda r: f"{r['confidence']:.2f}",
+                   justify="right"),
+            Column("anchor", table=False), Column("observed", table=False)]

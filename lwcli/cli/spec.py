@@ -78,7 +78,7 @@ def spec(
                "approx_error": sp.rkme.approx_error, "metric_digest": sp.rkme.metric.digest(),
                "island": sp.island}
     if as_json:
-        print_json(summary)
+        print_json(summary, "spec")
     else:
         info(f"wrote {path}: {sp.kind} RKME, K={sp.rkme.k} from {sp.rkme.n_rows} rows, "
              f"approximation error {sp.rkme.approx_error:.4f}"
@@ -100,7 +100,7 @@ def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
     for f in res.failed:
         warn(f["error"] if f["data"] in f["error"] else f"{f['data']}: {f['error']}")
     if as_json:
-        print_json(res.to_dict())
+        print_json(res.to_dict(), "spec-batch")
     else:
         info(f"{res.out_dir}: {len(res.written)} written, {len(res.skipped)} up to date"
              + (f", {len(res.failed)} failed" if res.failed else ""))

@@ -23,12 +23,14 @@ from pathlib import Path
 
 from .. import __version__, _toml
 from ..engine.kernels import KernelMetric
-from ..errors import MarketError, NotFoundError, SpecError
+from ..errors import InvalidInputError, MarketError, NotFoundError, SpecError
 from ..specfile import Spec, spec_from_bytes
 from .layout import ID_RE, RECORD_NAME, Layout
 from .manifest import Manifest, manifest_from_text
 
 SCHEMA_VERSION = 1
+DAMAGED_HINT = ("run lw market verify to see all that is damaged; restore the learnware from "
+                "a backup or resubmit its package")
 
 
 def utcnow() -> str:
@@ -242,37 +244,65 @@ class Market:
                                 "list ids with lw market ls")
         d = self.layout.learnware(lw_id)
         if not (d / RECORD_NAME).is_file():
+            if d.is_dir():     # learnwares appear whole (one rename): this one was damaged since
+                raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} is missing "
+                                  f"({d / RECORD_NAME})", DAMAGED_HINT)
             raise NotFoundError(f"no learnware {lw_id} in market {self.root}",
                                 "list ids with lw market ls")
         return d
 
-    def record(self, lw_id: str) -> dict:
-        d = self._require(lw_id)
+    def _read(self, lw_id: str, name: str) -> bytes:
+        """The bytes of one stored file of a learnware. Stored learnwares are immutable and
+        complete, so a missing or unreadable file is damage to the market (exit 5), never a
+        bug of lw nor a mistake of the caller."""
+        path = self._require(lw_id) / name
         try:
-            rec = json.loads((d / RECORD_NAME).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise MarketError(f"learnware {lw_id}: record.json is corrupt ({exc})",
-                              "run lw market verify") from exc
+            return path.read_bytes()
+        except OSError as exc:
+            how = "missing" if isinstance(exc, FileNotFoundError) else \
+                f"unreadable ({exc.strerror or exc})"
+            raise MarketError(f"learnware {lw_id} is damaged: its {name} is {how} ({path})",
+                              DAMAGED_HINT) from exc
+
+    def _damaged(self, lw_id: str, name: str, exc: Exception) -> MarketError:
+        detail = exc.message if isinstance(exc, InvalidInputError) else str(exc)
+        return MarketError(f"learnware {lw_id} is damaged: its {name} is unreadable ({detail})",
+                           DAMAGED_HINT)
+
+    def record(self, lw_id: str) -> dict:
+        raw = self._read(lw_id, RECORD_NAME)
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:          # JSONDecodeError and UnicodeDecodeError included
+            raise self._damaged(lw_id, RECORD_NAME, exc) from exc
         return rec
 
+    def _manifest(self, lw_id: str, raw: bytes) -> Manifest:
+        try:
+            return manifest_from_text(raw.decode("utf-8"), f"learnware {lw_id}")
+        except (UnicodeDecodeError, InvalidInputError) as exc:
+            raise self._damaged(lw_id, "learnware.toml", exc) from exc
+
     def manifest(self, lw_id: str) -> Manifest:
-        d = self._require(lw_id)
-        return manifest_from_text((d / "learnware.toml").read_text(encoding="utf-8"),
-                                  f"learnware {lw_id}")
+        return self._manifest(lw_id, self._read(lw_id, "learnware.toml"))
 
     def spec(self, lw_id: str) -> Spec:
-        d = self._require(lw_id)
-        return spec_from_bytes((d / "rkme.json").read_bytes(), f"learnware {lw_id}")
+        raw = self._read(lw_id, "rkme.json")
+        try:
+            return spec_from_bytes(raw, f"learnware {lw_id}")
+        except InvalidInputError as exc:
+            raise self._damaged(lw_id, "rkme.json", exc) from exc
 
     def model_bytes(self, lw_id: str) -> bytes:
-        return (self._require(lw_id) / self.manifest(lw_id).model_file).read_bytes()
+        return self._read(lw_id, self.manifest(lw_id).model_file)
 
     def manifest_and_model_files(self, lw_id: str) -> dict[str, bytes]:
         """``{"learnware.toml": ..., <model file>: ...}`` exactly as stored."""
-        d = self._require(lw_id)
-        raw = (d / "learnware.toml").read_bytes()
-        man = manifest_from_text(raw.decode("utf-8"), f"learnware {lw_id}")
-        return {"learnware.toml": raw, man.model_file: (d / man.model_file).read_bytes()}
+        raw = self._read(lw_id, "learnware.toml")
+        man = self._manifest(lw_id, raw)
+        return {"learnware.toml": raw, man.model_file: self._read(lw_id, man.model_file)}
 
     def commit_learnware(self, lw_id: str, files: dict[str, bytes], record: dict) -> bool:
         """Make a learnware visible atomically. Returns False if it already existed.
