@@ -93,6 +93,8 @@ def _search_args(sm, req):
 
 
 CLOSED_PIPE = [
+    ("help", lambda sm: ["--help"]),                 # written by typer, outside lw's boundary
+    ("market help", lambda sm: ["market", "--help"]),
     ("ls table", lambda sm: ["market", "ls", "--market", sm]),
     ("ls tsv", lambda sm: ["market", "ls", "--market", sm, "--format", "tsv"]),
     ("ls csv", lambda sm: ["market", "ls", "--market", sm, "--format", "csv"]),

@@ -40,7 +40,30 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    app()
+    """Run the CLI. Help and usage text are written by typer (click and rich), not inside lw's
+    error boundary; when stdout's reader has gone (``lw --help | head -1``) they exit 1, rich
+    after pointing stdout at the null device, click after wrapping it in a
+    ``PacifyFlushWrapper``. That is a closed pipe, not an internal error: exit 141, as every
+    command does."""
+    import os
+    import sys
+
+    def null_stdout() -> bool:
+        try:
+            st, null = os.fstat(sys.__stdout__.fileno()), os.stat(os.devnull)
+        except (OSError, ValueError, AttributeError):
+            return False
+        return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
+
+    was_null = null_stdout()
+    try:
+        app()
+    except SystemExit as exc:
+        closed = type(sys.stdout).__name__ == "PacifyFlushWrapper" or \
+            (null_stdout() and not was_null)
+        if exc.code == 1 and closed:
+            raise SystemExit(141) from None
+        raise
 
 
 if __name__ == "__main__":
