@@ -34,6 +34,14 @@ def _resolve_island_for_features(market, features: Sequence[str], island: str | 
     if task:
         matches = [i for i in matches if i.key["task"] == task]
     if not matches:
+        for i in isl.values():    # the label column left among the features?
+            extra = fs - set(i.key["features"])
+            if set(i.key["features"]) <= fs and len(extra) == 1:
+                (col,) = extra
+                raise NotFoundError(
+                    f"no island of this market takes the {len(fs)} input columns; island "
+                    f"{i.id} takes all of them but {col!r}",
+                    f"if {col!r} is your label column, pass --target {col}")
         known = "; ".join(f"{i.id}: {len(i.key['features'])} features" for i in isl.values())
         raise NotFoundError(
             f"no island of this market takes the {len(fs)} input columns {sorted(fs)[:6]}"

@@ -199,3 +199,14 @@ def test_a_requirement_of_a_few_rows_comes_with_a_warning(tmp_path):
     user.iloc[:, :-1].to_csv(tmp_path / "many.csv", index=False)   # 200 rows, no labels
     many = api.search(market, data=tmp_path / "many.csv")
     assert not any("too few" in w for w in many.warnings)
+
+
+def test_a_label_column_left_among_the_features_is_named(tmp_path):
+    """A labelled file searched without --target: the error names the column to pass."""
+    from conftest import ROOT
+
+    from lwcli.errors import NotFoundError
+
+    data = ROOT / "sample_market" / "user" / "wanshouxigong_200h.csv"
+    with pytest.raises(NotFoundError, match=r"pass --target PM2\.5"):
+        api.search(ROOT / "sample_market" / "market", data=data)
