@@ -10,7 +10,7 @@ Exit codes (documented in the README):
     2  usage error (bad flags or flag combinations)
     3  not found (file, learnware id, island)
     4  invalid input (malformed data, manifest, spec or package)
-    5  market conflict or corruption (metric mismatch, verify failures)
+    5  market conflict or corruption (metric mismatch, verify failures, a lock held too long)
     6  device or optional extra unavailable
     7  model rejected by quality assurance (crash, timeout, wrong outputs)
     8  untrusted model format refused (pickle/joblib without --trust)
@@ -69,6 +69,11 @@ class MarketError(LwError):
 
 class MetricMismatchError(MarketError):
     """A specification was fitted with a kernel metric other than its island's."""
+
+
+class LockTimeoutError(MarketError):
+    """Another lw process held a lock (the market's writers' lock, a spec folder's state
+    lock) past the timeout: a conflict, exit code 5."""
 
 
 class DeviceError(LwError):

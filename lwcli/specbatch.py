@@ -10,23 +10,26 @@ its island's metric digest and the sha256 of the spec file written. A spec is up
 - the parameters are the same (k, seed, target, model and manifest bytes, market, island),
 - and, with a market, its island still has the same metric.
 
-The state is rewritten atomically after every spec, under a lock, so a batch that is stopped
-resumes where it was and two runs on one folder do not lose each other's records. Specs are
-byte for byte what ``lw spec DATA -o FILE`` writes.
+The state is rewritten atomically after every spec, under a lock (``.lw-specs.json.lock``,
+waited for up to 120 s like the market's), so a batch that is stopped resumes where it was
+and two runs on one folder do not lose each other's records. Specs are byte for byte what
+``lw spec DATA -o FILE`` writes.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import NotFoundError, UsageError
+<<<<<<< HEAD
 from .io import SUPPORTED, data_stem, data_suffix
+=======
+from .io import SUPPORTED
+from .locks import exclusive
+>>>>>>> libs
 
 STATE = ".lw-specs.json"
 STATE_FORMAT = "lw-spec-folder"
@@ -112,8 +115,9 @@ def params_digest(params: dict) -> str:
 class SpecFolder:
     """The state of one output folder (see the module docstring)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, lock_timeout: float | None = None) -> None:
         self.root = Path(root)
+        self.lock_timeout = lock_timeout
         if not self.root.is_dir():
             raise NotFoundError(f"output folder {self.root} does not exist", "create it first")
         self.state_path = self.root / STATE
@@ -130,15 +134,11 @@ class SpecFolder:
         specs = d.get("specs")
         return specs if isinstance(specs, dict) else {}
 
-    @contextmanager
     def _locked(self):
-        fd = os.open(self.root / (STATE + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        """The folder's state lock, waiting up to ``lock_timeout`` seconds (default 120, as
+        the market's lock); then :class:`~lwcli.errors.LockTimeoutError` (exit code 5)."""
+        return exclusive(self.root / (STATE + ".lock"), self.lock_timeout,
+                         hint="another lw spec run is writing to this folder; retry later")
 
     def is_current(self, name: str, data: Path, digest: str, metric_ok) -> bool:
         """Whether ``name`` is an up-to-date spec of ``data`` with these parameters.

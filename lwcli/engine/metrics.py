@@ -1,11 +1,25 @@
 """Scores of predictions against labels: what anchor reports and reuse evaluations contain.
 
-Only aggregate numbers come out of here, never rows.
+Only aggregate numbers come out of here, never rows. The scores are scikit-learn's
+(:mod:`sklearn.metrics`), with these choices:
+
+- several regression outputs: RMSE and MAE over all entries (``multioutput="uniform_average"``
+  of the per-output MSE, then the root; of the per-output MAE), R² is
+  ``multioutput="variance_weighted"``, i.e. ``1 - sum(ss_res) / sum(ss_tot)`` over the outputs
+  that vary. A constant target gives R² 1 for an exact prediction, else 0 (scikit-learn's
+  ``force_finite``); fewer than two rows give R² 0 (scikit-learn's is NaN).
+- class labels are compared by :func:`~lwcli.labels.label_str` (``1``, ``1.0``, ``True`` and
+  ``"1"`` are one class); F1 is the macro average over the labels in ``y`` or ``pred``.
+- log loss is scikit-learn's: probabilities clipped to ``[eps, 1 - eps]`` (float64 machine
+  epsilon), rows not renormalised. A true label that is not among ``classes`` has probability 0.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn import metrics as skm
 
 from ..labels import label_str
 
@@ -17,32 +31,42 @@ LOWER_IS_BETTER = {"rmse", "mae", "log_loss"}
 def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
     pred = np.asarray(pred, dtype=np.float64).reshape(len(y), -1)
-    err = pred - y
-    ss_tot = float(((y - y.mean(0)) ** 2).sum())
-    ss_res = float((err ** 2).sum())
-    return {"rmse": float(np.sqrt((err ** 2).mean())), "mae": float(np.abs(err).mean()),
-            "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0}
+    r2 = skm.r2_score(y, pred, multioutput="variance_weighted") if len(y) >= 2 else 0.0
+    return {"rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+            "mae": float(skm.mean_absolute_error(y, pred)), "r2": float(r2)}
+
+
+def _labels(v) -> np.ndarray:
+    return np.asarray([label_str(x) for x in np.asarray(v, dtype=object).ravel()], dtype=object)
 
 
 def classification_scores(y, pred, proba: np.ndarray | None = None,
                           classes=None) -> dict[str, float]:
     """Accuracy, macro F1 over the labels present, and log loss when probabilities (columns in
     ``classes`` order) are given."""
-    y = np.asarray([label_str(v) for v in np.asarray(y).ravel()], dtype=object)
-    pred = np.asarray([label_str(v) for v in np.asarray(pred).ravel()], dtype=object)
-    out = {"accuracy": float((y == pred).mean())}
-    f1s = []
-    for c in sorted(set(y) | set(pred)):
-        tp = float(((pred == c) & (y == c)).sum())
-        fp = float(((pred == c) & (y != c)).sum())
-        fn = float(((pred != c) & (y == c)).sum())
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0)
-    out["f1"] = float(np.mean(f1s))
+    y, pred = _labels(y), _labels(pred)
+    out = {"accuracy": float(skm.accuracy_score(y, pred)),
+           "f1": float(skm.f1_score(y, pred, labels=sorted(set(y) | set(pred)),
+                                    average="macro", zero_division=0.0))}
     if proba is not None and classes is not None:
-        idx = {c: i for i, c in enumerate(classes)}
-        p = np.array([proba[r, idx[c]] if c in idx else 0.0 for r, c in enumerate(y)])
-        out["log_loss"] = float(-np.log(np.clip(p, 1e-15, 1.0)).mean())
+        out["log_loss"] = _log_loss(y, proba, _labels(classes))
     return out
+
+
+def _log_loss(y: np.ndarray, proba, classes: np.ndarray) -> float:
+    """scikit-learn's log loss with the columns of ``proba`` labelled ``classes``; true labels
+    outside ``classes`` get a column of zeros. scikit-learn reads the columns in sorted label
+    order and needs two labels at least: the columns are sorted, and a lone class gets a zero
+    column beside it (neither changes the loss)."""
+    P = np.clip(np.asarray(proba, dtype=np.float64).reshape(len(y), -1), 0.0, 1.0)
+    labels = list(classes) + sorted(set(y) - set(classes))
+    if len(labels) < 2:
+        labels.append(labels[0] + "\0" if labels else "\0")
+    P = np.hstack([P, np.zeros((len(y), len(labels) - P.shape[1]))])
+    order = sorted(range(len(labels)), key=labels.__getitem__)
+    with warnings.catch_warnings():     # float32 models' rows miss 1 by ~1e-7: not news
+        warnings.filterwarnings("ignore", message=".*do not sum to one", category=UserWarning)
+        return float(skm.log_loss(y, P[:, order], labels=[labels[i] for i in order]))
 
 
 def baseline_scores(y, task: str) -> dict[str, float]:

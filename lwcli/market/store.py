@@ -8,22 +8,24 @@ read-modify-write of ``market.toml`` (island creation) and of the index.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, _toml
 from ..engine.kernels import KernelMetric
+<<<<<<< HEAD
 from ..errors import InvalidInputError, MarketError, NotFoundError, SpecError
+=======
+from ..errors import MarketError, NotFoundError, SpecError
+from ..locks import exclusive
+>>>>>>> libs
 from ..specfile import Spec, spec_from_bytes
 from .layout import ID_RE, RECORD_NAME, Layout
 from .manifest import Manifest, manifest_from_text
@@ -337,24 +339,8 @@ class Market:
                 shutil.rmtree(stage, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def market_lock(layout: Layout, timeout: float = 120.0):
-    """Exclusive writers' lock (``flock`` on ``.lock``), waiting up to ``timeout`` seconds."""
-    layout.lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise MarketError(f"could not lock {layout.lock} within {timeout:.0f} s",
-                                      "another lw process is writing; retry later") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+def market_lock(layout: Layout, timeout: float | None = None):
+    """Exclusive writers' lock on ``.lock`` (:func:`lwcli.locks.exclusive`), waiting up to
+    ``timeout`` seconds (default 120); then :class:`~lwcli.errors.LockTimeoutError`, a
+    :class:`MarketError` (exit code 5)."""
+    return exclusive(layout.lock, timeout, hint="another lw process is writing; retry later")
