@@ -24,12 +24,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import NotFoundError, UsageError
-<<<<<<< HEAD
 from .io import SUPPORTED, data_stem, data_suffix
-=======
-from .io import SUPPORTED
 from .locks import exclusive
->>>>>>> libs
 
 STATE = ".lw-specs.json"
 STATE_FORMAT = "lw-spec-folder"

@@ -20,12 +20,8 @@ from pathlib import Path
 
 from .. import __version__, _toml
 from ..engine.kernels import KernelMetric
-<<<<<<< HEAD
 from ..errors import InvalidInputError, MarketError, NotFoundError, SpecError
-=======
-from ..errors import MarketError, NotFoundError, SpecError
 from ..locks import exclusive
->>>>>>> libs
 from ..specfile import Spec, spec_from_bytes
 from .layout import ID_RE, RECORD_NAME, Layout
 from .manifest import Manifest, manifest_from_text
