@@ -296,3 +296,25 @@ def test_empty_and_header_only_files_are_one_line_errors(tmp_path):
     assert "is empty" in _refused(field("09", "empty.csv"))
     assert "has a header but no data rows" in _refused(field("09", "header_only.csv"))
     assert read_table(field("09", "one_row.csv"), target="PM2.5").n_rows == 1
+
+
+def test_a_value_beyond_float32_exits_4_through_the_cli_and_changes_nothing(tmp_path):
+    """Field case 11: one finite 1e39 reached the QP solver and ended in exit 1."""
+    import shutil
+
+    from conftest import ROOT, run_lw, snapshot
+
+    market = tmp_path / "market"
+    shutil.copytree(ROOT / "sample_market" / "market", market)
+    before = snapshot(market)
+    user = pd.read_csv(ROOT / "sample_market" / "user" / "wanshouxigong_200h.csv")
+    user.loc[4, "PRES"] = 1e39
+    user.to_csv(tmp_path / "huge.csv", index=False)
+    for args in (["search", "--data", tmp_path / "huge.csv", "--target", "PM2.5"],
+                 ["spec", tmp_path / "huge.csv", "--target", "PM2.5", "-o", tmp_path / "r.json"],
+                 ["anchor-eval", "--data", tmp_path / "huge.csv", "--target", "PM2.5",
+                  "-o", tmp_path / "a.json"]):
+        proc = run_lw(*args, "--market", market, check=4)
+        assert "column 'PRES', data row 5, holds 1e+39" in proc.stderr
+        assert proc.stderr.count("\n") == 1
+    assert snapshot(market) == before
