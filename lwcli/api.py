@@ -269,6 +269,10 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
     man = read_manifest(meta)
     sp = read_spec(spec)
     check_consistency(man, sp)
+    # The package's content decides its id: the spec names the island its manifest places it
+    # on, whether it was fitted before that island existed (null) or after (its id), so that
+    # the same model, data and manifest always give the same learnware.
+    sp = replace(sp, island=man.island_id())
     mp = Path(model)
     if not mp.is_file():
         raise NotFoundError(f"model file {mp} does not exist", "check the path")
@@ -820,6 +824,7 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
     frame = pd.DataFrame(index=range(table.n_rows))
     if r.task_ == "classification":
         if table.y is not None:    # labels in the data: predictions in the same type as them
+            r.check_labels(table.y, f"target column {target!r}")
             as_user = values_array(label_values(r.class_keys_, table.y, r.classes_))
             pred = as_user[[list(r.class_keys_).index(label_str(p)) for p in pred]]
         frame["prediction"] = pred
@@ -871,6 +876,8 @@ def market_ls(market: str | Path, *, island: str | None = None,
     from .market.store import Market
 
     mk = Market.open(market)
+    if island:
+        mk.island(island)             # an unknown island is "not found", not an empty list
     idx = load_index(mk)
     if idx is not None:
         rows = list(idx.iter_summaries(island if island and idx.has_island(island) else None))

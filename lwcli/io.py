@@ -85,11 +85,13 @@ def _check_columns(present: list[str], expected: list[str], path) -> None:
             parts.append(f"missing {missing}")
         if extra:
             parts.append(f"unexpected {extra}")
+        fix = "select exactly the expected feature columns (plus the target) in the file"
+        if not missing and len(extra) == 1:
+            fix = (f"if {extra[0]!r} is your label column, pass --target {extra[0]}; otherwise "
+                   "leave it out of the file")
         raise DataError(
             f"{path} has {len(present)} feature columns, expected {len(expected)} "
-            f"({'; '.join(parts)})",
-            "select exactly the expected feature columns (plus the target) in the file",
-        )
+            f"({'; '.join(parts)})", fix)
 
 
 def _check_magic(path: Path, suffix: str) -> None:

@@ -357,3 +357,60 @@ def test_the_library_takes_dataframes_and_arrays_wherever_it_takes_a_file(tmp_pa
     feats = [c for c in df.columns if c != "PM2.5"]
     arr = api.build_spec(df[feats].to_numpy())                  # columns x0, x1, ...
     assert arr.features == tuple(f"x{i}" for i in range(len(feats)))
+
+
+# ----------------------------------------------------------------------------- found by trying it
+
+def test_the_same_model_data_and_manifest_give_one_learnware(tmp_path, market):
+    """A spec fitted before its island existed (island null) and one fitted after (the
+    island's id) used to give two packages, two ids and a duplicate in the market."""
+    from sklearn.linear_model import Ridge
+
+    train = frame(200, 12)
+    res = publish(tmp_path, market, "dup", train,
+                  skops_bytes(Ridge().fit(train.to_numpy(), train["f0"])), meta("dup"))
+    d = tmp_path / "dup"
+    sp = api.build_spec(d / "train.csv", model=d / "model.skops", meta=d / "learnware.toml",
+                        market=market, k=20, seed=0)        # now the island exists
+    assert sp.island == res.island
+    api.write_spec(sp, d / "again.json")
+    again = api.pack(d / "model.skops", d / "again.json", d / "learnware.toml", d / "again.lw")
+    assert again.id == res.id
+    assert api.submit(d / "again.lw", market).status == "exists"
+    assert len(api.market_ls(market)) == 1
+
+
+def test_scoring_labels_the_learnwares_do_not_have_is_refused(tmp_path, market):
+    """Labels 0/1 scored against classes "no"/"yes" gave accuracy 0 at exit 0."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = frame(200, 13)
+    y = np.where(train["f0"] > 0, "yes", "no")
+    res = publish(tmp_path, market, "yn", train, skops_bytes(
+        LogisticRegression().fit(train.to_numpy(), y)),
+        meta("yn", task="classification", classes=["no", "yes"]))
+    user = frame(50, 14)
+    user.assign(disease=(user["f0"] > 0).astype(int)).to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(DataError, match=r"labels \['0', '1'\] that are not among"):
+        api.reuse(market, [res.id], data=tmp_path / "u.csv", target="disease")
+    with pytest.raises(DataError, match="share no class"):
+        api.reuse(market, [res.id], data=tmp_path / "u.csv", target="disease",
+                  method="with-user", train=tmp_path / "u.csv")
+
+
+def test_listing_an_unknown_island_is_not_found(market):
+    from lwcli.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="no island 'nope'"):
+        api.market_ls(market, island="nope")
+
+
+def test_a_label_column_left_in_the_data_of_reuse_is_named(tmp_path, market):
+    from sklearn.linear_model import Ridge
+
+    train = frame(150, 15)
+    res = publish(tmp_path, market, "lab", train,
+                  skops_bytes(Ridge().fit(train.to_numpy(), train["f0"])), meta("lab"))
+    train.assign(y=1.0).to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(DataError, match="pass --target y"):
+        api.reuse(market, [res.id], data=tmp_path / "u.csv")

@@ -173,6 +173,13 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
             raise UsageError(f"the {self.method} method needs the user's labelled data",
                              "pass labelled rows (lw reuse --train FILE --target COL)")
         labels = np.asarray(y).ravel() if lws[0].task == "classification" else ()
+        if len(labels):
+            declared = {c for lw in lws for c in lw.classes}
+            keys = sorted({label_str(v) for v in labels})
+            if not declared & set(keys):
+                raise DataError(f"your labels {keys[:5]} share no class with the learnwares' "
+                                f"classes {sorted(declared)[:5]}",
+                                "encode your labels as the learnwares' manifests declare them")
         self._setup(lws, labels)
         X = self._check_X(X, fitted=False)
         return lws, X, self._check_y(X, y)
@@ -221,6 +228,17 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
         except (TypeError, ValueError) as exc:
             raise DataError(f"X has non-numeric values ({exc})",
                             "encode every input column as numbers") from exc
+
+    def check_labels(self, y, what: str = "y") -> None:
+        """Refuse labels outside ``classes_``: no prediction could ever match them, so a
+        score over them would be silently wrong (an accuracy of 0 for labels 0/1 scored
+        against classes "no"/"yes")."""
+        check_is_fitted(self, "learnwares_")
+        unknown = sorted({label_str(v) for v in np.asarray(y).ravel()} - set(self.class_keys_))
+        if unknown:
+            raise DataError(f"{what} has labels {unknown[:5]} that are not among the "
+                            f"learnwares' classes {list(self.class_keys_)[:8]}",
+                            "use labels as the learnwares' manifests declare them")
 
     def _check_y(self, X: np.ndarray, y) -> np.ndarray:
         if y is None:
