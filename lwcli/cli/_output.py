@@ -110,6 +110,12 @@ def warn(msg: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
 
 
+def error(msg: str) -> None:
+    """An error that does not stop the command (one file of a batch), worded as the CLI
+    boundary words the errors that do."""
+    err.print(f"lw: error: {msg}", highlight=False, markup=False)
+
+
 # ------------------------------------------------------------------------------ rows
 
 class Format(str, Enum):

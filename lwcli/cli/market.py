@@ -30,8 +30,10 @@ def init(directory: Path = typer.Argument(..., help="The market directory to cre
 @app.command("ls")
 @handle_errors
 def ls(market: Optional[Path] = options.Market,
-       island: Optional[str] = typer.Option(None, "--island"),
-       tag: List[str] = typer.Option([], "--tag"),
+       island: Optional[str] = typer.Option(None, "--island",
+                                            help="Only this island's learnwares."),
+       tag: List[str] = typer.Option([], "--tag",
+                                     help="Only learnwares with this tag (repeatable)."),
        fmt: Optional[Format] = options.RowFormat,
        quiet: bool = options.Quiet,
        as_json: bool = options.Json) -> None:

@@ -77,7 +77,8 @@ def reuse(
     trust: bool = typer.Option(False, "--trust", help="Allow loading pickle/joblib models."),
     cv: int = typer.Option(5, "--cv", min=2, help="Cross-validation folds (with-user, "
                                                    "feature-augment)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the methods that learn "
+                                               "(with-user, job-selector, feature-augment)."),
     market: Optional[Path] = options.Market,
     as_json: bool = options.Json,
 ) -> None:

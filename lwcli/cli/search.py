@@ -38,7 +38,7 @@ def search(
         None, "--exact/--sketch",
         help="Compute the exact MMD to every learnware, or shortlist through the island's "
              "sketch index first. Default: the sketch above 100,000 learnwares."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the requirement's RKME fit."),
     device: Optional[str] = options.Device,
     fmt: Optional[Format] = options.RowFormat,
     quiet: bool = options.Quiet,

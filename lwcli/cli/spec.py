@@ -7,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import err, info, print_json, warn
+from ._output import err, error, info, print_json
 
 
 @handle_errors
@@ -90,7 +90,7 @@ def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[last]}"), console=err, transient=True,
-                  disable=as_json) as bar:
+                  disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("lw spec", total=None, last="")
 
         def progress(done, total, path, status):
@@ -98,7 +98,7 @@ def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
 
         res = api.build_specs(paths, out_dir, force=force, progress=progress, **kw)
     for f in res.failed:
-        warn(f["error"] if f["data"] in f["error"] else f"{f['data']}: {f['error']}")
+        error(f["error"] if f["data"] in f["error"] else f"{f['data']}: {f['error']}")
     if as_json:
         print_json(res.to_dict(), "spec-batch")
     else:
