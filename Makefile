@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # torch is installed first, pinned, so that nothing later pulls a CUDA build; everything else
-# at the exact versions of constraints.txt (the sample market rebuilds bit for bit with them).
+# at the exact versions of constraints.txt (the sample market is rebuilt with them; see the
+# README, "Reproducing the sample market").
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q --disable-pip-version-check $(TORCH)
 	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'

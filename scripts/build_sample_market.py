@@ -1,4 +1,4 @@
-"""Build sample_market/ from the shipped data, deterministically: bit for bit, on any x86-64.
+"""Build sample_market/ from the shipped data, deterministically (bit for bit on the same CPU model).
 
 Two islands:
 - **PM2.5 at Beijing monitoring stations** (regression from the other pollutants and the

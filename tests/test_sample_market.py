@@ -1,5 +1,5 @@
-"""The shipped sample market: consistent, current, reproducible bit for bit, and the user's
-story in the README holds."""
+"""The shipped sample market: consistent, current, reproducible (README, "Reproducing the
+sample market"), and the user's story in the README holds."""
 
 from __future__ import annotations
 
