@@ -823,14 +823,15 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
     pred = r.predict(table.X)
     frame = pd.DataFrame(index=range(table.n_rows))
     if r.task_ == "classification":
+        values = r.classes_
         if table.y is not None:    # labels in the data: predictions in the same type as them
             r.check_labels(table.y, f"target column {target!r}")
-            as_user = values_array(label_values(r.class_keys_, table.y, r.classes_))
-            pred = as_user[[list(r.class_keys_).index(label_str(p)) for p in pred]]
+            values = values_array(label_values(r.class_keys_, table.y, r.classes_))
+            pred = values[[list(r.class_keys_).index(label_str(p)) for p in pred]]
         frame["prediction"] = pred
         if proba:
             P = r.predict_proba(table.X)
-            for j, c in enumerate(r.classes_):
+            for j, c in enumerate(values):
                 frame[f"proba_{c}"] = P[:, j]
     else:
         if proba:

@@ -25,6 +25,9 @@ class LwError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        # one line, whatever a library's text it quotes holds (pandas ends some with "\n")
+        message = " ".join(str(message).split())
+        hint = " ".join(str(hint).split()) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError, MissingExtraError, NotFoundError
-from .validation import check_float32_range, nfc, nfc_all
+from .validation import check_fill_values, check_float32_range, nfc, nfc_all
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")
 SUPPORTED = (*CSV_SUFFIXES, ".parquet", ".npy")
@@ -164,6 +164,13 @@ def _read_csv(path: Path):
     import pandas as pd
 
     frame = pd.read_csv(path)   # compression follows the extension
+    if len(frame.columns) > 1:  # pandas renames a repeated name 'a' to 'a.1': say what it was
+        header = [nfc(str(c)).strip() for c in pd.read_csv(
+            path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+        dupes = sorted({c for c in header if header.count(c) > 1 and c})
+        if dupes:
+            raise DataError(f"{path} has duplicate column names {dupes[:5]}",
+                            "rename or drop the repeated columns")
     if len(frame.columns) == 1:
         _check_separator(path, str(frame.columns[0]))
     idx = frame.index
@@ -372,3 +379,4 @@ def _check_numbers(X: np.ndarray, names: Sequence[str], path: Path) -> None:
             "drop or impute those rows before using lw",
         )
     check_float32_range(X, names, str(path))
+    check_fill_values(X, names, str(path))

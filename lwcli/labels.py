@@ -1,8 +1,9 @@
 """Output encodings shared by specs, search, anchors and reuse.
 
-Class labels are compared by one canonical key (:func:`label_str`): ``1``, ``1.0`` and ``"1"``
-are the same class, and so are ``True``, ``"True"``, ``"true"`` and ``1`` (booleans are the
-classes 1 and 0, as in Python and in every file format that writes them as 0/1). Keys are what
+Class labels are compared by one canonical key (:func:`label_str`): ``1``, ``1.0``, ``"1"``,
+``"01"`` and ``"1.0"`` are the same class (a CSV reader turns them into one number anyway),
+and so are ``True``, ``"True"``, ``"true"`` and ``1`` (booleans are the classes 1 and 0, as in
+Python and in every file format that writes them as 0/1); surrounding spaces do not count. Keys are what
 islands, specifications and probabilities are aligned by; the values given back to a user are
 in the user's own type (:func:`label_values`).
 """
@@ -29,8 +30,14 @@ def label_str(v) -> str:
     if isinstance(v, (float, np.floating)):
         f = float(v)
         return str(int(f)) if f.is_integer() else repr(f)
-    s = nfc(str(v))
-    return _BOOL_TEXT.get(s.strip().lower(), s)
+    s = nfc(str(v)).strip()
+    if s.lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[s.lower()]
+    try:                      # "01", "1.0" and "1e0" are the class 1 (CSV readers agree)
+        f = float(s)
+    except ValueError:
+        return s
+    return label_str(f) if np.isfinite(f) else s
 
 
 def plain_label(v):
@@ -83,13 +90,27 @@ def encode_outputs(y: np.ndarray, task: str, outputs: Sequence[str], what: str =
     """Targets or model outputs -> the output block of ``z = (x, y)``."""
     if task == "classification":
         return one_hot(y, outputs, what)
-    Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    try:
+        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    except (TypeError, ValueError):
+        bad = next(v for v in np.asarray(y, dtype=object).ravel() if not _is_number(v))
+        raise DataError(f"{what} holds {bad!r}, not a number, but the task is regression",
+                        "fix or drop those rows (values such as '<5' or 'n.d.' are not "
+                        "numbers)") from None
     if Y.shape[1] != len(outputs):
         raise DataError(f"{what} has {Y.shape[1]} output columns, expected {len(outputs)}",
                         "check the declared output dimension")
     if not np.all(np.isfinite(Y)):
         raise DataError(f"{what} has NaN or infinite values", "drop those rows")
     return Y
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def union_classes(*label_sets: Sequence) -> tuple[str, ...]:

@@ -98,6 +98,9 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
         raise SpecError(f"{source}: {exc.message}", exc.hint) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise SpecError(f"{source} is malformed: {exc!r}", "rebuild it with lw spec") from exc
+    if not (np.isfinite(rkme.approx_error) and rkme.approx_error >= 0):
+        raise SpecError(f"{source} has approximation error {rkme.approx_error}: the fit that "
+                        "made it failed", "rebuild it with lw spec")
     if len(features) != metric.n_inputs:
         raise SpecError(f"{source} names {len(features)} features, its metric has "
                         f"{metric.n_inputs} inputs", "rebuild it with lw spec")

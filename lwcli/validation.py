@@ -25,6 +25,39 @@ def nfc_all(names: Iterable[str]) -> list[str]:
     return [nfc(n) for n in names]
 
 
+FILL_SPREADS = 1e9    # this many interquartile ranges from the median: a fill value, not data
+
+
+def check_fill_values(X: np.ndarray, names: Sequence[str] | None = None,
+                      where: str = "X") -> None:
+    """Refuse values absurdly far from the rest of their column: fill or no-data values such
+    as NetCDF's 9.96921e36 or ESRI's -3.4028235e38 that fit float32 but, squared in the
+    kernel, overflow it (NaN specifications) or, fixing an island's bandwidths, make the
+    column useless. "Far" is more than ``FILL_SPREADS`` interquartile ranges from the median
+    (the IQR is taken as max(|median|, 1) for a column that is mostly one value).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] == 0:
+        return
+    sample = X[:: max(1, X.shape[0] // 10_000)]       # robust statistics need no more rows
+    q25, med, q75 = np.percentile(sample, [25, 50, 75], axis=0)
+    spread = np.where(q75 > q25, q75 - q25, np.maximum(np.abs(med), 1.0))
+    limit = FILL_SPREADS * spread
+    for j in range(X.shape[1]):                        # one column at a time: no n x d temporary
+        rows = np.flatnonzero(np.abs(X[:, j] - med[j]) > limit[j])
+        if rows.size:
+            break
+    else:
+        return
+    i = int(rows[0])
+    cell = (f"{where}: column {names[j]!r}, data row {i + 1}," if names is not None
+            else f"{where}[{i}, {j}]")
+    raise DataError(
+        f"{cell} holds {X[i, j]:g}, {abs(X[i, j] - med[j]) / spread[j]:.2g} times the column's "
+        "interquartile range from its median: a fill or no-data value, not a measurement",
+        "drop or impute the rows that hold it (or replace it with an empty cell)")
+
+
 def check_float32_range(X: np.ndarray, names: Sequence[str] | None = None,
                         where: str = "X") -> None:
     """Refuse finite values of 2-D ``X`` that overflow float32.

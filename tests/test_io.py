@@ -95,13 +95,19 @@ def test_a_value_beyond_float32_is_refused_naming_the_cell(tmp_path):
     assert "column 'PRES', data row 7, holds 1e+39" in _refused(field("11", "dev_train_1e39.csv"))
 
 
-def test_float32_sentinels_are_legal_values(tmp_path):
-    # ESRI NoData (-float32 max) and the NetCDF fill value are float32 numbers: read as given.
-    p = _write(tmp_path / "d.csv", "a,b\n1,-3.4028234663852886e38\n2,9.969209968386869e36\n")
-    t = read_table(p)
-    assert t.X[0, 1] == -np.finfo(np.float32).max and t.X[1, 1] == 9.969209968386869e36
+def test_float32_sentinels_are_named_as_fill_values(tmp_path):
+    """ESRI NoData (-float32 max) and the NetCDF fill value fit float32, but squared in the
+    kernel they overflow it: a spec fitted with one came out NaN at exit 0. They are refused
+    as fill values, naming the cell; ordinary extremes are not."""
+    rows = "\n".join(f"{i},{i % 7}" for i in range(1, 40))
+    for fill in ("-3.4028234663852886e38", "9.969209968386869e36"):
+        p = _write(tmp_path / "d.csv", f"a,b\n{rows}\n40,{fill}\n")
+        msg = _refused(p)
+        assert "column 'b', data row 40, holds" in msg and "fill or no-data value" in msg
+    p = _write(tmp_path / "ok.csv", f"a,b\n{rows}\n40,1e6\n")     # far, but data
+    assert read_table(p).X[-1, 1] == 1e6
     for name in ("sentinel_esri_nodata.csv", "sentinel_netcdf_fill.csv"):
-        assert read_table(field("11", name), target="PM2.5").n_rows == 100
+        assert "fill or no-data value" in _refused(field("11", name), target="PM2.5")
 
 
 def test_arrays_from_the_python_api_are_checked_in_float32():
@@ -318,3 +324,14 @@ def test_a_value_beyond_float32_exits_4_through_the_cli_and_changes_nothing(tmp_
         assert "column 'PRES', data row 5, holds 1e+39" in proc.stderr
         assert proc.stderr.count("\n") == 1
     assert snapshot(market) == before
+
+
+def test_duplicate_columns_are_named_before_pandas_renames_them(tmp_path):
+    p = _write(tmp_path / "d.csv", "a,b,a\n1,2,3\n4,5,6\n")
+    assert "duplicate column names ['a']" in _refused(p)
+
+
+def test_errors_quoting_a_multi_line_library_message_stay_one_line(tmp_path):
+    p = _write(tmp_path / "d.csv", "a,b\n1,2\n3,4,5,6\n7,8\n")
+    msg = _refused(p)
+    assert "\n" not in msg

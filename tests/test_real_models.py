@@ -289,7 +289,7 @@ def test_onnx_probabilities_in_another_order_than_declared_are_caught_at_qa(tmp_
     api.pack(d / man.model_file, d / "rkme.json", d / "learnware.toml", d / "pkg.lw")
     with pytest.raises(ModelCheckError) as err:
         api.submit(d / "pkg.lw", market)
-    assert "['no', 'yes']" in str(err.value) and err.value.exit_code == 7
+    assert "order ['no', 'yes']" in str(err.value) and err.value.exit_code == 7
     assert api.market_ls(market) == []
 
 
@@ -414,3 +414,125 @@ def test_a_label_column_left_in_the_data_of_reuse_is_named(tmp_path, market):
     train.assign(y=1.0).to_csv(tmp_path / "u.csv", index=False)
     with pytest.raises(DataError, match="pass --target y"):
         api.reuse(market, [res.id], data=tmp_path / "u.csv")
+
+
+# ----------------------------------------------------------------------------- found by breaking it
+
+def test_a_pipeline_that_starts_with_passthrough_is_fed_by_its_first_steps_names(tmp_path,
+                                                                                market):
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+
+    train = frame(200, 16)
+    order = ["f3", "f2", "f1", "f0"]
+    model = Pipeline([("p", "passthrough"), ("m", LinearRegression())]).fit(
+        train[order], train["f3"] / 100 + train["f0"])
+    res = publish(tmp_path, market, "pt", train, skops_bytes(model), meta("pt"))
+    user = frame(30, 17)
+    user.to_csv(tmp_path / "u.csv", index=False)
+    out = api.reuse(market, [res.id], data=tmp_path / "u.csv")
+    np.testing.assert_allclose(out.predictions["prediction"], model.predict(user[order]),
+                               rtol=1e-12)
+
+
+def test_a_model_with_undeclared_inner_names_is_refused(tmp_path):
+    """A VotingRegressor over such a pipeline declares no names at all: scikit-learn only
+    warns, lw refuses (exit 7) instead of feeding it by position."""
+    from sklearn.ensemble import VotingRegressor
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import Pipeline
+
+    train = frame(200, 18)
+    model = VotingRegressor([("a", Pipeline([("p", "passthrough"),
+                                             ("m", LinearRegression())]))]).fit(
+        train[["f3", "f2", "f1", "f0"]], train["f0"])
+    man = meta("vote")
+    d = publish(tmp_path, tmp_path / "nomarket", "vote", train, skops_bytes(model), man,
+                pack=False)
+    with pytest.raises(ModelCheckError, match="fitted on named columns") as err:
+        api.build_spec(d / "train.csv", model=d / man.model_file, meta=d / "learnware.toml",
+                       k=20)
+    assert err.value.exit_code == 7
+
+
+def test_fill_values_are_refused_not_fitted_into_a_nan_spec(tmp_path):
+    """A NetCDF fill value (9.96921e36) fits float32 but its square does not: the spec came
+    out NaN at exit 0, or founded an island with a useless bandwidth."""
+    from conftest import ROOT
+
+    user = pd.read_csv(ROOT / "sample_market" / "user" / "wanshouxigong_20h.csv")
+    for fill in (9.96921e36, 1e30, -3e38):
+        bad = user.copy()
+        bad.loc[0, "PRES"] = fill
+        bad.to_csv(tmp_path / "b.csv", index=False)
+        for market in (ROOT / "sample_market" / "market", None):
+            with pytest.raises(DataError, match="column 'PRES', data row 1, holds .*fill or "
+                                                "no-data value") as err:
+                api.build_spec(tmp_path / "b.csv", target="PM2.5", market=market, k=10)
+            assert err.value.exit_code == 4
+    with pytest.raises(DataError, match="fill or no-data"):   # arrays from Python too
+        from lwcli.engine.kernels import fit_metric
+        from lwcli.engine.rkme import fit_rkme
+
+        Z = np.random.default_rng(0).normal(size=(50, 3))
+        metric = fit_metric(Z)
+        Z[3, 1] = 1e30
+        fit_rkme(Z, metric, k=5)
+
+
+def test_a_non_numeric_regression_target_is_invalid_input(tmp_path):
+    from conftest import ROOT
+
+    user = pd.read_csv(ROOT / "sample_market" / "user" / "wanshouxigong_20h.csv")
+    user["PM2.5"] = user["PM2.5"].astype(object)
+    user.loc[2, "PM2.5"] = "<5"
+    user.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(DataError, match="holds '<5', not a number"):
+        api.build_spec(tmp_path / "b.csv", target="PM2.5", market=ROOT / "sample_market" /
+                       "market", k=10)
+
+
+def test_zero_padded_and_decimal_class_labels_are_one_class(tmp_path, market):
+    """Classes "01"/"02" in the manifest; the user's CSV holds 01/02, read as 1 and 2."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    train = frame(200, 19)
+    y = np.where(train["f0"] > 0, "02", "01")
+    model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(train.to_numpy(), y)
+    res = publish(tmp_path, market, "padded", train, skops_bytes(model),
+                  meta("padded", task="classification", classes=["01", "02"]))
+    user = frame(60, 20)
+    yu = np.where(user["f0"] > 0, "02", "01")
+    user.assign(code=yu).to_csv(tmp_path / "u.csv", index=False)    # written 01 / 02
+    out = api.reuse(market, [res.id], data=tmp_path / "u.csv", target="code")
+    truth = float((model.predict(user.to_numpy()) == yu).mean())
+    assert out.scores["accuracy"] == pytest.approx(truth) and truth > 0.9
+
+
+def test_single_reuse_returns_the_models_own_labels(tmp_path, market):
+    """Labels are the model's predict, not the argmax of its probabilities (k-NN ties)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    train = frame(200, 21)
+    y = np.where(train["f0"] + train["f1"] / 10 > 0, "yes", "no")
+    model = KNeighborsClassifier(4).fit(train.to_numpy(), y)
+    res = publish(tmp_path, market, "knn", train, skops_bytes(model),
+                  meta("knn", task="classification", classes=["yes", "no"]))
+    user = frame(200, 22)
+    user.to_csv(tmp_path / "u.csv", index=False)
+    out = api.reuse(market, [res.id], data=tmp_path / "u.csv")
+    assert list(out.predictions["prediction"]) == list(model.predict(user.to_numpy()))
+
+
+def test_probability_columns_are_named_in_the_users_type(tmp_path, market):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _rain(300, 3)
+    res = publish(tmp_path, market, "rain", X, skops_bytes(
+        LogisticRegression(max_iter=1000).fit(X.to_numpy(), y)),
+        meta("rain", task="classification", classes=[False, True], features=list(X.columns)))
+    Xu, yu = _rain(50, 4)
+    Xu.assign(rain=yu.astype(int)).to_csv(tmp_path / "u.csv", index=False)    # 0/1
+    out = api.reuse(market, [res.id], data=tmp_path / "u.csv", target="rain", proba=True)
+    assert list(out.predictions.columns) == ["prediction", "proba_0", "proba_1"]
+    assert out.predictions["prediction"].dtype == np.int64

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError, SpecError
-from ..validation import check_float32_range
+from ..validation import check_fill_values, check_float32_range
 from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
 from .qp import simplex_qp
 
@@ -245,6 +245,7 @@ def fit_rkme(
         raise DataError(f"--k {k} reduced points asked for, but the data has {m} rows",
                         f"use --k {min(m, 100)} or fewer, or pass more rows")
     check_float32_range(Z, None, "data")   # the data passes below are float32
+    check_fill_values(Z, None, "data")      # their squares too
     device = device or torch.device("cpu")
     dtype = torch.float32  # data passes; beta, errors and the stored points are float64
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -279,6 +280,9 @@ def fit_rkme(
     points = T.double().cpu().numpy() * np.asarray(metric.scales)
     beta = np.clip(beta, 0.0, None)
     beta = beta / beta.sum()
+    if not math.isfinite(approx_error):      # the guards above should make this unreachable
+        raise DataError("the RKME fit did not converge to finite values (approximation error "
+                        f"{approx_error})", "check the data for extreme values")
     return RKME(beta=beta, points=points, metric=metric, n_rows=m, approx_error=approx_error,
                 seed=seed, fit_info={"error_estimate": how, "alternations": n_alternations,
                                      "steps": steps, "device": str(device)})

@@ -184,7 +184,8 @@ def load_anchor_set(market: Market, island: str) -> AnchorSet:
     """The live anchors of ``island``; a clear error when refresh has not built them."""
     lay = market.layout
     name = current_generation_in(lay.anchors)
-    hint = f"run lw market refresh --market {market.root} to choose anchors"
+    hint = (f"run lw market refresh --market {market.root} to choose anchors (with --trust "
+            "if the island's models are pickled)")
     if name is None:
         raise NotFoundError("this market has no anchors yet", hint)
     path = lay.anchors_generation(name)

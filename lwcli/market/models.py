@@ -19,6 +19,7 @@ machine idle threads spinning cost 10-100x.
 from __future__ import annotations
 
 import io
+import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -104,7 +105,9 @@ class OnnxModel:
         if bad:
             raise ModelCheckError(f"the ONNX model has inputs of types lw cannot feed: {bad[:3]}",
                                   f"export it with inputs of {', '.join(ONNX_DTYPES)}")
-        if len(ins) == 1:
+        if len(ins) == 1 and len(self.features) == 1 and len(ins[0].shape or []) == 1:
+            self._feed = [(ins[0].name, ONNX_DTYPES[ins[0].type], (0, 1))]   # [N], one feature
+        elif len(ins) == 1:
             shape = list(ins[0].shape or [])
             width = shape[-1] if len(shape) == 2 else None
             if len(shape) != 2 or (isinstance(width, int) and width != len(self.features)):
@@ -202,6 +205,18 @@ def one_thread():
         yield
 
 
+def declared_names(model):
+    """The column names a fitted model takes: its ``feature_names_in_``, or for a Pipeline
+    whose first steps are ``"passthrough"`` (or None) those of its first real step."""
+    names = getattr(model, "feature_names_in_", None)
+    steps = getattr(model, "steps", None)
+    if names is None and isinstance(steps, list):
+        for _, step in steps:
+            if step is not None and not (isinstance(step, str) and step == "passthrough"):
+                return declared_names(step)
+    return names
+
+
 class BoundModel:
     """A loaded model that takes rows with columns in ``features`` order (the manifest's) and
     feeds it by name. ``predict_proba`` and ``classes_`` exist when the model has them."""
@@ -210,12 +225,12 @@ class BoundModel:
         self.model = model
         self.features = tuple(nfc(f) for f in features)
         self._columns = None                 # model column order -> positions in ``features``
-        names = getattr(model, "feature_names_in_", None)
+        names = declared_names(model)
         if names is not None and not isinstance(model, OnnxModel):
             names = [nfc(n) for n in names]
             _check_names(names, self.features, "the columns the model was fitted on")
             pos = {f: j for j, f in enumerate(self.features)}
-            self._names = [str(n) for n in model.feature_names_in_]
+            self._names = [str(n) for n in declared_names(model)]
             self._columns = np.asarray([pos[n] for n in names])
         else:
             n_in = getattr(model, "n_features_in_", None)
@@ -236,20 +251,30 @@ class BoundModel:
 
         return pd.DataFrame(X[:, self._columns], columns=self._names)
 
+    def _call(self, method: str, X: np.ndarray):
+        with one_thread(), warnings.catch_warnings():
+            # an estimator inside the model was fitted on named columns that the model does
+            # not declare at its top level (a meta-estimator over such a pipeline): lw cannot
+            # know which column is which, and scikit-learn would only warn
+            warnings.filterwarnings("error", message=".*was fitted with feature names",
+                                    category=UserWarning)
+            try:
+                return getattr(self.model, method)(self._input(X))
+            except UserWarning as exc:
+                raise ModelCheckError(
+                    f"part of the model was fitted on named columns that the model does not "
+                    f"declare ({exc}); lw feeds models by name and cannot tell which column is "
+                    "which", "fit the model on an array in input.features order, or so that "
+                    "its top level has feature_names_in_") from None
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        with one_thread():
-            return self.model.predict(self._input(X))
+        return self._call("predict", X)
 
     @property
     def predict_proba(self):
         if not hasattr(self.model, "predict_proba"):
             raise AttributeError("predict_proba")
-
-        def predict_proba(X: np.ndarray) -> np.ndarray:
-            with one_thread():
-                return self.model.predict_proba(self._input(X))
-
-        return predict_proba
+        return lambda X: self._call("predict_proba", X)
 
     @property
     def classes_(self):
@@ -364,12 +389,18 @@ def check_class_order(model, X: np.ndarray, labels_onehot: np.ndarray,
     if wrong:
         fixed = [said.get(j, have[j]) for j in range(len(have))]
         where = "classes_" if own is not None else "output.classes"
+        first = next(iter(wrong))
+        if sorted(fixed) == sorted(have):
+            seen = f"its own labels say column order {fixed}"
+            fix = (f"declare output.classes in the order {fixed}" if own is None else
+                   "fix the model's classes_ or its probability output")
+        else:
+            seen = f"its own labels disagree for columns {sorted(wrong)}"
+            fix = "check the class order of the model's probability output"
         raise ModelCheckError(
-            f"the model's probability columns are not in the order of its {where} "
-            f"{have}: its own labels say column order {fixed} (e.g. where the column of "
-            f"{next(iter(wrong))!r} is largest it predicts {wrong[next(iter(wrong))]!r})",
-            f"declare output.classes = {fixed}" if own is None else
-            "fix the model's classes_ or its probability output")
+            f"the model's probability columns are not in the order of its {where} {have}: "
+            f"{seen} (where the column of {first!r} is largest it predicts {wrong[first]!r})",
+            fix)
 
 
 def canonical_skops(data: bytes) -> bytes:

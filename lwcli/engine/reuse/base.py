@@ -64,6 +64,16 @@ class Learnware:
                                   "check the input data, or leave this learnware out")
         return Y
 
+    def predict_labels(self, X: np.ndarray) -> list[str]:
+        """The model's own predicted labels, as class keys; each one a declared class."""
+        labels = [label_str(v) for v in np.asarray(_call(self, "predict", X)).ravel()]
+        unknown = sorted(set(labels) - set(self.classes))
+        if len(labels) != len(X) or unknown:
+            raise ModelCheckError(f"learnware {self.id} predicted {len(labels)} labels for "
+                                  f"{len(X)} rows, {unknown[:5]} outside its classes "
+                                  f"{list(self.classes)}", "fix the learnware")
+        return labels
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities in the manifest's declared class order, shape (n, n_classes).
 

@@ -31,6 +31,18 @@ class SingleReuser(Reuser):
     def _combine(self, X) -> np.ndarray:
         return self.learnware_outputs(X)[0]
 
+    def predict(self, X) -> np.ndarray:
+        """The learnware's own ``predict``: its labels, not the argmax of its probabilities,
+        which differ on ties (k-NN, forests) and for models like SVC whose labels are not
+        the argmax of their probabilities."""
+        if self.task_ != "classification":
+            return super().predict(X)
+        X = self._check_X(X)
+        (lw,) = self.learnwares_
+        labels = lw.predict_labels(X[:, self._columns(lw)])
+        index = {k: i for i, k in enumerate(self.class_keys_)}
+        return self.classes_[[index[k] for k in labels]]
+
 
 class AverageReuser(Reuser):
     """Average several learnwares: the mean for regression; for classification the mean
