@@ -138,9 +138,13 @@ def build_spec(
             task, outputs = man.task, tuple(man.outputs)
         else:
             y = table.y
+            # numbers are classes when they are few integers that repeat: 20 integral
+            # PM2.5 readings with 19 distinct values are a regression target
             numeric = y.dtype.kind in "iuf"
-            task = "regression" if numeric and len(np.unique(y)) > 20 else (
-                "classification" if not numeric or np.allclose(y, np.round(y)) else "regression")
+            distinct = len(np.unique(y))
+            task = "classification" if not numeric or (
+                distinct <= 20 and 2 * distinct <= len(y) and np.allclose(y, np.round(y))) \
+                else "regression"
             outputs = (tuple(sorted({label_str(v) for v in y})) if task == "classification"
                        else (target,))
         Y = encode_outputs(table.y, task, outputs, f"target column {target!r}")

@@ -536,3 +536,14 @@ def test_probability_columns_are_named_in_the_users_type(tmp_path, market):
     out = api.reuse(market, [res.id], data=tmp_path / "u.csv", target="rain", proba=True)
     assert list(out.predictions.columns) == ["prediction", "proba_0", "proba_1"]
     assert out.predictions["prediction"].dtype == np.int64
+
+
+def test_a_few_integral_readings_are_a_regression_target(tmp_path):
+    """20 PM2.5 readings, all integers, 19 distinct: not 19 classes."""
+    from conftest import ROOT
+
+    sp = api.build_spec(ROOT / "sample_market" / "user" / "wanshouxigong_20h.csv",
+                        target="PM2.5", k=10)
+    assert sp.task == "regression" and sp.outputs == ("PM2.5",)
+    labels = pd.DataFrame({"a": np.arange(40.0), "y": np.arange(40) % 3})
+    assert api.build_spec(labels, target="y", k=10).task == "classification"

@@ -36,6 +36,9 @@ def _from_search(path: Path, top: Optional[int]) -> tuple[list[str], Optional[li
         if top is not None:
             return [str(r["id"]) for r in doc["single"][:top]], None
         mix = doc["mixture"]
+        if mix is None and isinstance(doc.get("single"), list):
+            raise InvalidInputError(f"{path} is a ranking from anchor scores, which has no "
+                                    "mixture", "pass --top N to reuse its N best learnwares")
         ids, weights = [str(i) for i in mix["ids"]], [float(w) for w in mix["weights"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidInputError(f"{path} is not the JSON of lw search with a mixture ({exc!r})",
