@@ -278,11 +278,79 @@ def _onnx_classifier(declared, tmp_path, market):
     return train, y, model, data, man
 
 
-def test_onnx_probabilities_in_another_order_than_declared_are_caught_at_qa(tmp_path, market):
-    """zipmap=False: a plain probability tensor; the manifest says ["yes", "no"] but the
-    graph's columns are ["no", "yes"] (sorted, as scikit-learn orders classes_)."""
+def test_onnx_probabilities_follow_the_graphs_own_class_labels(tmp_path, market):
+    """zipmap=False: a plain probability tensor whose columns are ["no", "yes"] (the graph's
+    classlabels), under a manifest that says ["yes", "no"]: aligned by the graph's labels, as
+    a scikit-learn model's by its classes_ (field case 14 gave accuracy 0.25, swapped)."""
     train, y, model, data, man = _onnx_classifier(["yes", "no"], tmp_path, market)
-    d = publish(tmp_path, market, "cardio", train, data, man, pack=False)
+    res = publish(tmp_path, market, "cardio", train, data, man)
+    user = frame(60, 10, ["age", "bp", "hr"])
+    user.to_csv(tmp_path / "user.csv", index=False)
+    out = api.reuse(market, [res.id], data=tmp_path / "user.csv", proba=True)
+    np.testing.assert_allclose(out.predictions[["proba_no", "proba_yes"]],
+                               model.predict_proba(user.to_numpy()), atol=1e-5)
+
+
+def test_rare_classes_of_an_onnx_graph_are_never_swapped(tmp_path, market):
+    """Five classes, two of them rare (never the most likely on QA's probes): a permuted
+    manifest used to pass QA with their probability columns swapped."""
+    pytest.importorskip("onnxruntime")
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    train = frame(400, 23, ["a", "b", "c"])
+    rng = np.random.default_rng(23)
+    y = np.where(train["a"] > 0, "A", "B").astype(object)
+    y[rng.choice(400, 12, replace=False)] = "C"
+    y[rng.choice(400, 12, replace=False)] = "D"
+    y[train["b"] > 15] = "E"
+    model = LogisticRegression(max_iter=3000).fit(train.to_numpy(), y)
+    data = to_onnx(model, train.to_numpy()[:1].astype(np.float32),
+                   options={id(model): {"zipmap": False}}).SerializeToString()
+    man = meta("five", fmt="onnx", task="classification", classes=["A", "B", "D", "C", "E"],
+               features=["a", "b", "c"])
+    res = publish(tmp_path, market, "five", train, data, man)
+    user = frame(80, 24, ["a", "b", "c"])
+    user.to_csv(tmp_path / "user.csv", index=False)
+    out = api.reuse(market, [res.id], data=tmp_path / "user.csv", proba=True)
+    P = model.predict_proba(user.to_numpy())
+    for j, c in enumerate(model.classes_):
+        np.testing.assert_allclose(out.predictions[f"proba_{c}"], P[:, j], atol=1e-5)
+
+
+def _labelless_onnx_classifier() -> bytes:
+    """A graph with a label output and a plain probability tensor, and no classlabels
+    attribute anywhere: column 0 is P("no"), column 1 P("yes"); labels "no"/"yes"."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["p_yes"]),
+        helper.make_node("Neg", ["x"], ["minus_x"]),
+        helper.make_node("Sigmoid", ["minus_x"], ["p_no"]),
+        helper.make_node("Concat", ["p_no", "p_yes"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["top"], axis=1, keepdims=0),
+        helper.make_node("LabelEncoder", ["top"], ["label"], domain="ai.onnx.ml",
+                         keys_int64s=[0, 1], values_strings=["no", "yes"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "labelless",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("label", TensorProto.STRING, [None]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("ai.onnx.ml", 2)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_graph_without_class_labels_is_checked_against_its_own_labels_at_qa(tmp_path,
+                                                                               market):
+    pytest.importorskip("onnxruntime")
+    train = frame(200, 25, ["x"])
+    man = meta("labelless", fmt="onnx", task="classification", classes=["yes", "no"],
+               features=["x"])
+    d = publish(tmp_path, market, "labelless", train, _labelless_onnx_classifier(), man,
+                pack=False)
     sp = api.build_spec(d / "train.csv", model=d / man.model_file, meta=d / "learnware.toml",
                         k=20)
     api.write_spec(sp, d / "rkme.json")

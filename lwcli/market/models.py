@@ -161,6 +161,28 @@ class OnnxModel:
         return np.asarray(proba, dtype=np.float64)
 
 
+def onnx_class_labels(data: bytes):
+    """The class labels an ONNX classifier's graph declares, in its probability columns' order
+    (the ``classlabels_*`` attribute of its ``ai.onnx.ml`` classifier or ZipMap node), or None
+    when the graph declares none, or several different lists."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        graph = onnx.load_model_from_string(data).graph
+    except Exception:        # onnxruntime reports an unloadable model with its own words
+        return None
+    found = set()
+    for node in graph.node:
+        for a in node.attribute:
+            if node.domain == "ai.onnx.ml" and a.name.startswith("classlabels_"):
+                values = ([s.decode() for s in a.strings] if a.strings else list(a.ints))
+                if values:
+                    found.add(tuple(values))
+    return list(found.pop()) if len(found) == 1 else None
+
+
 def _load_onnx(data: bytes, features: Sequence[str]):
     try:
         import onnxruntime as ort
@@ -175,7 +197,11 @@ def _load_onnx(data: bytes, features: Sequence[str]):
     except Exception as exc:
         raise ModelCheckError(f"onnxruntime cannot load the model: {exc}",
                               "export the model again with a supported opset") from exc
-    return OnnxModel(sess, features)
+    model = OnnxModel(sess, features)
+    labels = onnx_class_labels(data)
+    if labels is not None:      # probability columns by the graph's own labels, as sklearn's
+        model.classes_ = np.asarray(labels)
+    return model
 
 
 # ---------------------------------------------------------------------------- binding
