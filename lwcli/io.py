@@ -204,9 +204,13 @@ def _load_frame(path: Path, suffix: str):
         raise DataError(f"{path} is empty: expected a header and at least one row",
                         "pass a file with data rows") from exc
     except UnicodeDecodeError as exc:
+        if bytes(exc.object[:2]) in (b"\xff\xfe", b"\xfe\xff"):   # a UTF-16 byte order mark
+            raise DataError(f"{path} is UTF-16 text; lw reads UTF-8",
+                            "save it as UTF-8, e.g. pandas.read_csv(path, encoding='utf-16')"
+                            ".to_csv(out, index=False)") from exc
         raise DataError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
                         "cannot be decoded)", "save it as UTF-8, e.g. pandas.read_csv(path, "
-                        "encoding='latin-1').to_csv(out, index=False)") from exc
+                        "encoding='latin-1').to_csv(out, index=False) if it is Latin-1") from exc
     except ValueError as exc:
         if suffix == ".npy" and "pickle" in str(exc):
             raise DataError(

@@ -335,3 +335,10 @@ def test_errors_quoting_a_multi_line_library_message_stay_one_line(tmp_path):
     p = _write(tmp_path / "d.csv", "a,b\n1,2\n3,4,5,6\n7,8\n")
     msg = _refused(p)
     assert "\n" not in msg
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path):
+    p = tmp_path / "u16.csv"
+    p.write_bytes("a,b\n1,2\n3,4\n".encode("utf-16"))
+    msg = _refused(p)
+    assert "is UTF-16 text" in msg and "encoding='utf-16'" in msg

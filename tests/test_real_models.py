@@ -87,6 +87,8 @@ def test_a_model_fitted_on_permuted_columns_is_fed_by_name(tmp_path, market):
                                model.predict(user[order]), rtol=1e-12)
     with pytest.raises(DataError, match="missing"):
         reuser.predict(user[["f0", "f1", "f2"]].assign(g=1.0))
+    with pytest.raises(DataError, match=r"non-numeric columns \['f1'\]"):   # as a file would be
+        reuser.predict(user.assign(f1=user["f1"] > 0))
 
 
 def test_a_model_whose_columns_differ_from_the_manifest_is_refused_at_pack_and_submit(

@@ -233,11 +233,15 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
                             "pass a DataFrame with exactly the learnwares' input columns "
                             "(any order), or an array in feature_names_in_ order")
         pos = [names.index(f) for f in want]
-        try:
-            return np.asarray(X.iloc[:, pos], dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"X has non-numeric values ({exc})",
-                            "encode every input column as numbers") from exc
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        odd = [names[p] for p in pos
+               if not is_numeric_dtype(X.dtypes.iloc[p]) or is_bool_dtype(X.dtypes.iloc[p])]
+        if odd:   # as files are: no silent bool -> 0/1 or text -> number conversions
+            raise DataError(f"X has non-numeric columns {odd[:5]} "
+                            f"({', '.join(str(X.dtypes.iloc[names.index(c)]) for c in odd[:3])})",
+                            "encode every input column as numbers")
+        return np.asarray(X.iloc[:, pos], dtype=np.float64)
 
     def check_labels(self, y, what: str = "y") -> None:
         """Refuse labels outside ``classes_``: no prediction could ever match them, so a
