@@ -98,7 +98,7 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
         raise SpecError(f"{source}: {exc.message}", exc.hint) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise SpecError(f"{source} is malformed: {exc!r}", "rebuild it with lw spec") from exc
-    if not (np.isfinite(rkme.approx_error) and rkme.approx_error >= 0):
+    if np.isinf(rkme.approx_error) or rkme.approx_error < 0:   # NaN: not known (synthetic)
         raise SpecError(f"{source} has approximation error {rkme.approx_error}: the fit that "
                         "made it failed", "rebuild it with lw spec")
     if len(features) != metric.n_inputs:
