@@ -14,6 +14,8 @@ Exit codes (documented in the README):
     6  device or optional extra unavailable
     7  model rejected by quality assurance (crash, timeout, wrong outputs)
     8  untrusted model format refused (pickle/joblib without --trust)
+    9  storage: the market or an output file cannot be written (disk full, read-only
+       filesystem, permission denied); nothing was changed
 """
 
 from __future__ import annotations
@@ -95,6 +97,14 @@ class ModelCheckError(LwError):
 
 class UntrustedModelError(LwError):
     exit_code = 8
+
+
+class StorageError(LwError):
+    """A write failed for a reason outside lw and the input: no space left (ENOSPC, EDQUOT,
+    a short write), a read-only filesystem (EROFS) or no permission (EACCES, EPERM). What was
+    being written is left as it was before (writes are atomic)."""
+
+    exit_code = 9
 
 
 class NumericalWarning(UserWarning):
