@@ -316,43 +316,82 @@ class SubmitResult:
 
 def submit(package: str | Path, market: str | Path, *, trust: bool = False,
            timeout: float | None = None, device: str | None = None) -> SubmitResult:
-    """Check a package and store it in the market. Idempotent: same package, same id."""
+    """Check a package and store it in the market. Idempotent: same package, same id.
+
+    All or nothing, also across a crash: an intent record is written (under the writers'
+    lock) before anything changes, and removed once the learnware is stored and indexed. A
+    failure undoes what was done (the market is left byte for byte as it was); a submit that
+    died is completed or undone by the next lw process that writes (or opens a writable
+    market), or by the same submit again."""
     from .device import resolve_device
+    from .faults import point
     from .market.checks import quality_check
-    from .market.index import add_to_index
+    from .market.index import add_to_index, load_index
     from .market.package import read_package
-    from .market.store import Island, Market, market_lock, utcnow
+    from .market.store import Island, Market, utcnow
+
+    def indexed(mk) -> bool:
+        try:
+            idx = load_index(mk)
+            return idx is not None and idx.row_of(lw_id) is not None
+        except MarketError:
+            return False
 
     mk = Market.open(market)
     pkg = read_package(package)
     lw_id = pkg.learnware_id
     iid = pkg.manifest.island_id()
-    if mk.has(lw_id):
+    if mk.has(lw_id) and indexed(mk):
         return SubmitResult(lw_id, iid, "exists")
     metric = pkg.spec.rkme.metric
-    existing = mk.islands().get(iid)
-    if existing is not None and existing.metric.digest() != metric.digest():
-        raise MetricMismatchError(
-            f"the package's specification was fitted with kernel metric {metric.digest()}, but "
-            f"island {iid} uses {existing.metric.digest()}",
-            f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
-    qa = quality_check(pkg, trust=trust, timeout=timeout, tmp_dir=mk.layout.tmp)
+    stored = mk.has(lw_id)              # by a submit that died before indexing it
+    qa = None
+    if not stored:
+        existing = mk.islands().get(iid)
+        if existing is not None and existing.metric.digest() != metric.digest():
+            raise MetricMismatchError(
+                f"the package's specification was fitted with kernel metric {metric.digest()}, "
+                f"but island {iid} uses {existing.metric.digest()}",
+                f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
+        # the model runs in a child with its scratch files outside the market
+        qa = quality_check(pkg, trust=trust, timeout=timeout)
     dev = resolve_device(device)
-    with market_lock(mk.layout):
-        mk.reload()
-        created = False
+    with mk.writing(device=dev):        # recovers what a dead writer left, first
+        point("submit:locked", mk.root)
+        if mk.has(lw_id):               # completed by recovery, or stored meanwhile
+            if not indexed(mk):
+                add_to_index(mk, lw_id, dev)
+            rec = mk.record(lw_id)
+            return SubmitResult(lw_id, iid, "added" if stored else "exists",
+                                qa=dict(rec.get("qa", {})) if stored else {})
         current = mk.islands().get(iid)
-        if current is None:
-            mk._add_island(Island(iid, pkg.manifest.island_key(), metric, utcnow(), lw_id))
-            created = True
-        elif current.metric.digest() != metric.digest():
+        if current is not None and current.metric.digest() != metric.digest():
             raise MetricMismatchError(
                 f"island {iid} was created meanwhile with kernel metric {current.metric.digest()}",
                 f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
-        record = {"id": lw_id, "island": iid, "submitted_at": utcnow(),
-                  "lw_version": __version__, "trusted_load": bool(trust), "qa": qa.to_dict()}
-        added = mk.commit_learnware(lw_id, pkg.files, record)
-        add_to_index(mk, lw_id, dev)
+        created = current is None
+        if qa is None:                  # it was stored, and is gone again: check it after all
+            qa = quality_check(pkg, trust=trust, timeout=timeout)
+        before = mk.layout.market_toml.read_bytes() if created else None
+        mk.write_intent(lw_id, iid, created)
+        point("submit:intent", mk.layout.intent(lw_id))
+        try:
+            if created:
+                mk._add_island(Island(iid, pkg.manifest.island_key(), metric, utcnow(), lw_id))
+                point("submit:island", mk.layout.market_toml)
+            record = {"id": lw_id, "island": iid, "submitted_at": utcnow(),
+                      "lw_version": __version__, "trusted_load": bool(trust), "qa": qa.to_dict()}
+            added = mk.commit_learnware(lw_id, pkg.files, record)
+            point("submit:committed", mk.layout.learnware(lw_id))
+            add_to_index(mk, lw_id, dev)
+            point("submit:indexed", mk.layout.index)
+        except BaseException:
+            try:                        # leave the market as it was; else the next writer will
+                mk.undo_submit(lw_id, iid, created, before)
+            except Exception:           # noqa: BLE001 - the intent stays for recovery
+                pass
+            raise
+        mk.clear_intent(lw_id)
     return SubmitResult(lw_id, iid, "added" if added else "exists", created, qa.to_dict())
 
 
@@ -912,26 +951,39 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
                    trust: bool = False, n_anchors: int | None = None) -> dict:
     """Rebuild the derived data: the search index and each island's anchors.
 
-    Idempotent: an unchanged market writes nothing (``changed`` is false). Anchors run every
-    learnware on the island's probe inputs; pickle/joblib learnwares join only with ``trust``.
+    Idempotent: an unchanged market writes nothing (``changed`` is false) and takes no lock,
+    so it works on a read-only market. Anchors run every learnware on the island's probe
+    inputs; pickle/joblib learnwares join only with ``trust``. ``force`` rebuilds both into
+    new generations and switches to them atomically (the repair for damaged derived data).
     """
     from .device import resolve_device
+    from .faults import point
     from .market.anchors import plan_anchors, publish_anchors
-    from .market.index import build_index
-    from .market.store import Market, market_lock
+    from .market.index import build_index, index_state
+    from .market.store import Market, current_generation_in
 
     if n_anchors is not None and n_anchors < 1:
         raise UsageError(f"--anchors must be >= 1, got {n_anchors}", "pass a positive number")
     mk = Market.open(market)
     dev = resolve_device(device)
-    with market_lock(mk.layout):
-        mk.reload()
-        gen, changed = build_index(mk, dev, force=force)
+    *_, fresh = index_state(mk)
+    if fresh and not force and not mk.needs_recovery():
+        gen, changed = current_generation_in(mk.layout.index), False      # nothing to write
+    else:
+        with mk.writing(device=dev):
+            point("refresh:locked", mk.root)
+            gen, changed = build_index(mk, dev, force=force)
+            point("refresh:indexed", mk.layout.index)
     # running every model for the anchors can take a while: not under the writers' lock
     # (learnwares are immutable; the plan's name is a digest of the members it used)
     plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force)
-    with market_lock(mk.layout):
-        anchors = publish_anchors(mk, plan, force=force)
+    point("refresh:planned", mk.root)
+    if plan.changed:
+        with mk.writing(device=dev):
+            anchors = publish_anchors(mk, plan, force=force)
+            point("refresh:published", mk.layout.anchors)
+    else:
+        anchors = publish_anchors(mk, plan, force=force)    # unchanged: writes nothing
     return {"generation": gen, "changed": changed or anchors["changed"],
             "index_changed": changed, "learnwares": len(mk.ids()),
             "islands": len(mk.islands()), "anchors": anchors}

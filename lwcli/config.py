@@ -32,3 +32,23 @@ def qa_timeout() -> float:
 
 def max_model_bytes() -> int:
     return int(_number("LW_MAX_MODEL_MB", 512) * (1 << 20))
+
+
+# -- fault injection, for lw's own crash and storage tests (see lwcli/faults.py) ------------
+#
+#    LW_CRASH_AT      comma-separated crash points (name or name@N: the N-th time the point is
+#                     reached); the process SIGKILLs itself there. Tests only.
+#    LW_FAIL_AT       comma-separated points (name, name@N, optionally =ERRNO, e.g.
+#                     index:staged=EROFS) where a write fails with that OSError (default
+#                     ENOSPC), as the OS would. Tests only.
+
+def _points(name: str) -> str:
+    return os.environ.get(name, "")
+
+
+def crash_at() -> str:
+    return _points("LW_CRASH_AT")
+
+
+def fail_at() -> str:
+    return _points("LW_FAIL_AT")

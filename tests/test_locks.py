@@ -76,16 +76,26 @@ def test_market_lock_held_by_another_process(market):
         pass
 
 
-def test_cli_exits_5_when_the_market_lock_is_held(market, monkeypatch):
+def test_cli_exits_5_when_the_market_lock_is_held(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from lwcli.cli.main import app
 
     monkeypatch.setattr(locks, "DEFAULT_TIMEOUT", 0.3)
+    market = tmp_path / "new-market"          # creating it needs the lock; another holds it
+    market.mkdir()
     with FileLock(Layout(market).lock):
         res = CliRunner().invoke(app, ["market", "init", str(market)])
     assert res.exit_code == 5, res.output
     assert f"lw: error: could not lock {Layout(market).lock} within 0.3 s" in res.output
+    assert not (market / "market.toml").exists() and not (market / "tmp").exists()
+    # an existing market needs no lock to be "initialised" again (read-only markets too)
+    with FileLock(Layout(market).lock):
+        pass
+    api.market_init(market)
+    with FileLock(Layout(market).lock):
+        res = CliRunner().invoke(app, ["market", "init", str(market)])
+    assert res.exit_code == 0, res.output
 
 
 def test_spec_folder_lock_waits_then_fails_with_a_typed_error(tmp_path):

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from ..errors import LwError
+from ..faults import storage_error
 
 #: Exit status when the reader of stdout went away (``lw market ls | head -1``): 128 + SIGPIPE,
 #: what a shell reports for a command killed by SIGPIPE, as git is. Nothing goes to stderr.
@@ -61,12 +62,23 @@ def handle_errors(fn):
             _flush_stdout()
             sys.stderr.write("lw: interrupted\n")
             raise typer.Exit(130) from None
-        except Exception as exc:  # a bug: say so plainly, keep the trace for LW_DEBUG=1
-            if os.environ.get("LW_DEBUG"):
-                raise
+        except OSError as exc:    # a storage fault that no write path named: still exit 9
+            err = storage_error(exc, verb="could not access")
+            if err is None:
+                return _internal(exc)
             _flush_stdout()
-            sys.stderr.write(f"lw: internal error: {type(exc).__name__}: {exc} "
-                             "(rerun with LW_DEBUG=1 for a traceback and report it)\n")
-            raise typer.Exit(1) from None
+            sys.stderr.write(f"lw: error: {err}\n")
+            raise typer.Exit(err.exit_code) from None
+        except Exception as exc:  # a bug: say so plainly, keep the trace for LW_DEBUG=1
+            return _internal(exc)
+
+    def _internal(exc: Exception):
+        if os.environ.get("LW_DEBUG"):
+            raise exc
+        _flush_stdout()
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+        sys.stderr.write(f"lw: internal error: {msg} "
+                         "(rerun with LW_DEBUG=1 for a traceback and report it)\n")
+        raise typer.Exit(1) from None
 
     return wrapper

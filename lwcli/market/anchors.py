@@ -23,6 +23,7 @@ import numpy as np
 
 from ..engine.anchors import choose_anchors, default_n_anchors, distances, probe_inputs
 from ..errors import LwError, MarketError, NotFoundError
+from .layout import generation_digest
 from .manifest import TRUST_FORMATS
 from .store import (Market, current_generation_in, publish_generation, save_npy_synced,
                     write_file_synced)
@@ -111,10 +112,13 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
               "n_anchors": n_anchors or "auto"}
     name = _digest(groups, params)
     lay = market.layout
-    if not force and current_generation_in(lay.anchors) == name and \
-            (lay.anchors_generation(name) / ANCHORS_JSON).is_file():
-        doc = json.loads((lay.anchors_generation(name) / ANCHORS_JSON).read_text())
-        return AnchorPlan(name, doc, {}, False)
+    cur = current_generation_in(lay.anchors, strict=False)
+    if not force and cur is not None and generation_digest(cur) == name:
+        try:
+            doc = json.loads((lay.anchors_generation(cur) / ANCHORS_JSON).read_text())
+            return AnchorPlan(cur, doc, {}, False)
+        except (OSError, ValueError):
+            pass                 # damaged: build it again (under a fresh name, see publish)
     doc = {"format": ANCHORS_FORMAT, "generation": name, "params": params, "islands": {},
            "skipped": list(skipped)}
     arrays: dict[str, np.ndarray] = {}
@@ -142,7 +146,11 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
 
 
 def publish_anchors(market: Market, plan: AnchorPlan, *, force: bool = False) -> dict:
-    """Make a planned generation live (caller holds the lock); a no-op when unchanged."""
+    """Make a planned generation live (caller holds the lock); a no-op when unchanged.
+
+    A forced plan, or one that replaces a damaged generation of the same digest, goes to a
+    fresh folder name: a live generation is never modified, ``CURRENT`` switches at once."""
+    name = plan.name
     if plan.changed:
         def write(stage: Path) -> None:
             for fname, arr in plan.arrays.items():
@@ -151,8 +159,11 @@ def publish_anchors(market: Market, plan: AnchorPlan, *, force: bool = False) ->
                               (json.dumps(plan.doc, indent=1, sort_keys=True) + "\n").encode())
 
         lay = market.layout
-        publish_generation(lay.anchors, plan.name, write, lay.tmp, replace=force)
-    return {"generation": plan.name, "changed": plan.changed, **_summary(plan.doc)}
+        cur = current_generation_in(lay.anchors, strict=False)
+        replace = force or (cur is not None and generation_digest(cur) == plan.name) or \
+            lay.anchors_generation(plan.name).exists()
+        name = publish_generation(lay.anchors, plan.name, write, lay.tmp, replace=replace).name
+    return {"generation": name, "changed": plan.changed, **_summary(plan.doc)}
 
 
 def _summary(doc: dict) -> dict:

@@ -38,6 +38,7 @@ import numpy as np
 from ..engine.search import (IslandSketch, SpecStack, build_sketch, build_stack, island_basis)
 from ..engine.sketch import SketchBasis
 from ..errors import MarketError
+from .layout import generation_digest
 from .store import (Island, Market, current_generation_in, publish_generation, save_npy_synced,
                     sha256, write_file_synced)
 
@@ -322,7 +323,8 @@ def island_view(market: Market, iid: str, device=None) -> IslandView | None:
 def publish_index(market: Market, tables: dict[str, IslandTable], *,
                   carry_from: "Index | None" = None, replace: bool = False) -> str:
     """Write a generation from ``tables`` (plus, hard-linked, every other island of
-    ``carry_from``) and make it live. Returns its name (the digest of its content)."""
+    ``carry_from``) and make it live. Returns its folder's name: the digest of its content,
+    plus a unique suffix when ``replace`` (a forced rebuild)."""
     islands = market.islands()
     entries, meta = [], {}
     carried = [i for i in (carry_from.islands() if carry_from else []) if i not in tables]
@@ -345,8 +347,7 @@ def publish_index(market: Market, tables: dict[str, IslandTable], *,
                           (json.dumps(catalog, indent=1, sort_keys=True) + "\n").encode())
 
     lay = market.layout
-    publish_generation(lay.index, digest, write, lay.tmp, replace=replace)
-    return digest
+    return publish_generation(lay.index, digest, write, lay.tmp, replace=replace).name
 
 
 def current_generation(market: Market) -> str | None:
@@ -374,8 +375,9 @@ def load_index(market: Market) -> Index | None:
     return None
 
 
-def build_index(market: Market, device=None, *, force: bool = False) -> tuple[str, bool]:
-    """Rebuild the index from ``learnwares/``. Returns (generation, changed)."""
+def index_state(market: Market) -> tuple[dict, dict[str, list[str]], str, bool]:
+    """What the index would be built from, without writing anything: (islands, island ->
+    ids, digest, whether the live generation already has that digest)."""
     islands = market.islands()
     groups: dict[str, list[str]] = {}
     for i in market.ids():
@@ -387,9 +389,19 @@ def build_index(market: Market, device=None, *, force: bool = False) -> tuple[st
     entries = [(i, iid, market.record(i)["files"]["rkme.json"])
                for iid, ids in groups.items() for i in ids]
     digest = index_digest(islands, entries)
-    if not force and current_generation(market) == digest and \
-            (market.layout.index_generation(digest) / CATALOG).is_file():
-        return digest, False
+    cur = current_generation_in(market.layout.index, strict=False)
+    fresh = cur is not None and generation_digest(cur) == digest and \
+        (market.layout.index_generation(cur) / CATALOG).is_file()
+    return islands, groups, digest, fresh
+
+
+def build_index(market: Market, device=None, *, force: bool = False) -> tuple[str, bool]:
+    """Rebuild the index from ``learnwares/`` (caller holds the lock). Returns (generation,
+    changed). Unchanged (same digest, ``force`` not given) writes nothing; ``force`` writes a
+    new generation under a fresh name and switches ``CURRENT`` to it."""
+    islands, groups, digest, fresh = index_state(market)
+    if fresh and not force:
+        return current_generation_in(market.layout.index), False
     tables = {iid: island_table(market, islands[iid], sorted(ids), device)
               for iid, ids in sorted(groups.items())}
     return publish_index(market, tables, replace=force), True

@@ -6,7 +6,10 @@
     index/<generation>/  derived, rebuildable: catalog.json + stacked specs per island
     anchors/CURRENT      names the live anchor generation
     anchors/<generation>/ derived, rebuildable: anchors.json + per island probe outputs, distances
-    tmp/                 staging on the same filesystem, so renames are atomic
+    tmp/                 staging on the same filesystem, so renames are atomic; created when a
+                         write needs it and removed when it is empty again
+    tmp/<id>.intent      a submit under way: what the next writer completes or undoes if the
+                         submit died (see :meth:`lwcli.market.store.Market.recover`)
     .lock                the writers' lock
 """
 
@@ -18,6 +21,15 @@ from pathlib import Path
 
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 RECORD_NAME = "record.json"
+# A derived generation: gen-<digest of its inputs>, plus -<unique suffix> when rebuilt by force
+GENERATION_RE = re.compile(r"^(gen-[0-9a-f]{20})(?:-[0-9a-f]{8,32})?$")
+INTENT_SUFFIX = ".intent"
+
+
+def generation_digest(name: str) -> str | None:
+    """The digest part of a generation folder's name (``gen-<digest>``), None if not one."""
+    m = GENERATION_RE.match(name or "")
+    return m.group(1) if m else None
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,9 @@ class Layout:
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
+
+    def intent(self, lw_id: str) -> Path:
+        return self.tmp / f"{lw_id}{INTENT_SUFFIX}"
 
     @property
     def lock(self) -> Path:

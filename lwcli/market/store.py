@@ -1,9 +1,23 @@
 """The market store: atomic writes, one writers' lock, islands, immutable learnwares.
 
-Correctness does not depend on the lock: a learnware becomes visible by one ``rename`` of a
-fully written, fsynced staging directory, and its name is derived from its content, so two
-processes racing to add the same package produce the same directory. The lock serialises the
-read-modify-write of ``market.toml`` (island creation) and of the index.
+A learnware becomes visible by one ``rename`` of a fully written, fsynced staging directory,
+and its name is derived from its content, so two processes racing to add the same package
+produce the same directory. The lock serialises the read-modify-write of ``market.toml``
+(island creation) and of the index.
+
+Crashes. Everything lw creates in ``tmp/`` it creates while holding the writers' lock, so
+whoever holds the lock knows that whatever is in ``tmp/`` was left by a process that died
+(an entry ``X`` with a held owner lock ``X.owner`` excepted). A submit writes an intent record
+``tmp/<id>.intent`` before it changes anything; every writer, once it holds the lock, and
+:meth:`Market.open` when the market is writable and the lock is free, first runs
+:meth:`Market.recover`: a learnware whose submit died after its rename is indexed (completed),
+an island whose first learnware never arrived is removed (undone), then stale temporaries and
+unused generations are removed and an empty ``tmp/`` with them. Derived generations
+(index, anchors) go live by one atomic replacement of ``CURRENT``; a generation folder is never
+replaced in place.
+
+Storage faults (full disk, read-only filesystem, no permission) are :class:`StorageError`
+(exit 9) naming the cause and the path (:func:`lwcli.faults.storage_guard`).
 """
 
 from __future__ import annotations
@@ -18,12 +32,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from contextlib import contextmanager
+
 from .. import __version__, _toml
 from ..engine.kernels import KernelMetric
-from ..errors import InvalidInputError, MarketError, NotFoundError, SpecError
-from ..locks import exclusive
+from ..errors import InvalidInputError, LwError, MarketError, NotFoundError, SpecError
+from ..faults import point, storage_guard
+from ..locks import exclusive, held_by_another
 from ..specfile import Spec, spec_from_bytes
-from .layout import ID_RE, RECORD_NAME, Layout
+from .layout import (GENERATION_RE, ID_RE, INTENT_SUFFIX, RECORD_NAME, Layout,
+                     generation_digest)
 from .manifest import Manifest, manifest_from_text
 
 SCHEMA_VERSION = 1
@@ -44,88 +62,131 @@ def sha256(data: bytes) -> str:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with storage_guard(path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_file_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    with storage_guard(path):
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
-    """Write ``data`` to a unique temporary name, fsync, rename over ``path``, fsync the folder."""
-    tmp_dir = tmp_dir or path.parent
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}.incomplete"
-    try:
-        write_file_synced(tmp, data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    """Write ``data`` to a unique temporary name, fsync, rename over ``path``, fsync the folder.
+    A storage fault is :class:`StorageError` naming ``path``; ``path`` is then unchanged."""
+    path = Path(path)
+    tmp_dir = Path(tmp_dir) if tmp_dir is not None else path.parent
+    with storage_guard(path):
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}.incomplete"
+        try:
+            write_file_synced(tmp, data)
+            point("atomic-write:written", path)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        _fsync_dir(path.parent)
 
 
 def save_npy_synced(path: Path, arr) -> None:
     """``np.save`` without pickles, flushed and fsynced."""
     import numpy as np
 
-    with open(path, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
+    with storage_guard(path):
+        with open(path, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
-def current_generation_in(area: Path) -> str | None:
-    """The generation that ``area/CURRENT`` names (derived data: index, anchors), if any."""
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+REPAIR_HINT = "repair it with lw market refresh --force"
+
+
+def current_generation_in(area: Path, *, strict: bool = True) -> str | None:
+    """The generation that ``area/CURRENT`` names (derived data: index, anchors), if any.
+
+    A ``CURRENT`` that does not name a generation (random bytes, a foreign path) is damage:
+    :class:`MarketError` (exit 5) with the repair command, or None when not ``strict`` (a
+    writer about to replace it)."""
+    cur = area / "CURRENT"
     try:
-        name = (area / "CURRENT").read_text().strip()
+        raw = cur.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return name or None
+    except OSError as exc:
+        if not strict:
+            return None
+        raise MarketError(f"{cur} is unreadable ({exc.strerror or exc})", REPAIR_HINT) from exc
+    name = raw.decode("utf-8", "replace").strip()
+    if not name:
+        return None
+    if not GENERATION_RE.match(name):
+        if not strict:
+            return None
+        shown = name[:40].encode("ascii", "backslashreplace").decode()
+        raise MarketError(f"{cur} is damaged: it should name a generation (gen-<digest>), "
+                          f"it holds {shown!r}", REPAIR_HINT)
+    return name
 
 
 def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
                        replace: bool = False) -> Path:
-    """Publish a derived generation folder ``area/<name>`` and point ``area/CURRENT`` at it.
+    """Publish a derived generation ``area/<name>`` (``name`` is the digest of its inputs)
+    and point ``area/CURRENT`` at it, in one atomic switch.
 
     ``write(stage)`` fills a staging folder in ``tmp_dir`` (same filesystem); the folder is
-    fsynced and renamed into place (an existing generation of that name is kept: names are
-    digests of content, unless ``replace``: then it is swapped out, to repair a damaged one),
-    ``CURRENT`` is replaced atomically, and older generations are removed. Readers see the
-    old generation or the new one, never a mix.
+    fsynced and renamed to a name that does not exist yet: ``<name>``, or with ``replace`` (a
+    forced rebuild, to repair a damaged generation) ``<name>-<unique suffix>``, so a live
+    generation is never touched. Then ``CURRENT`` is replaced atomically and the other
+    generations are removed. Readers see the old generation or the new one, never a mix, and
+    a crash at any point leaves ``CURRENT`` naming a whole generation. Returns the folder.
     """
-    final = area / name
-    if replace or not final.exists():
+    final = area / (f"{name}-{uuid.uuid4().hex[:12]}" if replace else name)
+    if replace or not final.is_dir():    # an existing one was renamed in whole: reuse it
         stage = tmp_dir / f"{area.name}-{uuid.uuid4().hex}"
-        stage.mkdir(parents=True)
+        with storage_guard(stage):
+            stage.mkdir(parents=True)
         try:
             write(stage)
             _fsync_dir(stage)
-            area.mkdir(parents=True, exist_ok=True)
-            if replace and final.exists():
-                old = tmp_dir / f"{area.name}-old-{uuid.uuid4().hex}"
-                os.rename(final, old)
-                shutil.rmtree(old, ignore_errors=True)
-            try:
+            point("generation:staged", stage)
+            with storage_guard(final):
+                area.mkdir(parents=True, exist_ok=True)
                 os.rename(stage, final)
-            except OSError:
-                if not final.exists():
-                    raise
+            _fsync_dir(area)
+            point("generation:renamed", final)
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
-    atomic_write(area / "CURRENT", (name + "\n").encode(), tmp_dir)
-    for p in area.iterdir():
-        if p.is_dir() and p.name.startswith("gen-") and p.name != name:
-            shutil.rmtree(p, ignore_errors=True)
+    atomic_write(area / "CURRENT", (final.name + "\n").encode(), tmp_dir)
+    point("generation:switched", area / "CURRENT")
+    _remove_generations(area, keep=final.name)
     return final
+
+
+def _remove_generations(area: Path, keep: str) -> None:
+    """Remove every generation folder of ``area`` but ``keep`` (readers that still map an
+    old one keep their open files)."""
+    if not area.is_dir():
+        return
+    for p in area.iterdir():
+        if p.name != keep and GENERATION_RE.match(p.name) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def record_checksum(record: dict) -> str:
@@ -161,18 +222,27 @@ class Market:
         if root.exists() and not root.is_dir():
             raise MarketError(f"{root} exists and is not a directory", "choose another path")
         lay = Layout(root)
-        for d in (lay.learnwares, lay.index, lay.anchors, lay.tmp):
-            d.mkdir(parents=True, exist_ok=True)
-        lay.lock.touch(exist_ok=True)
-        with market_lock(lay):
+        with storage_guard(root):
+            for d in (lay.learnwares, lay.index, lay.anchors):
+                d.mkdir(parents=True, exist_ok=True)
             if not lay.market_toml.exists():
-                cfg = {"schema_version": SCHEMA_VERSION, "created_at": utcnow(),
-                       "created_with": f"lw {__version__}", "islands": {}}
-                atomic_write(lay.market_toml, _toml.dumps(cfg).encode(), lay.tmp)
+                lay.lock.touch(exist_ok=True)
+                with market_lock(lay):
+                    if not lay.market_toml.exists():
+                        cfg = {"schema_version": SCHEMA_VERSION, "created_at": utcnow(),
+                               "created_with": f"lw {__version__}", "islands": {}}
+                        try:
+                            atomic_write(lay.market_toml, _toml.dumps(cfg).encode(), lay.tmp)
+                        finally:
+                            _rmdir_if_empty(lay.tmp)
         return cls.open(root)
 
     @classmethod
-    def open(cls, root: str | Path | None) -> "Market":
+    def open(cls, root: str | Path | None, *, recover: bool = True) -> "Market":
+        """Open an existing market. With ``recover`` (the default), a writable market whose
+        lock is free is first tidied after a writer that died (:meth:`recover`); readers never
+        fail for that: on a read-only market, or when another process holds the lock, or
+        when tidying fails, the market is opened as it is."""
         if root is None or str(root) == "":
             raise NotFoundError("no market given", "pass --market DIR or set LW_MARKET")
         root = Path(root)
@@ -180,7 +250,10 @@ class Market:
         if not lay.market_toml.is_file():
             raise NotFoundError(f"{root} is not an lw market (no market.toml)",
                                 f"create one with: lw market init {root}")
-        return cls(root, cls._read_config(lay))
+        mk = cls(root, cls._read_config(lay))
+        if recover:
+            mk._recover_if_free()
+        return mk
 
     @staticmethod
     def _read_config(lay: Layout) -> dict:
@@ -312,7 +385,8 @@ class Market:
         if target.exists():
             return False
         stage = self.layout.tmp / f"stage-{lw_id}-{uuid.uuid4().hex}"
-        stage.mkdir(parents=True)
+        with storage_guard(stage):
+            stage.mkdir(parents=True)
         try:
             record = dict(record)
             record["files"] = {name: sha256(data) for name, data in sorted(files.items())}
@@ -322,17 +396,185 @@ class Market:
             write_file_synced(stage / RECORD_NAME,
                               (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
             _fsync_dir(stage)
+            point("commit:staged", stage)
             try:
-                os.rename(stage, target)
+                with storage_guard(target):
+                    self.layout.learnwares.mkdir(exist_ok=True)
+                    os.rename(stage, target)
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     return False
                 raise
+            point("commit:renamed", target)
             _fsync_dir(self.layout.learnwares)
             return True
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
+
+    # ------------------------------------------------------------------ crashes, housekeeping
+    @contextmanager
+    def writing(self, timeout: float | None = None, device=None):
+        """Hold the writers' lock for a write: reload the config, complete or undo what a
+        writer that died left (:meth:`recover`), and map storage faults to exit 9. On the way
+        out, whatever happened, an empty ``tmp/`` is removed."""
+        with storage_guard(self.root):
+            with market_lock(self.layout, timeout):
+                try:
+                    self.reload()
+                    self.recover(device)
+                    yield self
+                finally:
+                    _rmdir_if_empty(self.layout.tmp)
+
+    def write_intent(self, lw_id: str, island: str, island_created: bool) -> None:
+        """Record, before anything changes, what a submit is about to do (caller holds the
+        lock). :meth:`recover` completes or undoes it if the submit dies."""
+        body = {"op": "submit", "id": lw_id, "island": island, "island_created": island_created,
+                "pid": os.getpid(), "at": utcnow()}
+        path = self.layout.intent(lw_id)
+        with storage_guard(path):
+            self.layout.tmp.mkdir(exist_ok=True)
+        atomic_write(path, (json.dumps(body, sort_keys=True) + "\n").encode(), self.layout.tmp)
+
+    def clear_intent(self, lw_id: str) -> None:
+        path = self.layout.intent(lw_id)
+        with storage_guard(path):
+            path.unlink(missing_ok=True)
+        _fsync_dir(self.layout.tmp)
+
+    def undo_submit(self, lw_id: str, island: str, island_created: bool,
+                    market_toml: bytes | None = None) -> None:
+        """Take a submit back (caller holds the lock): the learnware folder goes (moved out
+        first, so it disappears in one rename), and the island if this submit created it
+        (``market_toml``: the file's bytes before, restored as they were). Then the intent
+        goes."""
+        target = self.layout.learnware(lw_id)
+        if target.exists():
+            gone = self.layout.tmp / f"undo-{lw_id}-{uuid.uuid4().hex}"
+            with storage_guard(target):
+                self.layout.tmp.mkdir(exist_ok=True)
+                os.rename(target, gone)
+            _fsync_dir(self.layout.learnwares)
+            shutil.rmtree(gone, ignore_errors=True)
+        if island_created:
+            self.reload()
+            if island in self.config.get("islands", {}):
+                if market_toml is None:
+                    cfg = dict(self.config)
+                    cfg["islands"] = {k: v for k, v in cfg["islands"].items() if k != island}
+                    market_toml = _toml.dumps(cfg).encode()
+                atomic_write(self.layout.market_toml, market_toml, self.layout.tmp)
+                self.reload()
+        self.clear_intent(lw_id)
+
+    def pending_intents(self) -> list[str]:
+        tmp = self.layout.tmp
+        try:
+            return sorted(p.name[:-len(INTENT_SUFFIX)] for p in tmp.iterdir()
+                          if p.name.endswith(INTENT_SUFFIX))
+        except OSError:
+            return []
+
+    def needs_recovery(self) -> bool:
+        """Whether a writer that died left something (cheap: three folder listings)."""
+        lay = self.layout
+        try:
+            if lay.tmp.is_dir() and any(True for _ in lay.tmp.iterdir()):
+                return True
+        except OSError:
+            pass
+        for area in (lay.index, lay.anchors):
+            try:
+                cur = current_generation_in(area, strict=False)
+                if cur is not None and any(GENERATION_RE.match(p.name) and p.name != cur
+                                           for p in area.iterdir()):
+                    return True
+            except OSError:
+                pass
+        return False
+
+    def recover(self, device=None) -> dict:
+        """Complete or undo what writers that died left (caller holds the lock).
+
+        For each intent record: a learnware that was renamed in is indexed (the submit is
+        completed); otherwise an island that the submit created is removed again (undone).
+        Then every other entry of ``tmp/`` is removed (all of them were made under the lock,
+        by processes now dead; an entry whose ``<name>.owner`` lock is still held is kept),
+        and the generations of ``index/`` and ``anchors/`` that ``CURRENT`` does not name.
+        Returns what was done."""
+        done = {"completed": [], "undone": [], "removed": []}
+        for lw_id in self.pending_intents():
+            path = self.layout.intent(lw_id)
+            try:
+                intent = json.loads(path.read_text(encoding="utf-8"))
+                island, created = str(intent["island"]), bool(intent["island_created"])
+            except (OSError, ValueError, KeyError, TypeError):
+                island, created = "", False          # torn or foreign: nothing to undo
+            if self.has(lw_id) and ID_RE.match(lw_id):
+                from .index import add_to_index
+
+                add_to_index(self, lw_id, device)
+                self.clear_intent(lw_id)
+                done["completed"].append(lw_id)
+            else:
+                self.undo_submit(lw_id, island, created)
+                done["undone"].append(lw_id)
+        done["removed"] = self.collect_garbage()
+        point("recover:collected", self.layout.tmp)
+        return done
+
+    def collect_garbage(self) -> list[str]:
+        """Remove stale temporaries and unused generations (caller holds the lock)."""
+        lay = self.layout
+        removed = []
+        if lay.tmp.is_dir():
+            entries = {p.name: p for p in lay.tmp.iterdir()}
+            for name, p in sorted(entries.items()):
+                if name.endswith(INTENT_SUFFIX):
+                    continue
+                owner = name if name.endswith(OWNER_SUFFIX) else name + OWNER_SUFFIX
+                if owner in entries and held_by_another(lay.tmp / owner):
+                    continue                       # a live process still uses it
+                with storage_guard(p):
+                    _remove(p)
+                removed.append(str(p.relative_to(self.root)))
+            _rmdir_if_empty(lay.tmp)
+        for area in (lay.index, lay.anchors):
+            cur = current_generation_in(area, strict=False)
+            if cur is None or not (area / cur).is_dir() or not area.is_dir():
+                continue                           # only a refresh --force can tell
+            for p in area.iterdir():
+                if GENERATION_RE.match(p.name) and p.name != cur:
+                    with storage_guard(p):
+                        _remove(p)
+                    removed.append(str(p.relative_to(self.root)))
+        return removed
+
+    def _recover_if_free(self) -> None:
+        """:meth:`recover` if there is something to do, the market is writable and no other
+        process holds the lock; never fails (readers must work on any market)."""
+        try:
+            if not self.needs_recovery() or not os.access(self.root, os.W_OK) \
+                    or not os.access(self.layout.lock, os.W_OK):
+                return
+            with market_lock(self.layout, timeout=0):
+                self.reload()
+                self.recover()
+                _rmdir_if_empty(self.layout.tmp)
+            self.reload()
+        except Exception:     # noqa: BLE001 - best effort; the next writer recovers for sure
+            pass
+
+
+OWNER_SUFFIX = ".owner"
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def market_lock(layout: Layout, timeout: float | None = None):
