@@ -324,7 +324,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
     died is completed or undone by the next lw process that writes (or opens a writable
     market), or by the same submit again."""
     from .device import resolve_device
-    from .faults import point
+    from .faults import crash_point, point
     from .market.checks import quality_check
     from .market.index import add_to_index, load_index
     from .market.package import read_package
@@ -384,7 +384,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
             added = mk.commit_learnware(lw_id, pkg.files, record)
             point("submit:committed", mk.layout.learnware(lw_id))
             add_to_index(mk, lw_id, dev)
-            point("submit:indexed", mk.layout.index)
+            crash_point("submit:indexed")
         except BaseException:
             try:                        # leave the market as it was; else the next writer will
                 mk.undo_submit(lw_id, iid, created, before)
@@ -957,7 +957,7 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
     new generations and switches to them atomically (the repair for damaged derived data).
     """
     from .device import resolve_device
-    from .faults import point
+    from .faults import crash_point, point
     from .market.anchors import plan_anchors, publish_anchors
     from .market.index import build_index, index_state
     from .market.store import Market, current_generation_in
@@ -977,11 +977,11 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
     # running every model for the anchors can take a while: not under the writers' lock
     # (learnwares are immutable; the plan's name is a digest of the members it used)
     plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force)
-    point("refresh:planned", mk.root)
+    crash_point("refresh:planned")
     if plan.changed:
         with mk.writing(device=dev):
             anchors = publish_anchors(mk, plan, force=force)
-            point("refresh:published", mk.layout.anchors)
+            crash_point("refresh:published")
     else:
         anchors = publish_anchors(mk, plan, force=force)    # unchanged: writes nothing
     return {"generation": gen, "changed": changed or anchors["changed"],

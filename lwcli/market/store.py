@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from .. import __version__, _toml
 from ..engine.kernels import KernelMetric
 from ..errors import InvalidInputError, LwError, MarketError, NotFoundError, SpecError
-from ..faults import point, storage_guard
+from ..faults import crash_point, point, storage_guard
 from ..locks import exclusive, held_by_another
 from ..specfile import Spec, spec_from_bytes
 from .layout import (GENERATION_RE, ID_RE, INTENT_SUFFIX, RECORD_NAME, Layout,
@@ -174,7 +174,7 @@ def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
     atomic_write(area / "CURRENT", (final.name + "\n").encode(), tmp_dir)
-    point("generation:switched", area / "CURRENT")
+    crash_point("generation:switched")
     _remove_generations(area, keep=final.name)
     return final
 
@@ -417,13 +417,20 @@ class Market:
     def writing(self, timeout: float | None = None, device=None):
         """Hold the writers' lock for a write: reload the config, complete or undo what a
         writer that died left (:meth:`recover`), and map storage faults to exit 9. On the way
-        out, whatever happened, an empty ``tmp/`` is removed."""
+        out, what a failed write left in ``tmp/`` (or an unused generation) is removed, and an
+        empty ``tmp/``."""
         with storage_guard(self.root):
             with market_lock(self.layout, timeout):
                 try:
                     self.reload()
                     self.recover(device)
                     yield self
+                except BaseException:
+                    try:
+                        self.collect_garbage()
+                    except Exception:       # noqa: BLE001 - the next writer collects it
+                        pass
+                    raise
                 finally:
                     _rmdir_if_empty(self.layout.tmp)
 
@@ -521,7 +528,7 @@ class Market:
                 self.undo_submit(lw_id, island, created)
                 done["undone"].append(lw_id)
         done["removed"] = self.collect_garbage()
-        point("recover:collected", self.layout.tmp)
+        crash_point("recover:collected")
         return done
 
     def collect_garbage(self) -> list[str]:
