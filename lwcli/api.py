@@ -342,6 +342,8 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
     lw_id = pkg.learnware_id
     iid = pkg.manifest.island_id()
     if mk.has(lw_id) and indexed(mk):
+        if lw_id in mk.recovered.get("completed", ()):   # this submit died; opening finished it
+            return SubmitResult(lw_id, iid, "added", qa=dict(mk.record(lw_id).get("qa", {})))
         return SubmitResult(lw_id, iid, "exists")
     metric = pkg.spec.rkme.metric
     stored = mk.has(lw_id)              # by a submit that died before indexing it

@@ -214,6 +214,7 @@ class Market:
         self.layout = Layout(root)
         self.root = root
         self.config = config
+        self.recovered: dict = {}      # what opening it completed or undid (see recover)
 
     # ------------------------------------------------------------------ open / init
     @classmethod
@@ -567,7 +568,7 @@ class Market:
                 return
             with market_lock(self.layout, timeout=0):
                 self.reload()
-                self.recover()
+                self.recovered = self.recover()
                 _rmdir_if_empty(self.layout.tmp)
             self.reload()
         except Exception:     # noqa: BLE001 - best effort; the next writer recovers for sure
