@@ -487,11 +487,8 @@ class Market:
     def needs_recovery(self) -> bool:
         """Whether a writer that died left something (cheap: three folder listings)."""
         lay = self.layout
-        try:
-            if lay.tmp.is_dir() and any(True for _ in lay.tmp.iterdir()):
-                return True
-        except OSError:
-            pass
+        if lay.tmp.exists():           # even empty: tmp/ exists only while a write is under way
+            return True
         for area in (lay.index, lay.anchors):
             try:
                 cur = current_generation_in(area, strict=False)
