@@ -376,8 +376,8 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
             qa = quality_check(pkg, trust=trust, timeout=timeout)
         before = mk.layout.market_toml.read_bytes() if created else None
         mk.write_intent(lw_id, iid, created)
-        point("submit:intent", mk.layout.intent(lw_id))
         try:
+            point("submit:intent", mk.layout.intent(lw_id))
             if created:
                 mk._add_island(Island(iid, pkg.manifest.island_key(), metric, utcnow(), lw_id))
                 point("submit:island", mk.layout.market_toml)
