@@ -33,7 +33,7 @@ def world(tmp_path_factory):
     base = w / "base"
     api.market_init(base)
     X, y = domain_data(0, 300, seed=0)
-    api.submit(build_learnware(w / "work", "a", X, y, k=20).package, base)
+    first = api.submit(build_learnware(w / "work", "a", X, y, k=20).package, base).id
     api.market_refresh(base)
     X, y = domain_data(1, 300, seed=1)
     same = build_learnware(w / "work", "b", X, y, market=base, k=20)
@@ -44,7 +44,7 @@ def world(tmp_path_factory):
     ids = {k: api.pack(b.model, b.spec, b.meta, w / f"{k}.lw").id
            for k, b in (("same", same), ("new", new))}
     islands = {k: b.meta for k, b in (("same", same), ("new", new))}
-    return {"base": base, "pkg": {"same": same.package, "new": new.package}, "ids": ids,
+    return {"base": base, "first": first, "pkg": {"same": same.package, "new": new.package}, "ids": ids,
             "users": users, "work": w, "islands": islands}
 
 
@@ -170,10 +170,9 @@ def test_refresh_force_killed_at_a_crash_point_then_one_ls_leaves_the_market_who
         world, tmp_path, crash):
     market = tmp_path / "m"
     shutil.copytree(world["base"], market)
-    lw_id = run_lw("market", "ls", "--market", market, "-q").stdout.split()[0]
     _run_killed(["market", "refresh", "--force", "--market", market], crash)
     run_lw("market", "ls", "--market", market)
-    assert_whole(market, lw_id, world["users"]["same"])
+    assert_whole(market, world["first"], world["users"]["same"])
     # CURRENT always names a whole generation: anchors still load
     res = api.anchor_eval(market, world["users"]["same"], "y")
     assert res
@@ -223,8 +222,6 @@ def test_fifty_random_kills_of_submit_and_refresh_leave_the_market_whole(world, 
         assert proc.returncode in (0, -signal.SIGKILL), (i, proc.returncode)
         assert _group(proc.pid) == []
         run_lw("market", "ls", "--market", market)
-        lw_id = world["ids"]["same"]
-        if what == "refresh":
-            lw_id = run_lw("market", "ls", "--market", market, "-q").stdout.split()[0]
+        lw_id = world["ids"]["same"] if what == "submit" else world["first"]
         assert_whole(market, lw_id, world["users"]["same"])
         shutil.rmtree(market)
