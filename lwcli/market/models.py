@@ -207,7 +207,7 @@ SKOPS_KEY_TYPES = SKOPS_VALUE_TYPES | {"builtins.str", "numpy.str_"}
 
 # nodes that only rebuild plain data: the class they name must be one of these
 SKOPS_DATA_NODES = {
-    "DictNode": {"builtins.dict", "collections.OrderedDict"},
+    "DictNode": {"builtins.dict", "collections.OrderedDict", "sklearn.utils._bunch.Bunch"},
     "ListNode": {"builtins.list"},
     "TupleNode": {"builtins.tuple"},
     "SetNode": {"builtins.set"},
