@@ -85,7 +85,7 @@ class _Tail(threading.Thread):
 
     def last_line(self) -> str:
         lines = self.buf.decode(errors="replace").strip().splitlines()
-        return lines[-1][:200] if lines else "no output"
+        return lines[-1][:200] if lines else ""
 
 
 def _killpg(pgid: int | None) -> None:
@@ -110,8 +110,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                PYTHONFAULTHANDLER="1")
+    return dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def _describe_exit(rc: int | None) -> str:
@@ -159,9 +158,11 @@ def run_contained(items: Sequence[Item], *, trust: bool, timeout: float) -> list
                             f"the model did not answer {len(items[i].X)} rows within {timeout:g} s",
                             "make prediction faster, or raise --timeout (LW_QA_TIMEOUT)")
                     else:
+                        last = tail.last_line()
                         results[i] = ModelCheckError(
-                            f"the model crashed its process ({_describe_exit(rc)}): "
-                            f"{tail.last_line()}", "check that the model loads and predicts")
+                            f"the model crashed its process ({_describe_exit(rc)})"
+                            f"{': ' + last if last else ''}",
+                            "check that the model loads and predicts")
                     nxt = i + 1
                     break
             start = nxt
@@ -184,7 +185,7 @@ def _error_from(path: Path) -> LwError:
 def _run_batch(job: Path, start: int, n: int, timeout: float):
     """Run items ``start..n`` in one supervised worker. Returns (index of the item that ran past
     the time limit or None, the supervisor's exit status (None when killed), stderr tail)."""
-    for p in (job / "progress", job / "worker.pid"):
+    for p in (job / "progress", job / "worker.pid", job / "worker.rc"):
         p.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "lwcli.market.contained", str(job), str(start), str(n),
            repr(float(timeout)), str(os.getpid())]
@@ -204,8 +205,8 @@ def _run_batch(job: Path, start: int, n: int, timeout: float):
             now = _read_int(job / "progress")
             if now != current:
                 current, t0 = now, time.monotonic()
-            elif time.monotonic() - t0 > timeout:
-                stuck = start if current is None else current
+            elif time.monotonic() - t0 > (timeout if current is not None else timeout + 60.0):
+                stuck = start if current is None else current     # (start-up: a guard only)
                 break
     finally:
         _killpg(_read_int(job / "worker.pid"))
@@ -220,6 +221,9 @@ def _run_batch(job: Path, start: int, n: int, timeout: float):
             proc.stderr.close()
         except OSError:
             pass
+    if stuck is None and rc is not None:
+        worker_rc = _read_int(job / "worker.rc")        # the worker's own status, if it ended
+        rc = worker_rc if worker_rc is not None else rc
     return stuck, (None if stuck is not None else rc), tail
 
 
@@ -270,6 +274,13 @@ def supervise(job: Path, start: int, n: int, timeout: float, parent: int) -> int
             break
     _killpg(worker.pid)
     if orphaned or os.getppid() != parent:
+        shutil.rmtree(job, ignore_errors=True)
+        return 1
+    try:
+        _write_atomic(job / "worker.rc", str(rc))
+    except OSError:
+        pass
+    if os.getppid() != parent:
         shutil.rmtree(job, ignore_errors=True)
     return rc if rc >= 0 else 128 - rc
 
