@@ -1,8 +1,13 @@
 """Model loaders, one per format, and the one way every stored model is run. No torch here.
 
-- ``skops`` (default, safe): loaded with ``skops.io``. A file may hold only skops's own default
-  trusted types plus the explicit list :data:`TRUSTED_TYPES` (scikit-learn internals that lw has
-  tested); any other type — a function such as ``builtins.eval`` included — is refused.
+- ``skops`` (default, safe): loaded with ``skops.io``, but by lw's own exact lists, one per kind
+  of skops node (:data:`SKOPS_ESTIMATORS`, :data:`SKOPS_PARTS`, :data:`SKOPS_REDUCED`,
+  :data:`SKOPS_FUNCTIONS`, :data:`SKOPS_VALUE_TYPES`, :data:`SKOPS_DATA_NODES`), never skops's
+  own defaults; any other type — a function such as ``builtins.eval``, ``builtins.str`` used as
+  a function, a bound method — is refused (:class:`UntrustedModelError`, exit 8). The loaded
+  content is then checked (:func:`check_loaded_model`: sub-estimator slots, stacking methods,
+  tree node arrays; :class:`ModelCheckError`, exit 7). The same checks run at QA and at every
+  load.
 - ``onnx`` (safe): run by onnxruntime (the optional extra ``lwcli[onnx]``).
 - ``pickle`` / ``joblib``: loading runs arbitrary code, so it happens only with ``trust=True``.
 
