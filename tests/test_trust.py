@@ -327,3 +327,22 @@ def test_submit_refuses_the_exploits_and_leaves_the_market_unchanged(tmp_path, m
         assert sorted(market.rglob("*")) == tree        # no folder made either (tmp/ included)
         assert list(cwd.iterdir()) == []
     run_lw("market", "verify", "--market", market)
+
+
+def hostile_kdtree():
+    from sklearn.neighbors import KNeighborsRegressor
+
+    m = KNeighborsRegressor(algorithm="kd_tree").fit(X4, Y4)
+    state = list(m._tree.__getstate__())
+    state[1] = state[1].copy()
+    state[1][0] = 10 ** 9                     # an index far past the data
+    m._tree.__setstate__(tuple(state))
+    return m
+
+
+def test_a_neighbours_tree_pointing_outside_its_data_is_refused():
+    import skops.io as sio
+
+    with pytest.raises(ModelCheckError, match="neighbours tree") as err:
+        load_model(sio.dumps(hostile_kdtree()), "skops")
+    assert err.value.exit_code == 7

@@ -396,6 +396,9 @@ def check_loaded_model(model) -> None:
         if name == "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor":
             _check_tree_predictor(obj, getattr(owner, "n_features_in_", None))
             continue
+        if name in ("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree"):
+            _check_binary_tree(obj)
+            continue
         if name not in allowed:
             continue
         state = getattr(obj, "__dict__", {})
@@ -443,6 +446,27 @@ def _check_tree(tree) -> None:
           and np.all((feat[inner] >= 0) & (feat[inner] < n_features)))
     if not ok:
         raise _refuse("a decision tree's node arrays point outside the tree or its features")
+
+
+def _check_binary_tree(tree) -> None:
+    """KD / ball tree arrays: indices into the data and node ranges stay in bounds."""
+    try:
+        st = tree.__getstate__()
+        data, idx, nodes, bounds = (np.asarray(st[0]), np.asarray(st[1]), st[2],
+                                    np.asarray(st[3]))
+        n_levels, weights = int(st[5]), st[12]
+        start, end = nodes["idx_start"].astype(np.int64), nodes["idx_end"].astype(np.int64)
+    except Exception as exc:
+        raise _refuse(f"a neighbours tree's arrays are unreadable ({type(exc).__name__})") from None
+    n = data.shape[0] if data.ndim == 2 else -1
+    m = len(nodes)
+    ok = (n >= 1 and idx.shape == (n,) and np.all((idx >= 0) & (idx < n))
+          and 0 <= n_levels < 64 and m == 2 ** n_levels - 1
+          and bounds.ndim == 3 and bounds.shape[1:] == (m, data.shape[1])
+          and np.all((start >= 0) & (start <= end) & (end <= n))
+          and (weights is None or np.asarray(weights).shape == (n,)))
+    if not ok:
+        raise _refuse("a neighbours tree's arrays point outside its data")
 
 
 def _check_tree_predictor(pred, n_features) -> None:
