@@ -548,27 +548,56 @@ def search(
 
 def _rerank_by_requirement(mk, isl, ids, order, rkme, shortlist: int, trust: bool):
     """Run the shortlisted models on the requirement's reduced points; new order, the loss of
-    each evaluated index (RMSE or Brier), and notes about the ones that could not run."""
-    from .engine.search import rerank
-    from .errors import MissingExtraError, ModelCheckError, UntrustedModelError
+    each evaluated index (RMSE or Brier), and notes about the ones that could not run.
+
+    The models run contained (:func:`lwcli.market.contained.run_contained`, one child for the
+    whole shortlist): a model that crashes, hangs or misbehaves is reported as not evaluated
+    and keeps its RKME place; lw's own process never runs a stored model here."""
+    from .config import qa_timeout
+    from .engine.search import requirement_sample, rerank
+    from .errors import LwError, MissingExtraError, ModelCheckError, UntrustedModelError
     from .labels import align_columns
+    from .market.contained import Item, run_contained
 
     task, features = isl.key["task"], tuple(isl.key["features"])
     outputs = list(isl.key["outputs"])
     untrusted, failed = [], []
 
-    def outputs_of(j: int, X: np.ndarray):
+    X, _, _ = requirement_sample(rkme)
+    k = max(0, int(shortlist))
+    items, where, done = [], {}, {}
+    for j in [int(j) for j in np.asarray(order, dtype=np.int64)[:k]]:
+        lw_id = str(ids[j])
         try:
-            (lw,) = load_learnwares(mk, [str(ids[j])], trust=trust, with_specs=False)
-            cols = [features.index(f) for f in lw.features]
-            Xj = X[:, cols]
-            if task == "classification":
-                return align_columns(lw.predict_proba(Xj), list(lw.outputs), outputs)
-            return lw.predict_values(Xj)
-        except UntrustedModelError:
-            untrusted.append(str(ids[j]))
+            man = mk.manifest(lw_id)
+            cols = [features.index(f) for f in man.features]
+            items.append(Item(mk.model_bytes(lw_id), man.model_format, man.features, task,
+                              man.outputs, X[:, cols],
+                              mode="proba" if task == "classification" else "values",
+                              id=lw_id, name=man.name, class_values=man.class_values))
+            where[j] = (len(items) - 1, list(man.outputs))
         except (ModelCheckError, MissingExtraError) as exc:
-            failed.append(f"{ids[j]}: {exc.message}")
+            done[j] = exc
+        except ValueError as exc:       # a feature the island does not have
+            done[j] = ModelCheckError(f"its features do not match the island's ({exc})", None)
+    results = run_contained(items, trust=trust, timeout=qa_timeout()) if items else []
+    for j, (i, lw_outputs) in where.items():
+        res = results[i]
+        if not isinstance(res, BaseException) and task == "classification":
+            try:
+                res = align_columns(res, lw_outputs, outputs)
+            except LwError as exc:
+                res = exc
+        done[j] = res
+
+    def outputs_of(j: int, X: np.ndarray):
+        res = done.get(j)
+        if isinstance(res, UntrustedModelError):
+            untrusted.append(str(ids[j]))
+        elif isinstance(res, LwError):
+            failed.append(f"{ids[j]}: {res.message}")
+        elif res is not None:
+            return res
         return None
 
     rr = rerank(np.asarray(order, dtype=np.int64), rkme, outputs_of, shortlist)

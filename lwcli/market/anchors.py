@@ -72,19 +72,34 @@ def _digest(groups: dict[str, list[str]], params: dict) -> str:
 
 
 def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, manifests):
-    """Every learnware's outputs on the probes: (N, P, C), plus the ids that failed."""
-    from .models import load_learnware_model, model_outputs
+    """Every learnware's outputs on the probes: (N, P, C), plus the ids that failed.
 
-    outs, kept, failed = [], [], []
+    The models run contained (one child process for the batch, :mod:`lwcli.market.contained`):
+    a model that crashes, hangs or misbehaves is listed as failed (skipped), never run in
+    lw's own process."""
+    from ..config import qa_timeout
+    from .contained import Item, run_contained
+
+    items, item_ids, failed = [], [], []
     for lw_id in ids:
         man = manifests[lw_id]
         try:
-            model = load_learnware_model(market.model_bytes(lw_id), man.model_format,
-                                         man.features, trust=trust)
-            outs.append(model_outputs(model, X, man.task, man.outputs))
-            kept.append(lw_id)
+            items.append(Item(market.model_bytes(lw_id), man.model_format, man.features,
+                              man.task, man.outputs, X, mode="outputs", id=lw_id))
+            item_ids.append(lw_id)
         except LwError as exc:
             failed.append({"id": lw_id, "island": man.island_id(), "reason": exc.message})
+    outs, kept = [], []
+    results = run_contained(items, trust=trust, timeout=qa_timeout()) if items else []
+    for lw_id, res in zip(item_ids, results):
+        if isinstance(res, LwError):
+            failed.append({"id": lw_id, "island": manifests[lw_id].island_id(),
+                           "reason": res.message})
+        else:
+            outs.append(res)
+            kept.append(lw_id)
+    order = {lw_id: n for n, lw_id in enumerate(ids)}
+    failed.sort(key=lambda f: order[f["id"]])
     return (np.stack(outs) if outs else None), kept, failed
 
 

@@ -1,6 +1,7 @@
 """Quality assurance on submit, and the market's self-check (``lw market verify``).
 
-QA loads the model *in a child process* with a time limit, feeds it probe inputs drawn from
+QA loads the model *in a contained child process* (:mod:`lwcli.market.contained`) with a time
+limit, feeds it probe inputs drawn from
 its own RKME and the RKME's reduced points, and checks the outputs' shape and finiteness. It
 also measures how well the model's outputs at the reduced points agree with the output part of
 the specification: a specification that belongs to the model agrees closely.
@@ -9,17 +10,12 @@ the specification: a specification that belongs to the model agrees closely.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import (LwError, ManifestError, MarketError, MissingExtraError, ModelCheckError, SpecError,
-                      UntrustedModelError)
+from ..errors import LwError, ManifestError, MarketError, ModelCheckError, SpecError
 from .layout import ID_RE, RECORD_NAME
 from .manifest import Manifest
 from .package import MANIFEST_NAME, SPEC_NAME, Package, content_id
@@ -58,36 +54,19 @@ def run_model_in_child(model_bytes: bytes, fmt: str, trust: bool, X: np.ndarray,
                        outputs, features, timeout: float,
                        tmp_dir: Path | None = None) -> np.ndarray:
     """Outputs of the model on ``X`` (columns in ``features`` order; island encoding),
-    computed in a separate process that also checks the model's input names and, for
-    classes, its probability column order (:func:`lwcli.market.models.check_class_order`)."""
-    if tmp_dir is not None:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="qa-") as td:
-        job = Path(td)
-        (job / "job.json").write_text(json.dumps(
-            {"format": fmt, "trust": bool(trust), "task": task, "outputs": list(outputs),
-             "features": list(features)}))
-        (job / "model.bin").write_bytes(model_bytes)
-        np.save(job / "inputs.npy", np.ascontiguousarray(X, dtype=np.float64), allow_pickle=False)
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        try:
-            proc = subprocess.run([sys.executable, "-m", "lwcli.market.probe", str(job)],
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
-                                  env=env)
-        except subprocess.TimeoutExpired:
-            raise ModelCheckError(f"the model did not answer {len(X)} probe rows within "
-                                  f"{timeout:g} s", "make prediction faster, or raise --timeout")
-        err_file = job / "error.json"
-        if err_file.exists():
-            err = json.loads(err_file.read_text())
-            cls = {"UntrustedModelError": UntrustedModelError,
-                   "MissingExtraError": MissingExtraError}.get(err["type"], ModelCheckError)
-            raise cls(err["message"], err.get("hint"))
-        if proc.returncode != 0 or not (job / "outputs.npy").exists():
-            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise ModelCheckError(f"the model crashed its QA process (exit {proc.returncode}): "
-                                  f"{tail[0][:200]}", "check that the model loads and predicts")
-        return np.load(job / "outputs.npy", allow_pickle=False)
+    computed in a contained child process (:mod:`lwcli.market.contained`: its own process
+    group, killed on timeout and on every exit path, stderr read bounded, job folder in the
+    system temp dir) that also checks the model's input names and, for classes, its
+    probability column order (:func:`lwcli.market.models.check_class_order`).
+
+    ``tmp_dir`` is ignored (kept for callers): nothing is written in the market."""
+    from .contained import Item, run_contained
+
+    (res,) = run_contained([Item(model_bytes, fmt, features, task, outputs, X, mode="qa")],
+                           trust=trust, timeout=timeout)
+    if isinstance(res, LwError):
+        raise res
+    return res
 
 
 def agreement(spec, Y_model: np.ndarray) -> tuple[float, str]:

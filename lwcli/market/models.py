@@ -1,8 +1,13 @@
 """Model loaders, one per format, and the one way every stored model is run. No torch here.
 
-- ``skops`` (default, safe): loaded with ``skops.io``. A file may hold only skops's own default
-  trusted types plus the explicit list :data:`TRUSTED_TYPES` (scikit-learn internals that lw has
-  tested); any other type — a function such as ``builtins.eval`` included — is refused.
+- ``skops`` (default, safe): loaded with ``skops.io``, but by lw's own exact lists, one per kind
+  of skops node (:data:`SKOPS_ESTIMATORS`, :data:`SKOPS_PARTS`, :data:`SKOPS_REDUCED`,
+  :data:`SKOPS_FUNCTIONS`, :data:`SKOPS_VALUE_TYPES`, :data:`SKOPS_DATA_NODES`), never skops's
+  own defaults; any other type — a function such as ``builtins.eval``, ``builtins.str`` used as
+  a function, a bound method — is refused (:class:`UntrustedModelError`, exit 8). The loaded
+  content is then checked (:func:`check_loaded_model`: sub-estimator slots, stacking methods,
+  tree node arrays; :class:`ModelCheckError`, exit 7). The same checks run at QA and at every
+  load.
 - ``onnx`` (safe): run by onnxruntime (the optional extra ``lwcli[onnx]``).
 - ``pickle`` / ``joblib``: loading runs arbitrary code, so it happens only with ``trust=True``.
 
@@ -19,6 +24,7 @@ machine idle threads spinning cost 10-100x.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from contextlib import contextmanager
 from functools import lru_cache
@@ -32,18 +38,133 @@ from ..labels import encode_outputs, label_str
 from ..validation import nfc
 from .manifest import TRUST_FORMATS
 
-# Types a skops file may hold beyond skops's own default trusted list: scikit-learn's compiled
-# or helper parts of the estimators lw has tested (trees, forests, gradient boosting,
-# neighbours, MLPs, Gaussian processes, voting/stacking, column transformers). Exact names,
-# never prefixes, and never a function: see tests/test_trust.py.
-TRUSTED_TYPES = frozenset({
+# ---------------------------------------------------------------------------- skops trust
+
+# lw decides itself what a skops file may hold: one explicit list per kind of skops node,
+# exact names only, never skops's own default list (which trusts every scikit-learn estimator,
+# every numpy/scipy ufunc and builtin types such as ``str`` anywhere). Reviewed rules:
+#   - objects: only the estimators and internal parts below. Meta-estimators are checked
+#     after loading (:func:`check_loaded_model`): every sub-estimator slot must hold one of
+#     these estimators, and stacking may only call predict / predict_proba /
+#     decision_function. Without that, a trusted StackingRegressor whose ``stack_method_``
+#     names ``tofile`` on a stored array writes any file on predict (tests/test_trust.py).
+#   - functions (``FunctionTransformer(func=...)``): pure numeric ufuncs only.
+#   - types used as values: numeric scalar types only; ``builtins.str`` / ``int`` only as a
+#     dict's key types (how skops records them).
+#   - never: bound methods, functools.partial, operator helpers, constructors from
+#     ``__reduce__``, defaultdict factories.
+# Natively backed structures (decision trees, histogram-GBM predictors) are validated after
+# loading so that a hostile index array is refused instead of crashing the interpreter.
+
+SKOPS_ESTIMATORS = frozenset({
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.compose._target.TransformedTargetRegressor",
+    "sklearn.cross_decomposition._pls.PLSRegression",
+    "sklearn.decomposition._pca.PCA",
+    "sklearn.decomposition._truncated_svd.TruncatedSVD",
+    "sklearn.discriminant_analysis.LinearDiscriminantAnalysis",
+    "sklearn.discriminant_analysis.QuadraticDiscriminantAnalysis",
+    "sklearn.dummy.DummyClassifier",
+    "sklearn.dummy.DummyRegressor",
+    "sklearn.ensemble._bagging.BaggingClassifier",
+    "sklearn.ensemble._bagging.BaggingRegressor",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.ensemble._forest.ExtraTreesRegressor",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+    "sklearn.ensemble._stacking.StackingClassifier",
+    "sklearn.ensemble._stacking.StackingRegressor",
+    "sklearn.ensemble._voting.VotingClassifier",
+    "sklearn.ensemble._voting.VotingRegressor",
+    "sklearn.gaussian_process._gpc.GaussianProcessClassifier",
+    "sklearn.gaussian_process._gpc._BinaryGaussianProcessClassifierLaplace",
+    "sklearn.gaussian_process._gpr.GaussianProcessRegressor",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.kernel_ridge.KernelRidge",
+    "sklearn.linear_model._base.LinearRegression",
+    "sklearn.linear_model._bayes.ARDRegression",
+    "sklearn.linear_model._bayes.BayesianRidge",
+    "sklearn.linear_model._coordinate_descent.ElasticNet",
+    "sklearn.linear_model._coordinate_descent.ElasticNetCV",
+    "sklearn.linear_model._coordinate_descent.Lasso",
+    "sklearn.linear_model._coordinate_descent.LassoCV",
+    "sklearn.linear_model._glm.glm.GammaRegressor",
+    "sklearn.linear_model._glm.glm.PoissonRegressor",
+    "sklearn.linear_model._glm.glm.TweedieRegressor",
+    "sklearn.linear_model._huber.HuberRegressor",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._logistic.LogisticRegressionCV",
+    "sklearn.linear_model._quantile.QuantileRegressor",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.linear_model._ridge.RidgeCV",
+    "sklearn.linear_model._ridge.RidgeClassifier",
+    "sklearn.linear_model._ridge.RidgeClassifierCV",
+    "sklearn.linear_model._stochastic_gradient.SGDClassifier",
+    "sklearn.linear_model._stochastic_gradient.SGDRegressor",
+    "sklearn.naive_bayes.BernoulliNB",
+    "sklearn.naive_bayes.GaussianNB",
+    "sklearn.naive_bayes.MultinomialNB",
+    "sklearn.neighbors._classification.KNeighborsClassifier",
+    "sklearn.neighbors._regression.KNeighborsRegressor",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
+    "sklearn.pipeline.FeatureUnion",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.MaxAbsScaler",
+    "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.preprocessing._data.Normalizer",
+    "sklearn.preprocessing._data.PowerTransformer",
+    "sklearn.preprocessing._data.QuantileTransformer",
+    "sklearn.preprocessing._data.RobustScaler",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._discretization.KBinsDiscretizer",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._function_transformer.FunctionTransformer",
+    "sklearn.preprocessing._label.LabelBinarizer",
+    "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn.preprocessing._polynomial.PolynomialFeatures",
+    "sklearn.preprocessing._polynomial.SplineTransformer",
+    "sklearn.svm._classes.LinearSVC",
+    "sklearn.svm._classes.LinearSVR",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.tree._classes.ExtraTreeRegressor",
+})
+
+# compiled or helper parts of the estimators above
+SKOPS_PARTS = frozenset({
     "numpy.dtype",
+    "sklearn._loss.link.HalfLogitLink",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss.link.LogLink",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.AbsoluteError",
+    "sklearn._loss.loss.ExponentialLoss",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfGammaLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HalfPoissonLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss.loss.HalfTweedieLoss",
+    "sklearn._loss.loss.HalfTweedieLossIdentity",
+    "sklearn._loss.loss.HuberLoss",
+    "sklearn._loss.loss.PinballLoss",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.gaussian_process.kernels.ConstantKernel",
     "sklearn.gaussian_process.kernels.DotProduct",
     "sklearn.gaussian_process.kernels.Matern",
     "sklearn.gaussian_process.kernels.Product",
     "sklearn.gaussian_process.kernels.RBF",
+    "sklearn.gaussian_process.kernels.RationalQuadratic",
     "sklearn.gaussian_process.kernels.Sum",
     "sklearn.gaussian_process.kernels.WhiteKernel",
     "sklearn.metrics._dist_metrics.EuclideanDistance64",
@@ -53,22 +174,137 @@ TRUSTED_TYPES = frozenset({
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "sklearn.tree._tree.Tree",
     "sklearn.utils._bunch.Bunch",
 })
 
+# skops's compiled-loss node (LossNode) and tree node (TreeNode)
+SKOPS_REDUCED = frozenset({
+    "sklearn._loss._loss.CyAbsoluteError",
+    "sklearn._loss._loss.CyExponentialLoss",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss._loss.CyHalfGammaLoss",
+    "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss._loss.CyHalfPoissonLoss",
+    "sklearn._loss._loss.CyHalfSquaredError",
+    "sklearn._loss._loss.CyHalfTweedieLoss",
+    "sklearn._loss._loss.CyHalfTweedieLossIdentity",
+    "sklearn._loss._loss.CyHuberLoss",
+    "sklearn._loss._loss.CyPinballLoss",
+    "sklearn.tree._tree.Tree",
+})
 
-def skops_untrusted(data: bytes) -> list[str]:
-    """Types in a skops file that lw will not load: those skops does not trust by default and
-    that are not in :data:`TRUSTED_TYPES`."""
-    import skops.io as sio
+# functions a FunctionTransformer (or a kernel) may hold: element-wise numeric ufuncs
+SKOPS_FUNCTIONS = frozenset(f"numpy.{n}" for n in (
+    "absolute", "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctanh", "cbrt", "ceil",
+    "cos", "cosh", "deg2rad", "degrees", "exp", "exp2", "expm1", "fabs", "floor", "log",
+    "log10", "log1p", "log2", "negative", "positive", "rad2deg", "radians", "reciprocal",
+    "rint", "sign", "sin", "sinh", "sqrt", "square", "tan", "tanh", "trunc")) | frozenset(
+    f"scipy.special._ufuncs.{n}" for n in ("expit", "logit", "erf", "erfc"))
+
+# types stored as values (an estimator's ``dtype=np.float64``): numeric scalar types only
+SKOPS_VALUE_TYPES = frozenset({
+    "builtins.bool", "builtins.float", "builtins.int", "numpy.bool", "numpy.float16",
+    "numpy.float32", "numpy.float64", "numpy.int8", "numpy.int16", "numpy.int32",
+    "numpy.int64", "numpy.uint8", "numpy.uint16", "numpy.uint32", "numpy.uint64"})
+
+# types a dict's keys may have (skops records them as types)
+SKOPS_KEY_TYPES = SKOPS_VALUE_TYPES | {"builtins.str", "numpy.str_"}
+
+# nodes that only rebuild plain data: the class they name must be one of these
+SKOPS_DATA_NODES = {
+    "DictNode": {"builtins.dict", "collections.OrderedDict", "sklearn.utils._bunch.Bunch"},
+    "ListNode": {"builtins.list"},
+    "TupleNode": {"builtins.tuple"},
+    "SetNode": {"builtins.set"},
+    "SliceNode": {"builtins.slice"},
+    "BytesNode": {"builtins.bytes"},
+    "BytearrayNode": {"builtins.bytearray"},
+    "JsonNode": {"builtins.str", "builtins.int", "builtins.float", "builtins.bool",
+                 "builtins.NoneType", "builtins.list", "builtins.dict"},
+    "DTypeNode": {"numpy.dtype"} | {f"numpy.dtypes.{n}" for n in (
+        "Float16DType", "Float32DType", "Float64DType", "Int8DType", "Int16DType", "Int32DType",
+        "Int64DType", "UInt8DType", "UInt16DType", "UInt32DType", "UInt64DType", "BoolDType",
+        "StrDType", "ObjectDType")},
+    "RandomStateNode": {"numpy.random.mtrand.RandomState"},
+    "RandomGeneratorNode": {"numpy.random._generator.Generator"},
+    "SparseMatrixNode": {f"scipy.sparse._{f}.{f}_{k}" for f in ("csr", "csc")
+                         for k in ("matrix", "array")},
+}
+SKOPS_NODE_LIMIT = 2_000_000     # nodes in one schema
+SKOPS_DEPTH_LIMIT = 400          # nesting of nodes
+
+# compatibility name (issue 12): the types beyond data nodes that lw loads
+TRUSTED_TYPES = SKOPS_ESTIMATORS | SKOPS_PARTS | SKOPS_REDUCED
+
+
+def _skops_schema(data: bytes) -> dict:
+    import zipfile
 
     try:
-        types = sio.get_untrusted_types(data=data)
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            info = zf.getinfo("schema.json")
+            if info.file_size > 256 << 20:
+                raise ModelCheckError(f"the skops model's schema.json is {info.file_size} bytes",
+                                      "save the model with skops.io.dump")
+            schema = json.loads(zf.read(info))
+    except ModelCheckError:
+        raise
     except Exception as exc:
-        raise ModelCheckError(f"the skops model file is unreadable: {exc}",
-                              "save the model with skops.io.dump") from exc
-    return [t for t in types if t not in TRUSTED_TYPES]
+        raise ModelCheckError(f"the skops model file is unreadable: {type(exc).__name__}: {exc}",
+                              "save the model with skops.io.dump") from None
+    if not isinstance(schema, dict):
+        raise ModelCheckError("the skops model file is unreadable: schema.json is not an object",
+                              "save the model with skops.io.dump")
+    return schema
+
+
+def skops_untrusted(data: bytes) -> list[str]:
+    """What a skops file holds that lw will not load, by lw's own lists (never skops's
+    defaults): each entry names the type and, where it matters, how the file uses it."""
+    schema = _skops_schema(data)
+    bad: set[str] = set()
+    stack = [(schema, False, 0)]
+    count = 0
+    while stack:
+        node, in_keys, depth = stack.pop()
+        count += 1
+        if depth > SKOPS_DEPTH_LIMIT or count > SKOPS_NODE_LIMIT:
+            raise ModelCheckError("the skops model file nests too deep or holds too many objects "
+                                  f"(limits: depth {SKOPS_DEPTH_LIMIT}, {SKOPS_NODE_LIMIT} nodes)",
+                                  "save a plain scikit-learn estimator with skops.io.dump")
+        if isinstance(node, list):
+            stack.extend((v, in_keys, depth + 1) for v in node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        loader = node.get("__loader__")
+        if loader is not None:
+            name = f"{node.get('__module__')}.{node.get('__class__')}"
+            if not _skops_node_ok(str(loader), name, in_keys):
+                bad.add(name if loader in ("ObjectNode", "TreeNode", "LossNode")
+                        else f"{name} (as {loader})")
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                stack.append((value, in_keys or key == "key_types", depth + 1))
+    return sorted(bad)
+
+
+def _skops_node_ok(loader: str, name: str, in_keys: bool) -> bool:
+    if loader == "ObjectNode":
+        return name in SKOPS_ESTIMATORS or name in SKOPS_PARTS
+    if loader in ("TreeNode", "LossNode"):
+        return name in SKOPS_REDUCED
+    if loader == "FunctionNode":
+        return name in SKOPS_FUNCTIONS
+    if loader == "TypeNode":
+        return name in (SKOPS_KEY_TYPES if in_keys else SKOPS_VALUE_TYPES)
+    if loader in ("NdArrayNode", "MaskedArrayNode"):
+        return name.startswith("numpy.") and name.count(".") == 1 and (
+            name in ("numpy.ndarray", "numpy.ma.MaskedArray") or name in SKOPS_VALUE_TYPES
+            or name in ("numpy.str_", "numpy.complex128", "numpy.float128", "numpy.longdouble"))
+    if loader == "CachedNode":
+        return True             # refers to an object loaded (and checked) earlier
+    return name in SKOPS_DATA_NODES.get(loader, ())
 
 
 def _load_skops(data: bytes):
@@ -77,10 +313,185 @@ def _load_skops(data: bytes):
     bad = skops_untrusted(data)
     if bad:
         raise UntrustedModelError(
-            f"the skops model holds types lw does not trust: {bad[:5]}",
-            "use scikit-learn estimators only (see TRUSTED_TYPES in the README), or export "
-            "the model to ONNX")
-    return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+            f"the skops model holds types lw does not trust: {bad[:5]}"
+            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}",
+            "use the scikit-learn estimators lw has reviewed (SKOPS_ESTIMATORS in "
+            "lwcli/market/models.py, listed in the README), or export the model to ONNX")
+    try:
+        model = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+    except Exception as exc:
+        raise ModelCheckError(f"the skops model file does not load: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}", "save the model with skops.io.dump") from None
+    check_loaded_model(model)
+    return model
+
+
+# ---------------------------------------------------------------------------- after loading
+
+STACK_METHODS = frozenset({"predict", "predict_proba", "decision_function"})
+# attributes of meta-estimators whose values scikit-learn calls methods on
+RECEIVER_ATTRS = ("steps", "transformer_list", "transformers", "transformers_", "estimators",
+                  "estimators_", "final_estimator", "final_estimator_", "estimator",
+                  "estimator_", "regressor", "regressor_", "transformer", "transformer_",
+                  "init_", "remainder", "_remainder", "named_estimators_", "base_estimator_",
+                  "_transformer", "_label_binarizer", "_label_encoder", "_predictors",
+                  "_bin_mapper")
+PLACEHOLDERS = frozenset({"drop", "passthrough", "zero"})
+
+
+def _refuse(what: str) -> ModelCheckError:
+    return ModelCheckError(f"the skops model's content is not what its estimator would hold: "
+                           f"{what}", "save a model fitted by scikit-learn with skops.io.dump")
+
+
+def _type_name(obj) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _receivers(value, depth: int = 0):
+    """The objects held in a sub-estimator slot (lists, tuples (name, est[, columns]),
+    object arrays, Bunch/dict values)."""
+    if depth > 6:
+        return
+    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[0], str):
+        yield value[1]
+        return
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype == object):
+        for v in (value.ravel() if isinstance(value, np.ndarray) else value):
+            yield from _receivers(v, depth + 1)
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _receivers(v, depth + 1)
+        return
+    yield value
+
+
+def check_loaded_model(model) -> None:
+    """Content checks on a loaded skops model (run at QA and at every load).
+
+    Every sub-estimator slot holds a reviewed estimator or part (or a placeholder such as
+    ``"drop"``); stacking calls only predict / predict_proba / decision_function; decision
+    tree and histogram-GBM node arrays index only existing nodes, features and values.
+    Raises :class:`ModelCheckError` otherwise.
+    """
+    allowed = SKOPS_ESTIMATORS | SKOPS_PARTS | SKOPS_REDUCED
+    seen: set[int] = set()
+    todo = [(model, None)]
+    while todo:
+        obj, owner = todo.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float, np.generic)):
+            continue
+        seen.add(id(obj))
+        name = _type_name(obj)
+        if isinstance(obj, (list, tuple)) or (isinstance(obj, np.ndarray) and obj.dtype == object):
+            todo.extend((v, owner) for v in (obj.ravel() if isinstance(obj, np.ndarray) else obj))
+            continue
+        if isinstance(obj, dict):
+            todo.extend((v, owner) for v in obj.values())
+            continue
+        if name == "sklearn.tree._tree.Tree":
+            _check_tree(obj)
+            continue
+        if name == "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor":
+            _check_tree_predictor(obj, getattr(owner, "n_features_in_", None))
+            continue
+        if name in ("sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree"):
+            _check_binary_tree(obj)
+            continue
+        if name not in allowed:
+            continue
+        state = getattr(obj, "__dict__", {})
+        for attr in RECEIVER_ATTRS:
+            if attr not in state:
+                continue
+            for r in _receivers(state[attr]):
+                if r is None or (isinstance(r, str) and r in PLACEHOLDERS):
+                    continue
+                if attr in ("_predictors",) and isinstance(r, list):
+                    continue
+                if _type_name(r) not in allowed:
+                    raise _refuse(f"{name.rsplit('.', 1)[-1]}.{attr} holds a "
+                                  f"{_type_name(r)} where an estimator belongs")
+        methods = state.get("stack_method_")
+        if methods is not None:
+            bad = [m for m in list(methods) if not (isinstance(m, str) and m in STACK_METHODS)]
+            if bad:
+                raise _refuse(f"{name.rsplit('.', 1)[-1]}.stack_method_ names {bad[:3]}; "
+                              f"stacking calls only {sorted(STACK_METHODS)}")
+        todo.extend((v, obj) for v in state.values())
+
+
+def _check_tree(tree) -> None:
+    try:
+        st = tree.__getstate__()
+        nodes, values = st["nodes"], np.asarray(st["values"])
+        n_features, n_outputs = int(tree.n_features), int(tree.n_outputs)
+        n_classes = np.asarray(tree.n_classes)
+    except Exception as exc:
+        raise _refuse(f"a decision tree's arrays are unreadable ({type(exc).__name__})") from None
+    n = int(st["node_count"])
+    if len(nodes) != n or n < 1:
+        raise _refuse(f"a decision tree has {len(nodes)} nodes but says {n}")
+    if values.shape != (n, n_outputs, int(n_classes.max()) if n_classes.size else 1):
+        raise _refuse(f"a decision tree's values have shape {values.shape} for {n} nodes")
+    left, right, feat = (nodes["left_child"].astype(np.int64), nodes["right_child"].astype(np.int64),
+                         nodes["feature"].astype(np.int64))
+    idx = np.arange(n)
+    leaf = left == -1
+    inner = ~leaf
+    ok = (np.all(right[leaf] == -1)
+          and np.all((left[inner] > idx[inner]) & (left[inner] < n))
+          and np.all((right[inner] > idx[inner]) & (right[inner] < n))
+          and np.all((feat[inner] >= 0) & (feat[inner] < n_features)))
+    if not ok:
+        raise _refuse("a decision tree's node arrays point outside the tree or its features")
+
+
+def _check_binary_tree(tree) -> None:
+    """KD / ball tree arrays: indices into the data and node ranges stay in bounds."""
+    try:
+        st = tree.__getstate__()
+        data, idx, nodes, bounds = (np.asarray(st[0]), np.asarray(st[1]), st[2],
+                                    np.asarray(st[3]))
+        n_levels, weights = int(st[5]), st[12]
+        start, end = nodes["idx_start"].astype(np.int64), nodes["idx_end"].astype(np.int64)
+    except Exception as exc:
+        raise _refuse(f"a neighbours tree's arrays are unreadable ({type(exc).__name__})") from None
+    n = data.shape[0] if data.ndim == 2 else -1
+    m = len(nodes)
+    ok = (n >= 1 and idx.shape == (n,) and np.all((idx >= 0) & (idx < n))
+          and 0 <= n_levels < 64 and m == 2 ** n_levels - 1
+          and bounds.ndim == 3 and bounds.shape[1:] == (m, data.shape[1])
+          and np.all((start >= 0) & (start <= end) & (end <= n))
+          and (weights is None or np.asarray(weights).shape == (n,)))
+    if not ok:
+        raise _refuse("a neighbours tree's arrays point outside its data")
+
+
+def _check_tree_predictor(pred, n_features) -> None:
+    try:
+        nodes = pred.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        left, right = nodes["left"].astype(np.int64), nodes["right"].astype(np.int64)
+        feat = nodes["feature_idx"].astype(np.int64)
+        cat = nodes["is_categorical"].astype(bool)
+        bitset = nodes["bitset_idx"].astype(np.int64)
+        n_bitsets = min(len(pred.binned_left_cat_bitsets), len(pred.raw_left_cat_bitsets))
+    except Exception as exc:
+        raise _refuse(f"a gradient-boosting tree's arrays are unreadable ({type(exc).__name__})"
+                      ) from None
+    n = len(nodes)
+    idx = np.arange(n)
+    inner = ~leaf
+    ok = (n >= 1 and np.all((left[inner] > idx[inner]) & (left[inner] < n))
+          and np.all((right[inner] > idx[inner]) & (right[inner] < n))
+          and np.all(feat[inner] >= 0)
+          and (n_features is None or np.all(feat[inner] < int(n_features)))
+          and np.all(bitset[inner & cat] < n_bitsets))
+    if not ok:
+        raise _refuse("a gradient-boosting tree's node arrays point outside the tree or its "
+                      "features")
 
 
 # ---------------------------------------------------------------------------- ONNX

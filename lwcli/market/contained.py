@@ -1,0 +1,290 @@
+"""Run stored or submitted models contained: in a child process, never in lw's own.
+
+QA, search re-ranking and anchor computation run models through :func:`run_contained`:
+
+    lw ──> supervisor (own session) ──> worker (own session: python -m lwcli.market.probe)
+                                          └─ anything the model spawns (same process group)
+
+- Each item has a time limit (``LW_QA_TIMEOUT``). When an item runs past it, or the worker
+  crashes (a segfault included), lw kills the worker's whole process group (SIGKILL), reports
+  that item and runs the remaining ones in a fresh worker.
+- lw kills both process groups on every exit path (errors, Ctrl-C). If lw itself is killed
+  (SIGKILL), the supervisor sees its parent change within 0.1 s, kills the worker's group and
+  removes the job folder; the worker also dies with the supervisor (PR_SET_PDEATHSIG).
+- The children's stderr is drained in a thread and only its last :data:`STDERR_KEEP` bytes
+  are kept: a model writing gigabytes to stderr does not grow lw's memory.
+- Job folders are made in the system temp dir (``lw-qa-*``), never in the market, and removed
+  on every exit path.
+- The worker runs with no core dumps and a file-size limit (:data:`MAX_FILE_BYTES`).
+
+A process that leaves the worker's process group on purpose (``setsid``) is out of reach of a
+process-group kill; lw does not promise to contain a model that does so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import LwError, MissingExtraError, ModelCheckError, UntrustedModelError
+
+STDERR_KEEP = 8192               # bytes of the children's stderr kept for error messages
+MAX_FILE_BYTES = 1 << 30         # RLIMIT_FSIZE of the worker
+POLL_S = 0.05
+JOB_PREFIX = "lw-qa-"
+MODES = ("qa", "outputs", "values", "proba")
+
+
+@dataclass
+class Item:
+    """One model to run on ``X``. ``mode``: ``qa`` (island encoding + class-order check),
+    ``outputs`` (island encoding), ``values`` / ``proba`` (as a reuse Learnware gives them)."""
+
+    model_bytes: bytes
+    fmt: str
+    features: Sequence[str]
+    task: str
+    outputs: Sequence[str]
+    X: np.ndarray
+    mode: str = "outputs"
+    id: str = ""
+    name: str = ""
+    class_values: Sequence = field(default_factory=tuple)
+
+
+class _Tail(threading.Thread):
+    """Drains a pipe, keeping only its last ``keep`` bytes."""
+
+    def __init__(self, pipe, keep: int = STDERR_KEEP) -> None:
+        super().__init__(daemon=True)
+        self.pipe, self.keep, self.buf, self.total = pipe, keep, b"", 0
+
+    def run(self) -> None:
+        try:
+            while True:
+                chunk = self.pipe.read1(65536) if hasattr(self.pipe, "read1") else \
+                    self.pipe.read(65536)
+                if not chunk:
+                    break
+                self.total += len(chunk)
+                self.buf = (self.buf + chunk)[-self.keep:]
+        except (OSError, ValueError):
+            pass
+
+    def last_line(self) -> str:
+        lines = self.buf.decode(errors="replace").strip().splitlines()
+        return lines[-1][:200] if lines else ""
+
+
+def _killpg(pgid: int | None) -> None:
+    if pgid:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def _describe_exit(rc: int | None) -> str:
+    if rc is None:
+        return "killed"
+    if rc < 0:
+        try:
+            return f"signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit {rc}"
+
+
+def run_contained(items: Sequence[Item], *, trust: bool, timeout: float) -> list:
+    """Each item's outputs (an array), or the :class:`LwError` that stopped it."""
+    items = list(items)
+    if not items:
+        return []
+    job = Path(tempfile.mkdtemp(prefix=JOB_PREFIX))
+    try:
+        (job / "job.json").write_text(json.dumps({"trust": bool(trust), "items": [
+            {"format": it.fmt, "features": [str(f) for f in it.features], "task": it.task,
+             "outputs": list(it.outputs), "mode": it.mode, "id": it.id, "name": it.name,
+             "class_values": list(it.class_values)} for it in items]}))
+        for i, it in enumerate(items):
+            if it.mode not in MODES:
+                raise ValueError(f"unknown mode {it.mode!r}")
+            (job / f"model-{i}.bin").write_bytes(it.model_bytes)
+            np.save(job / f"inputs-{i}.npy", np.ascontiguousarray(it.X, dtype=np.float64),
+                    allow_pickle=False)
+        results: list = [None] * len(items)
+        start = 0
+        while start < len(items):
+            stuck, rc, tail = _run_batch(job, start, len(items), timeout)
+            nxt = len(items)
+            for i in range(start, len(items)):
+                out, err = job / f"out-{i}.npy", job / f"err-{i}.json"
+                if err.is_file():
+                    results[i] = _error_from(err)
+                elif out.is_file():
+                    results[i] = np.load(out, allow_pickle=False)
+                else:
+                    if stuck == i or (stuck is None and i == start and rc is None):
+                        results[i] = ModelCheckError(
+                            f"the model did not answer {len(items[i].X)} rows within {timeout:g} s",
+                            "make prediction faster, or raise --timeout (LW_QA_TIMEOUT)")
+                    else:
+                        last = tail.last_line()
+                        results[i] = ModelCheckError(
+                            f"the model crashed its process ({_describe_exit(rc)})"
+                            f"{': ' + last if last else ''}",
+                            "check that the model loads and predicts")
+                    nxt = i + 1
+                    break
+            start = nxt
+        return results
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+
+
+def _error_from(path: Path) -> LwError:
+    try:
+        err = json.loads(path.read_text())
+        cls = {"UntrustedModelError": UntrustedModelError,
+               "MissingExtraError": MissingExtraError}.get(err.get("type"), ModelCheckError)
+        return cls(str(err.get("message"))[:2000], err.get("hint"))
+    except (OSError, ValueError, AttributeError):
+        return ModelCheckError("the model's process left an unreadable error report",
+                               "check that the model loads and predicts")
+
+
+def _run_batch(job: Path, start: int, n: int, timeout: float):
+    """Run items ``start..n`` in one supervised worker. Returns (index of the item that ran past
+    the time limit or None, the supervisor's exit status (None when killed), stderr tail)."""
+    for p in (job / "progress", job / "worker.pid", job / "worker.rc"):
+        p.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "lwcli.market.contained", str(job), str(start), str(n),
+           repr(float(timeout)), str(os.getpid())]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True, env=_env())
+    tail = _Tail(proc.stderr)
+    tail.start()
+    stuck, rc = None, None
+    try:
+        current, t0 = None, time.monotonic()
+        while True:
+            try:
+                rc = proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = _read_int(job / "progress")
+            if now != current:
+                current, t0 = now, time.monotonic()
+            elif time.monotonic() - t0 > (timeout if current is not None else timeout + 60.0):
+                stuck = start if current is None else current     # (start-up: a guard only)
+                break
+    finally:
+        _killpg(_read_int(job / "worker.pid"))
+        _killpg(proc.pid)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        _killpg(_read_int(job / "worker.pid"))     # a worker started during the kill
+        tail.join(timeout=2)
+        try:
+            proc.stderr.close()
+        except OSError:
+            pass
+    if stuck is None and rc is not None:
+        worker_rc = _read_int(job / "worker.rc")        # the worker's own status, if it ended
+        rc = worker_rc if worker_rc is not None else rc
+    return stuck, (None if stuck is not None else rc), tail
+
+
+# ---------------------------------------------------------------------------- supervisor
+
+def _worker_limits() -> None:           # runs in the worker between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if hard == resource.RLIM_INFINITY or hard > MAX_FILE_BYTES:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, min(hard, MAX_FILE_BYTES)
+                                                       if hard != resource.RLIM_INFINITY
+                                                       else MAX_FILE_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def supervise(job: Path, start: int, n: int, timeout: float, parent: int) -> int:
+    """Start the worker in its own session; kill its process group when lw goes away, when
+    the guard deadline passes, and after it exits (its leftover children)."""
+    if os.getppid() != parent:
+        shutil.rmtree(job, ignore_errors=True)
+        return 1
+    worker = subprocess.Popen([sys.executable, "-m", "lwcli.market.probe", str(job), str(start)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              start_new_session=True, preexec_fn=_worker_limits)
+    _write_atomic(job / "worker.pid", str(worker.pid))
+    deadline = time.monotonic() + timeout * (n - start) + 60.0     # lw enforces the real limit
+    orphaned = False
+    while True:
+        try:
+            rc = worker.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        orphaned = os.getppid() != parent
+        if orphaned or time.monotonic() > deadline:
+            _killpg(worker.pid)
+            rc = worker.wait()
+            break
+    _killpg(worker.pid)
+    if orphaned or os.getppid() != parent:
+        shutil.rmtree(job, ignore_errors=True)
+        return 1
+    try:
+        _write_atomic(job / "worker.rc", str(rc))
+    except OSError:
+        pass
+    if os.getppid() != parent:
+        shutil.rmtree(job, ignore_errors=True)
+    return rc if rc >= 0 else 128 - rc
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    sys.exit(supervise(Path(a[0]), int(a[1]), int(a[2]), float(a[3]), int(a[4])))

@@ -1,0 +1,300 @@
+"""Stored and submitted models run contained (issue 13, points 1 and 2).
+
+Real processes throughout: hostile models are pickles of small classes written to a module in
+the test's own folder (loaded only with --trust, the one path where a model may run code), so
+the QA worker, the re-ranking and the anchors really run them. Time limits are small; the
+waits below are generous guards, never measurements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import build_learnware, domain_data, snapshot, write_user
+from lwcli import api
+from lwcli.errors import ModelCheckError
+from lwcli.market.contained import STDERR_KEEP, Item, _Tail, run_contained
+
+LW = Path(sys.executable).parent / "lw"
+
+HOSTILE_MODULE = '''
+import os, subprocess, sys, time
+import numpy as np
+
+
+class SpawnAndHang:
+    """Starts a sleeping grandchild, records both pids, then hangs."""
+    def __init__(self, pidfile):
+        self.pidfile = pidfile
+
+    def predict(self, X):
+        child = subprocess.Popen(["sleep", "600"])
+        with open(self.pidfile + ".tmp", "w") as f:
+            f.write(f"{os.getpid()} {child.pid}")
+        os.replace(self.pidfile + ".tmp", self.pidfile)
+        time.sleep(600)
+
+
+class StderrFlood:
+    """Writes ``mb`` MiB to stderr, then predicts zeros."""
+    def __init__(self, mb):
+        self.mb = mb
+
+    def predict(self, X):
+        chunk = b"x" * (1 << 20)
+        for _ in range(self.mb):
+            sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+        return np.zeros(len(X))
+
+
+class FineThenCrash:
+    """A linear model that passes QA (64+ rows) but segfaults on fewer rows."""
+    def __init__(self, w, rows, how="segv"):
+        self.w, self.rows, self.how = w, rows, how
+
+    def predict(self, X):
+        if len(X) < self.rows:
+            if self.how == "segv":
+                os.kill(os.getpid(), 11)
+            time.sleep(600)
+        return np.asarray(X) @ self.w
+'''
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    """The hostile classes, importable here and in every child lw starts."""
+    d = tmp_path / "hostile_pkg"
+    d.mkdir()
+    (d / "hostile_models.py").write_text(HOSTILE_MODULE)
+    monkeypatch.syspath_prepend(str(d))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(d)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    sys.modules.pop("hostile_models", None)
+    import hostile_models
+
+    return hostile_models
+
+
+@pytest.fixture
+def systmp(tmp_path, monkeypatch) -> Path:
+    """The system temp dir, for lw and its children: where QA job folders go."""
+    d = tmp_path / "systmp"
+    d.mkdir()
+    monkeypatch.setenv("TMPDIR", str(d))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return d
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_until(cond, limit: float = 30.0) -> bool:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+def package_with(tmp_path, market, model) -> Path:
+    from lwcli.market.package import build_package, read_package
+
+    X, y = domain_data(0, 200, seed=0)
+    good = build_learnware(tmp_path, "good", X, y, market=market)
+    pkg = read_package(good.package)
+    man = dataclasses.replace(pkg.manifest, model_format="pickle", model_file="model.pkl")
+    path = tmp_path / "hostile.lw"
+    path.write_bytes(build_package(man, pkg.spec, pickle.dumps(model)))
+    return path
+
+
+def test_a_model_that_spawns_and_hangs_is_killed_with_its_children(tmp_path, market, hostile,
+                                                                  systmp):
+    pidfile = tmp_path / "pids"
+    path = package_with(tmp_path, market, hostile.SpawnAndHang(str(pidfile)))
+    before = snapshot(market)
+    with pytest.raises(ModelCheckError, match="within"):
+        api.submit(path, market, trust=True, timeout=8)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert wait_until(lambda: not any(alive(p) for p in pids)), pids
+    assert list(systmp.iterdir()) == []
+    assert snapshot(market) == before
+
+
+def test_lw_killed_during_qa_leaves_no_process_and_no_job_folder(tmp_path, market, hostile,
+                                                                 systmp):
+    pidfile = tmp_path / "pids"
+    path = package_with(tmp_path, market, hostile.SpawnAndHang(str(pidfile)))
+    before = snapshot(market)
+    proc = subprocess.Popen([str(LW), "submit", str(path), "--market", str(market), "--trust",
+                             "--timeout", "300"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, LW_DEVICE="cpu"))
+    try:
+        assert wait_until(pidfile.exists, 120), "the model never started"
+        assert any(p.name.startswith("lw-qa-") for p in systmp.iterdir())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert wait_until(lambda: not any(alive(p) for p in pids)), pids
+    assert wait_until(lambda: list(systmp.iterdir()) == [])
+    assert snapshot(market) == before
+
+
+def test_a_flood_on_stderr_does_not_grow_lw(tmp_path, market, hostile, systmp):
+    """300 MiB written to stderr by the model: lw keeps only the tail (the bounded reader is
+    checked directly, and lw's peak RSS stays near that of a quiet run)."""
+    r, w = os.pipe()
+    tail = _Tail(os.fdopen(r, "rb"))
+    tail.start()
+    with os.fdopen(w, "wb") as out:
+        for _ in range(64):
+            out.write(b"y" * (1 << 20))
+    tail.join(60)
+    assert tail.total == 64 << 20 and len(tail.buf) == STDERR_KEEP
+
+    def peak_rss_kib(model) -> int:
+        path = package_with(tmp_path, market, model)
+        proc = subprocess.Popen([str(LW), "submit", str(path), "--market", str(market),
+                                 "--trust", "--timeout", "120"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=dict(os.environ, LW_DEVICE="cpu"))
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode in (0, 4, 5, 7), proc.returncode
+        return usage.ru_maxrss          # lw, or its largest waited-for child
+
+    quiet = peak_rss_kib(hostile.StderrFlood(0))
+    flood = peak_rss_kib(hostile.StderrFlood(300))
+    assert flood - quiet < 150 * 1024, (quiet, flood)
+
+
+def test_a_rejected_submit_leaves_a_market_without_tmp_byte_for_byte_unchanged(
+        tmp_path, market, hostile, systmp):
+    import shutil
+
+    pidfile = tmp_path / "pids"
+    path = package_with(tmp_path, market, hostile.SpawnAndHang(str(pidfile)))
+    shutil.rmtree(market / "tmp")
+    tree = sorted(market.rglob("*"))
+    before = snapshot(market)
+    with pytest.raises(ModelCheckError):
+        api.submit(path, market, trust=True, timeout=2)
+    assert sorted(market.rglob("*")) == tree and snapshot(market) == before
+    assert not (market / "tmp").exists()
+    assert list(systmp.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- batches
+
+def test_a_batch_reports_the_crash_and_the_hang_and_runs_the_others(hostile, systmp):
+    w = np.array([1.0, 2.0])
+    X = np.arange(20.0).reshape(10, 2)
+
+    def item(model):
+        return Item(pickle.dumps(model), "pickle", ["a", "b"], "regression", ["y"], X,
+                    mode="outputs")
+
+    good = hostile.FineThenCrash(w, 0)
+    res = run_contained([item(good), item(hostile.FineThenCrash(w, 100, "segv")), item(good),
+                         item(hostile.FineThenCrash(w, 100, "hang")), item(good)],
+                        trust=True, timeout=5)
+    for i in (0, 2, 4):
+        np.testing.assert_array_equal(res[i], (X @ w).reshape(-1, 1))
+    assert isinstance(res[1], ModelCheckError) and "SIGSEGV" in res[1].message
+    assert isinstance(res[3], ModelCheckError) and "within 5 s" in res[3].message
+    assert list(systmp.iterdir()) == []
+
+
+@pytest.fixture
+def three(tmp_path, market):
+    """Three skops learnwares on one island, and a labelled user's data."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    ids = []
+    for i, model in enumerate([None, DecisionTreeRegressor(max_depth=3, random_state=0), None]):
+        X, y = domain_data(0, 300, seed=i)
+        if model is not None:
+            model.fit(X, y)
+        b = build_learnware(tmp_path, f"lw{i}", X, y, market=market, model=model)
+        ids.append(api.submit(b.package, market).id)
+    X, y = domain_data(0, 120, seed=9)
+    return ids, write_user(tmp_path / "user.csv", X, y)
+
+
+def test_contained_rerank_and_anchors_equal_the_in_process_results(market, three):
+    from lwcli.engine.search import requirement_loss, requirement_sample
+    from lwcli.market.anchors import probe_outputs
+    from lwcli.market.models import load_learnware_model, model_outputs
+    from lwcli.market.store import Market
+
+    ids, user = three
+    spec = api.build_spec(user, target="y", market=market, k=30, seed=0)
+    res = api.search(market, spec=spec, top=3)
+    assert res.ranked_by == "requirement-loss"
+    X, _, _ = requirement_sample(spec.rkme)
+    for lw in api.load_learnwares(market, ids, with_specs=False):
+        row = next(r for r in res.single if r["id"] == lw.id)
+        loss = float(np.sqrt(requirement_loss(lw.predict_values(X), spec.rkme)))
+        assert row["requirement_loss"] == loss
+
+    mk = Market.open(market)
+    manifests = {i: mk.manifest(i) for i in ids}
+    P = np.random.default_rng(0).normal(size=(50, 4))
+    outs, kept, failed = probe_outputs(mk, ids, P, False, manifests)
+    assert kept == ids and failed == []
+    for n, i in enumerate(ids):
+        m = manifests[i]
+        own = model_outputs(load_learnware_model(mk.model_bytes(i), m.model_format, m.features),
+                            P, m.task, m.outputs)
+        np.testing.assert_array_equal(outs[n], own)
+
+
+def test_a_stored_model_that_crashes_or_hangs_is_reported_by_search_and_refresh(
+        tmp_path, market, three, hostile, systmp, monkeypatch):
+    from lwcli.market.package import build_package, read_package
+
+    ids, user = three
+    X, y = domain_data(0, 300, seed=5)
+    base = build_learnware(tmp_path, "crashy", X, y, market=market)
+    pkg = read_package(base.package)
+    w = np.linalg.lstsq(X, y, rcond=None)[0]
+    added = {}
+    for how in ("segv", "hang"):
+        man = dataclasses.replace(pkg.manifest, model_format="pickle", model_file="model.pkl",
+                                  name=f"crashy-{how}")
+        p = tmp_path / f"{how}.lw"
+        p.write_bytes(build_package(man, pkg.spec, pickle.dumps(
+            hostile.FineThenCrash(w, 64 if how == "segv" else 60, how))))
+        added[how] = api.submit(p, market, trust=True, timeout=60).id
+    monkeypatch.setenv("LW_QA_TIMEOUT", "5")
+    res = api.search(market, data=user, target="y", top=5, trust=True, k=30)
+    notes = " ".join(res.warnings)
+    assert f"{added['segv']}: the model crashed its process (signal SIGSEGV)" in notes
+    assert f"{added['hang']}: the model did not answer" in notes
+    assert {r["id"] for r in res.single if "requirement_loss" in r} == set(ids)
+    out = api.market_refresh(market, trust=True, force=True)
+    assert out is not None
+    assert list(systmp.iterdir()) == []
