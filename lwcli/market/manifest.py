@@ -128,14 +128,14 @@ def _short(v, n: int = 40) -> str:
     return r if len(r) <= n else r[:n] + "..."
 
 
-def _text(d: dict, key: str, limit: int, where: str = "", *, multiline: bool = False) -> str:
-    """A string field of at most ``limit`` characters, without control characters (a
-    description may hold line breaks and tabs)."""
+def _text(d: dict, key: str, limit: int, where: str = "", *, free: bool = False) -> str:
+    """A string field of at most ``limit`` characters, without control characters unless
+    ``free`` (a description: any text, escaped wherever lw shows it)."""
     v = _req(d, key, str, where)
     if len(v) > limit:
         raise ManifestError(f"learnware.toml: {where}{key} is {len(v)} characters long, over "
                             f"the limit of {limit}", f"shorten {where}{key}")
-    bad = _CONTROL.search(re.sub(r"[\t\r\n]", "", v) if multiline else v)
+    bad = None if free else _CONTROL.search(v)
     if bad:
         raise ManifestError(f"learnware.toml: {where}{key} holds the control character "
                             f"{bad.group()!r}", f"remove it from {where}{key}")
@@ -169,7 +169,7 @@ def manifest_from_dict(d: dict) -> Manifest:
         raise ManifestError(f"learnware.toml: name {name!r} must be 1-128 letters, digits, '.', '_'"
                             " or '-', starting with a letter or digit", "rename it")
     version = _text(d, "version", 64)
-    description = _text(d, "description", MAX_DESCRIPTION_CHARS, multiline=True)
+    description = _text(d, "description", MAX_DESCRIPTION_CHARS, free=True)
     if not description.strip():
         raise ManifestError("learnware.toml: description is empty", "describe the model in a sentence")
     license_ = _text(d, "license", 128)
