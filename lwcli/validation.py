@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, UsageError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -98,3 +98,12 @@ MAX_SCALED_COORD = 1e15       # |a coordinate / its scale|: its square stays fin
 MAX_ROWS = 10 ** 12           # a specification's n_rows
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
+
+
+def check_seed(seed) -> int:
+    """A random seed: an integer from 0 to 2^63 - 1 (what numpy and torch both take)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= int(seed) < 2 ** 63:
+        raise UsageError(f"--seed {seed} is not a seed: expected an integer from 0 to 2^63 - 1",
+                         "pass --seed 0 or another non-negative integer")
+    return int(seed)

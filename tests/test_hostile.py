@@ -356,3 +356,10 @@ def test_safe_text_escapes_every_control_character():
     shown = safe_text(raw)
     assert shown.endswith("ok é") and shown.isprintable()
     assert safe_text("a\tb\nc", lines=True) == "a\tb\nc"
+
+
+def test_a_negative_or_huge_seed_is_a_usage_error(base, tmp_path):
+    root, work, _, _ = base
+    for seed in ("-3", "99999999999999999999"):
+        refused(root, "spec", work / "user.csv", "--k", "5", "--seed", seed, "-o",
+                tmp_path / "s.json", code=2)

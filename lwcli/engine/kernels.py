@@ -159,6 +159,9 @@ def fit_metric(
     ``output_weight=1``, a typical difference in outputs counts as much as a typical difference
     in all inputs together: the specification then tells models apart by their *function*.
     """
+    from ..validation import check_seed
+
+    check_seed(seed)
     X = np.asarray(X, dtype=np.float64)
     d_x = X.shape[1]
     sx = X.std(axis=0)

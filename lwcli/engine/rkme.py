@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError, SpecError
-from ..validation import MAX_K, MAX_SCALED_COORD, check_fill_values, check_float32_range
+from ..validation import (MAX_K, MAX_SCALED_COORD, check_fill_values, check_float32_range,
+                          check_seed)
 from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
 from .qp import simplex_qp
 
@@ -255,6 +256,7 @@ def fit_rkme(
     if d != metric.dim:
         raise DataError(f"data has {d} columns, the kernel metric expects {metric.dim}",
                         "use the island's feature columns")
+    check_seed(seed)
     if k > MAX_K:
         raise DataError(f"--k {k} reduced points asked for, over the limit of {MAX_K} (indexing "
                         "a specification costs K x K kernel values)", f"use --k {MAX_K} or fewer")
