@@ -86,7 +86,7 @@ def check_float32_range(X: np.ndarray, names: Sequence[str] | None = None,
 # (documented in the README, "Limits"). They bound memory and time: a specification of K
 # reduced points costs K x K kernel values to index, a manifest's lists become table columns.
 
-MAX_K = 5000                  # reduced points of one specification (lw spec --k)
+MAX_K = 2048                  # reduced points of one specification (lw spec --k): K x K = 4M
 MAX_FEATURES = 4096           # input features of a manifest, a specification or a data file
 MAX_OUTPUTS = 1024            # classes (classification) or outputs of one learnware
 MAX_NAME_CHARS = 256          # a feature, output or class name, an island id, a version...
