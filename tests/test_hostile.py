@@ -363,3 +363,12 @@ def test_a_negative_or_huge_seed_is_a_usage_error(base, tmp_path):
     for seed in ("-3", "99999999999999999999"):
         refused(root, "spec", work / "user.csv", "--k", "5", "--seed", seed, "-o",
                 tmp_path / "s.json", code=2)
+
+
+def test_deeply_nested_search_results_and_anchor_reports_are_exit_4(base, tmp_path):
+    root, work, _, _ = base
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    refused(root, "reuse", "--from-search", deep, "--data", work / "user.csv", "--market", root,
+            "-o", tmp_path / "o.csv")
+    refused(root, "search", "--anchor-report", deep, "--market", root)
