@@ -89,10 +89,6 @@ def unpack_bytes(data: bytes, source: str = "package") -> Package:
     with zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
-        if len(names) > 3:
-            raise PackageError(f"{source} has {len(names)} members; a package holds 3 "
-                               f"({MANIFEST_NAME}, {SPEC_NAME} and the model)",
-                               "rebuild it with lw pack")
         for n in names:
             if unsafe_member_name(n):
                 raise PackageError(f"{source}: member path {n!r} escapes the package folder",
@@ -102,6 +98,10 @@ def unpack_bytes(data: bytes, source: str = "package") -> Package:
         for required in (MANIFEST_NAME, SPEC_NAME):
             if required not in names:
                 raise PackageError(f"{source} has no {required}", "rebuild it with lw pack")
+        if len(names) > 3:
+            raise PackageError(f"{source} has {len(names)} members, unexpected for a package "
+                               f"({MANIFEST_NAME}, {SPEC_NAME} and the model)",
+                               "rebuild it with lw pack")
         by_name = {i.filename: i for i in infos}
         manifest_bytes = _read_member(zf, by_name[MANIFEST_NAME], MAX_MEMBER_BYTES[MANIFEST_NAME],
                                       source)
