@@ -166,7 +166,7 @@ def manifest_from_dict(d: dict) -> Manifest:
         raise ManifestError("learnware.toml must be a table", "see the README for the schema")
     name = _req(d, "name", str)
     if not NAME_RE.match(name):
-        raise ManifestError(f"learnware.toml: name {name!r} must be 1-128 letters, digits, '.', '_'"
+        raise ManifestError(f"learnware.toml: name {_short(name)} must be 1-128 letters, digits, '.', '_'"
                             " or '-', starting with a letter or digit", "rename it")
     version = _text(d, "version", 64)
     description = _text(d, "description", MAX_DESCRIPTION_CHARS, free=True)
