@@ -231,7 +231,7 @@ def test_fuzz_data_files(fx, tmp_path_factory, data):
         i = data.draw(st.integers(0, len(rows) - 1))
         if op == "cell" and rows[i]:
             rows[i][data.draw(st.integers(0, len(rows[i]) - 1))] = data.draw(CELLS)
-        elif op == "column":               # one value in a whole column (constant, huge)
+        elif op == "column" and rows[0]:   # one value in a whole column (constant, huge)
             j = data.draw(st.integers(0, len(rows[0]) - 1))
             v = data.draw(CELLS)
             for r in rows[1:]:
