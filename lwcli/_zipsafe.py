@@ -25,11 +25,11 @@ ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImple
 
 def open_zip(data: bytes, source: str, error: type[InvalidInputError], what: str,
              fix: str) -> zipfile.ZipFile:
-    """A ``ZipFile`` over ``data``, or ``error`` ("``source`` is not a valid ``what``")."""
+    """A ``ZipFile`` over ``data``, or ``error`` ("``source`` is not a ``what``")."""
     try:
         return zipfile.ZipFile(io.BytesIO(data))
     except ZIP_ERRORS as exc:
-        raise error(f"{source} is not a valid {what} (truncated or not a zip: "
+        raise error(f"{source} is not a {what} (truncated or not a zip: "
                     f"{type(exc).__name__}: {exc})", fix) from exc
 
 

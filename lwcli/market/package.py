@@ -85,7 +85,7 @@ def read_package(path: str | Path) -> Package:
 
 
 def unpack_bytes(data: bytes, source: str = "package") -> Package:
-    zf = open_zip(data, source, PackageError, "package", "rebuild it with lw pack")
+    zf = open_zip(data, source, PackageError, "valid package", "rebuild it with lw pack")
     with zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
