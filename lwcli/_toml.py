@@ -13,8 +13,18 @@ TOMLDecodeError = _reader.TOMLDecodeError
 
 
 def loads(text: str) -> dict:
-    """Parse TOML text; a leading UTF-8 byte-order mark (as some editors write) is ignored."""
-    return _reader.loads(text.removeprefix("\ufeff"))
+    """Parse TOML text; a leading UTF-8 byte-order mark (as some editors write) is ignored.
+
+    Arrays or tables nested too deeply for the parser's recursion are a
+    :class:`TOMLDecodeError` like any other malformed document."""
+    try:
+        return _reader.loads(text.removeprefix("\ufeff"))
+    except RecursionError:
+        raise TOMLDecodeError("arrays or tables nested too deeply") from None
+    except TOMLDecodeError:
+        raise
+    except (ValueError, OverflowError) as exc:   # e.g. an integer of more than 4300 digits
+        raise TOMLDecodeError(" ".join(str(exc).split())[:200]) from None
 
 
 def dumps(data: dict) -> str:

@@ -6,10 +6,31 @@ checked while reading.
 
 from __future__ import annotations
 
+import io
+import lzma
+import struct
 import zipfile
 import zlib
 
 from .errors import InvalidInputError
+
+#: Everything ``zipfile`` raises on a malformed archive: a bad central directory (BadZipFile,
+#: struct.error, ValueError, OSError), a member flagged encrypted (RuntimeError), an unknown
+#: compression method (NotImplementedError), a corrupt stream (zlib/lzma errors, EOFError,
+#: OSError from bz2).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError,
+              RuntimeError, ValueError, OSError, struct.error, KeyError, IndexError,
+              OverflowError)
+
+
+def open_zip(data: bytes, source: str, error: type[InvalidInputError], what: str,
+             fix: str) -> zipfile.ZipFile:
+    """A ``ZipFile`` over ``data``, or ``error`` ("``source`` is not a ``what``")."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except ZIP_ERRORS as exc:
+        raise error(f"{source} is not a {what} (truncated or not a zip: "
+                    f"{type(exc).__name__}: {exc})", fix) from exc
 
 
 def unsafe_member_name(name: str, *, allow_folders: bool = False) -> bool:
@@ -37,6 +58,9 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, source: 
                 if len(out) > limit:
                     raise error(f"{source}: member {info.filename!r} expands past the "
                                 f"{limit}-byte limit", "the file is malformed or hostile")
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise error(f"{source}: member {info.filename!r} is corrupt ({exc})", fix) from exc
+    except InvalidInputError:
+        raise
+    except ZIP_ERRORS as exc:
+        raise error(f"{source}: member {info.filename!r} cannot be read ({type(exc).__name__}: "
+                    f"{exc})", fix) from exc
     return bytes(out)

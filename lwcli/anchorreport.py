@@ -50,7 +50,7 @@ def read_report(path: str | Path) -> dict:
                           FIX)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ReportError(f"{p} is not valid JSON ({exc})", FIX) from exc
     return report_from_dict(doc, str(p))
 

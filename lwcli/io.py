@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError, MissingExtraError, NotFoundError
-from .validation import check_fill_values, check_float32_range, nfc, nfc_all
+from .validation import MAX_FEATURES, check_fill_values, check_float32_range, nfc, nfc_all
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")
 SUPPORTED = (*CSV_SUFFIXES, ".parquet", ".npy")
@@ -287,6 +287,9 @@ def read_table(
             "pass --target with one of the file's column names",
         )
     present = [c for c in columns if c != target]
+    if len(present) > MAX_FEATURES:
+        raise DataError(f"{p} has {len(present)} feature columns, over the limit of "
+                        f"{MAX_FEATURES}", "select the columns the model uses")
     if features is not None:
         features = nfc_all(features)
         _check_columns(present, features, p)

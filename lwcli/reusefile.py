@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 from . import __version__
-from ._zipsafe import read_member, unsafe_member_name
+from ._zipsafe import open_zip, read_member, unsafe_member_name
 from .errors import InvalidInputError, NotFoundError
 
 FORMAT = "lw-reuser"
@@ -88,11 +88,7 @@ def load_reuser(path: str | Path, *, trust: bool = False):
     if not p.is_file():
         raise NotFoundError(f"saved reuser {p} does not exist", "check the path")
     src = str(p)
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(p.read_bytes()))
-    except zipfile.BadZipFile as exc:
-        raise ReuserFileError(f"{src} is not a saved lw reuser (truncated or not a zip: {exc})",
-                              FIX) from exc
+    zf = open_zip(p.read_bytes(), src, ReuserFileError, "saved lw reuser", FIX)
     with zf:
         infos = {i.filename: i for i in zf.infolist()}
         if len(infos) != len(zf.infolist()) or any(unsafe_member_name(n, allow_folders=True)
@@ -103,7 +99,7 @@ def load_reuser(path: str | Path, *, trust: bool = False):
         try:
             doc = json.loads(read_member(zf, infos[STATE_NAME], MAX_STATE_BYTES, src,
                                          ReuserFileError, FIX).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ReuserFileError(f"{src}: {STATE_NAME} is not valid JSON ({exc})", FIX) from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ReuserFileError(f"{src} is not a saved lw reuser (format != {FORMAT!r})", FIX)

@@ -16,11 +16,11 @@ import numpy as np
 from .engine.kernels import KernelMetric
 from .engine.rkme import RKME
 from .errors import NotFoundError, SpecError
-from .validation import nfc_all
+from .validation import (FLOAT32_MAX, MAX_FEATURES, MAX_K, MAX_NAME_CHARS, MAX_OUTPUTS,
+                         MAX_ROWS, MAX_SCALED_COORD, MAX_SPEC_BYTES, nfc_all)
 
 FORMAT = "lw-rkme"
 VERSION = 1
-MAX_SPEC_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,29 +75,128 @@ class Spec:
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
 
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _bad(source: str, what: str) -> SpecError:
+    return SpecError(f"{source} is malformed: {what}", "rebuild it with lw spec")
+
+
+def _names(v, field_name: str, source: str, limit: int) -> list[str]:
+    """A list of at most ``limit`` non-empty strings of at most MAX_NAME_CHARS characters."""
+    if not isinstance(v, list):
+        raise _bad(source, f"{field_name} must be a list of names, got {type(v).__name__}")
+    if len(v) > limit:
+        raise SpecError(f"{source} has {len(v)} {field_name}, over the limit of {limit}",
+                        "use fewer columns")
+    for x in v:
+        if not isinstance(x, str) or not x or len(x) > MAX_NAME_CHARS:
+            raise _bad(source, f"{field_name} must hold names of 1 to {MAX_NAME_CHARS} "
+                               f"characters, got {type(x).__name__} {str(x)[:40]!r}")
+    return v
+
+
+def _vector(v, source: str) -> np.ndarray:
+    """beta: a non-empty list of at most MAX_K numbers (JSON numbers only: no strings, no
+    booleans), as float64."""
+    if not isinstance(v, list) or not v:
+        raise _bad(source, f"beta must be a non-empty list of numbers, got {type(v).__name__}")
+    if len(v) > MAX_K:
+        raise SpecError(f"{source} has {len(v)} reduced points, over the limit of {MAX_K}",
+                        f"rebuild it with lw spec --k {MAX_K} or fewer")
+    if not all(_num(x) for x in v):
+        odd = next(x for x in v if not _num(x))
+        raise _bad(source, f"beta must hold numbers only, got {type(odd).__name__} "
+                           f"{str(odd)[:40]!r}")
+    return _floats(v, source, "beta")
+
+
+def _floats(v, source: str, what: str) -> np.ndarray:
+    try:
+        with np.errstate(all="ignore"):
+            return np.asarray(v, dtype=np.float64)
+    except OverflowError:   # an integer beyond float64's range
+        raise _bad(source, f"{what} holds a number beyond float64's range") from None
+
+
+def _matrix(v, rows: int, cols: int, source: str) -> np.ndarray:
+    """points: ``rows`` lists of ``cols`` numbers each."""
+    if not isinstance(v, list) or len(v) != rows:
+        got = f"{len(v)} rows" if isinstance(v, list) else type(v).__name__
+        raise _bad(source, f"points must be a list of {rows} rows (one per weight), got {got}")
+    for i, row in enumerate(v):
+        if not isinstance(row, list) or len(row) != cols or not all(_num(x) for x in row):
+            raise _bad(source, f"points row {i} must be a list of {cols} numbers "
+                               f"(the metric's coordinates)")
+    return _floats(v, source, "points").reshape(rows, cols)
+
+
 def spec_from_dict(d: dict, source: str = "specification") -> Spec:
+    """A specification from its JSON form. Every field is checked for its type and range
+    before use (numbers are numbers, not strings or booleans; points fit float32, the type
+    the engine computes in), so a malformed or hostile file is a :class:`SpecError`."""
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise SpecError(f"{source} is not an lw RKME specification (format != {FORMAT!r})",
                         "build one with lw spec")
-    if d.get("version") != VERSION:
-        raise SpecError(f"{source} has format version {d.get('version')!r}, expected {VERSION}",
-                        "rebuild it with this version of lw spec")
+    if d.get("version") != VERSION or isinstance(d.get("version"), bool):
+        raise SpecError(f"{source} has format version {str(d.get('version'))[:20]!r}, expected "
+                        f"{VERSION}", "rebuild it with this version of lw spec")
+    for key in ("metric", "beta", "points", "features", "n_rows", "approx_error"):
+        if key not in d:
+            raise _bad(source, f"field {key!r} is missing")
     try:
         metric = KernelMetric.from_dict(d["metric"])
-        beta = np.asarray(d["beta"], dtype=np.float64)
-        points = np.asarray(d["points"], dtype=np.float64)
-        features = tuple(nfc_all(d["features"]))
-        task = d.get("task")
-        outputs = tuple(str(o) for o in d.get("outputs") or ())
-        if task == "regression":   # output names; class labels are kept as written
-            outputs = tuple(nfc_all(outputs))
-        rkme = RKME(beta=beta, points=points.reshape(len(beta), -1) if beta.size else points,
-                    metric=metric, n_rows=int(d["n_rows"]), approx_error=float(d["approx_error"]),
-                    seed=int(d.get("seed", 0)), fit_info=dict(d.get("fit_info") or {}))
     except SpecError as exc:
         raise SpecError(f"{source}: {exc.message}", exc.hint) from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SpecError(f"{source} is malformed: {exc!r}", "rebuild it with lw spec") from exc
+    features = tuple(nfc_all(_names(d["features"], "features", source, MAX_FEATURES)))
+    task = d.get("task")
+    if task not in (None, "classification", "regression"):
+        raise _bad(source, f"task must be 'classification', 'regression' or null, got "
+                           f"{str(task)[:40]!r}")
+    outputs = tuple(_names(d.get("outputs") or [], "outputs", source, MAX_OUTPUTS))
+    if task == "regression":   # output names; class labels are kept as written
+        outputs = tuple(nfc_all(outputs))
+    for key, allowed in (("output_source", (None, "model", "target")),
+                         ("kind", (None, "joint" if outputs else "input"))):
+        if d.get(key) not in allowed:
+            raise _bad(source, f"{key} must be one of {[a for a in allowed if a]}, got "
+                               f"{str(d.get(key))[:40]!r}")
+    island = d.get("island")
+    if island is not None and (not isinstance(island, str) or len(island) > MAX_NAME_CHARS):
+        raise _bad(source, "island must be an island id or null")
+    if d.get("metric_digest") is not None and not isinstance(d.get("metric_digest"), str):
+        raise _bad(source, "metric_digest must be a string")
+    n_rows, seed, err = d["n_rows"], d.get("seed", 0), d["approx_error"]
+    if not isinstance(n_rows, int) or isinstance(n_rows, bool) or not 1 <= n_rows <= MAX_ROWS:
+        raise _bad(source, f"n_rows must be an integer from 1 to {MAX_ROWS}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise _bad(source, "seed must be a non-negative 64-bit integer")
+    if not _num(err):
+        raise _bad(source, f"approx_error must be a number, got {type(err).__name__}")
+    fit_info = d.get("fit_info")
+    if fit_info is not None and not isinstance(fit_info, dict):
+        raise _bad(source, "fit_info must be an object")
+    beta = _vector(d["beta"], source)
+    if d.get("k") is not None and d.get("k") != len(beta):
+        raise _bad(source, f"k is {str(d.get('k'))[:20]}, but beta has {len(beta)} weights")
+    points = _matrix(d["points"], len(beta), metric.dim, source)
+    with np.errstate(all="ignore"):
+        if not (np.isfinite(beta).all() and np.isfinite(points).all()):
+            raise SpecError(f"{source} holds NaN or infinite weights or points",
+                            "rebuild it with lw spec")
+        scaled = np.abs(points) / np.asarray(metric.scales)
+    if (np.abs(points) > FLOAT32_MAX).any() or (scaled > MAX_SCALED_COORD).any():
+        raise SpecError(f"{source} holds points beyond the range lw computes in (float32, "
+                        f"and at most {MAX_SCALED_COORD:g} kernel scales from 0)",
+                        "rebuild it with lw spec from data without extreme values")
+    try:
+        rkme = RKME(beta=beta, points=points, metric=metric, n_rows=n_rows,
+                    approx_error=float(err), seed=seed, fit_info=dict(fit_info or {}))
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc.message}", exc.hint) from exc
+    except OverflowError:
+        raise _bad(source, "approx_error is beyond float64's range") from None
     if np.isinf(rkme.approx_error) or rkme.approx_error < 0:   # NaN: not known (synthetic)
         raise SpecError(f"{source} has approximation error {rkme.approx_error}: the fit that "
                         "made it failed", "rebuild it with lw spec")
@@ -117,10 +216,16 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
 
 
 def spec_from_bytes(data: bytes, source: str = "specification") -> Spec:
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source} is {len(data)} bytes: larger than the {MAX_SPEC_BYTES} "
+                        "allowed for a specification", "rebuild it with a smaller --k")
     try:
         d = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:   # JSONDecodeError, an over-long integer
         raise SpecError(f"{source} is not valid JSON: {exc}", "rebuild it with lw spec") from exc
+    except RecursionError:
+        raise SpecError(f"{source} is not an lw specification: JSON nested too deeply",
+                        "rebuild it with lw spec") from None
     return spec_from_dict(d, source)
 
 

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, UsageError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -79,3 +79,31 @@ def check_float32_range(X: np.ndarray, names: Sequence[str] | None = None,
         f"the type lw computes in{more}",
         "rescale the column, e.g. to other units, or drop the row",
     )
+
+
+# ------------------------------------------------------------------------------ limits
+# Every bound lw puts on what a package, a specification or a manifest may hold, in one place
+# (documented in the README, "Limits"). They bound memory and time: a specification of K
+# reduced points costs K x K kernel values to index, a manifest's lists become table columns.
+
+MAX_K = 2048                  # reduced points of one specification (lw spec --k): K x K = 4M
+MAX_FEATURES = 4096           # input features of a manifest, a specification or a data file
+MAX_OUTPUTS = 1024            # classes (classification) or outputs of one learnware
+MAX_NAME_CHARS = 256          # a feature, output or class name, an island id, a version...
+MAX_TAGS = 64                 # tags of one manifest
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_MANIFEST_BYTES = 1 << 20  # learnware.toml
+MAX_SPEC_BYTES = 64 << 20     # rkme.json
+MAX_SCALED_COORD = 1e15       # |a coordinate / its scale|: its square stays finite in float32
+MAX_ROWS = 10 ** 12           # a specification's n_rows
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+
+def check_seed(seed) -> int:
+    """A random seed: an integer from 0 to 2^63 - 1 (what numpy and torch both take)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= int(seed) < 2 ** 63:
+        raise UsageError(f"--seed {seed} is not a seed: expected an integer from 0 to 2^63 - 1",
+                         "pass --seed 0 or another non-negative integer")
+    return int(seed)

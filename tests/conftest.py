@@ -174,3 +174,15 @@ def three_class_data(n: int, seed: int):
     X = rng.normal(size=(n, 4))
     y = np.where(X[:, 0] > 0.4, "a", np.where(X[:, 1] > 0.0, "b", "c"))
     return X, y
+
+
+# ------------------------------------------------------------------ hypothesis profiles
+# `make fuzz` runs tests/test_fuzz.py with --hypothesis-profile=fuzz: fresh random examples,
+# as many as fit in about ten minutes (LW_FUZZ_EXAMPLES per fuzz test; see the Makefile).
+# Without it, the fuzz tests run a few fixed examples each (see test_fuzz.py).
+from hypothesis import HealthCheck as _HealthCheck, settings as _settings  # noqa: E402
+
+_settings.register_profile(
+    "fuzz", deadline=None, derandomize=False, print_blob=True,
+    max_examples=int(os.environ.get("LW_FUZZ_EXAMPLES", "400")),
+    suppress_health_check=list(_HealthCheck))

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any, Callable, Optional, Sequence
 
 from rich.console import Console
+from rich.markup import escape as _escape_markup
 
 #: The version of every JSON document lw prints (``"schema_version"``). Raised only when a
 #: field is removed or changes meaning; new fields may appear without it.
@@ -71,7 +72,37 @@ class _Stdout:
         return getattr(sys.stdout, "encoding", None) or "utf-8"
 
 
-class _Console(Console):
+# ------------------------------------------------------------------ untrusted text
+# Control characters (C0 but tab and newline, DEL, C1) and bidirectional overrides in text that
+# came from a package (a description, a name, a message quoting one) could move the cursor,
+# clear the screen, set the terminal's title or reorder what is shown. Every text written for
+# a terminal goes through safe_text, which writes them as visible escapes (\x1b, \u202e).
+# JSON output needs no such step: json.dumps escapes them all (ensure_ascii).
+_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0))}
+_UNSAFE.update({c: f"\\u{c:04x}" for c in (*range(0x202a, 0x202f), *range(0x2066, 0x206a))})
+_UNSAFE_LINES = {c: v for c, v in _UNSAFE.items() if c not in (0x09, 0x0a)}
+
+
+def safe_text(text, *, lines: bool = False) -> str:
+    """``text`` with control characters and bidi overrides written as visible escapes;
+    ``lines``: keep newlines and tabs (a multi-line message)."""
+    return str(text).translate(_UNSAFE_LINES if lines else _UNSAFE)
+
+
+def safe_markup(text) -> str:
+    """Untrusted ``text`` to embed in rich markup: made safe, and its brackets escaped."""
+    return _escape_markup(safe_text(text))
+
+
+class _SafeConsole(Console):
+    """A rich console that writes every string it is given through :func:`safe_text`."""
+
+    def print(self, *objects, **kwargs) -> None:  # noqa: A003 (rich's name)
+        super().print(*(safe_text(o, lines=True) if isinstance(o, str) else o
+                        for o in objects), **kwargs)
+
+
+class _Console(_SafeConsole):
     def on_broken_pipe(self) -> None:
         # rich would silence the console and exit 1 by itself; lw's boundary (_errors) exits
         # as documented instead
@@ -79,7 +110,7 @@ class _Console(Console):
 
 
 out = _Console(file=_Stdout(), soft_wrap=True)     # stdout: results
-err = Console(stderr=True, soft_wrap=True)          # stderr: logs, progress, errors
+err = _SafeConsole(stderr=True, soft_wrap=True)    # stderr: logs, progress, errors
 
 
 def _clean(o):
@@ -103,11 +134,11 @@ def print_json(obj: dict, schema: str) -> None:
 
 
 def info(msg: str) -> None:
-    err.print(msg, highlight=False)
+    err.print(msg, highlight=False, markup=False)
 
 
 def warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {safe_markup(msg)}", highlight=False)
 
 
 def error(msg: str) -> None:
@@ -156,7 +187,7 @@ def _plain(v) -> str:
         return ",".join(_plain(x) for x in v)
     if isinstance(v, dict):
         return json.dumps(_clean(v), separators=(",", ":"))
-    return " ".join(str(v).split("\t")).replace("\r", " ").replace("\n", " ")
+    return safe_text(" ".join(str(v).split("\t")).replace("\r", " ").replace("\n", " "))
 
 
 def print_rows(rows: Sequence[dict], columns: Sequence[Column], *,
@@ -214,8 +245,11 @@ def _print_table(rows: Sequence[dict], columns: Sequence[Column], title: Optiona
             t.add_column(c.title or c.key, justify=c.justify, overflow="fold")
         else:
             t.add_column(c.title or c.key, justify=c.justify, no_wrap=True)
-    for r in rows:
-        t.add_row(*[c.cell(r) if c.cell else _plain(r.get(c.key)) for c in columns])
+    from rich.text import Text
+
+    for r in rows:   # Text: a cell is shown as it is, never read as rich markup
+        t.add_row(*[Text(safe_text(c.cell(r)) if c.cell else _plain(r.get(c.key)))
+                    for c in columns])
     if not out.is_terminal:          # a pipe or a file: as wide as the content, nothing folded
         t.width = Measurement.get(out, out.options.update_width(1 << 20), t).maximum
     out.print(t)

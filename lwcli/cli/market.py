@@ -7,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import Column, Format, info, out, print_json, print_rows, warn
+from ._output import Column, Format, info, out, print_json, print_rows, safe_markup, warn
 
 app = typer.Typer(help="Create, list, inspect, refresh and verify a market directory.",
                   no_args_is_help=True)
@@ -70,10 +70,13 @@ def info_cmd(lw_id: str = typer.Argument(..., metavar="ID"),
         print_json(res, "market-info")
         return
     m = res["manifest"]
-    out.print(f"[bold]{m['name']}[/bold] {m['version']}  ({res['id']})", highlight=False)
-    out.print(m["description"], highlight=False)
+    # what came from the package is shown as text: control characters escaped, never markup
+    out.print(f"[bold]{safe_markup(m['name'])}[/bold] {safe_markup(m['version'])}  "
+              f"({safe_markup(res['id'])})", highlight=False)
+    out.print(m["description"], highlight=False, markup=False)
     out.print(f"island {res['island']}; task {m['task']}; objective {m['objective']}; "
-              f"model {m['model']['format']}; license {m['license']}", highlight=False)
+              f"model {m['model']['format']}; license {m['license']}", highlight=False,
+              markup=False)
     qa = res["record"].get("qa", {})
     sp = res["spec"]
     out.print(f"spec: K={sp['k']} from {sp['n_rows']} rows, approx error "
@@ -125,7 +128,8 @@ def verify(market: Optional[Path] = options.Market,
         print_json(rep.to_dict(), "market-verify")
     else:
         for p in rep.problems:
-            out.print(f"[red]{p['kind']}[/red] {p['path']}: {p['message']}", highlight=False)
+            out.print(f"[red]{p['kind']}[/red] {safe_markup(p['path'])}: "
+                      f"{safe_markup(p['message'])}", highlight=False)
         for w in rep.warnings:
             warn(f"{w['kind']} {w['path']}: {w['message']}")
         info(f"{rep.checked} learnwares checked, {len(rep.problems)} problems")

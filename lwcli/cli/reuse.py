@@ -40,7 +40,7 @@ def _from_search(path: Path, top: Optional[int]) -> tuple[list[str], Optional[li
             raise InvalidInputError(f"{path} is a ranking from anchor scores, which has no "
                                     "mixture", "pass --top N to reuse its N best learnwares")
         ids, weights = [str(i) for i in mix["ids"]], [float(w) for w in mix["weights"]]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidInputError(f"{path} is not the JSON of lw search with a mixture ({exc!r})",
                                 "save it with lw search --data ... --json > FILE") from exc
     return ids, weights

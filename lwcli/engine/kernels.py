@@ -80,24 +80,67 @@ class KernelMetric:
 
     @classmethod
     def from_dict(cls, d: dict) -> "KernelMetric":
-        try:
-            if d.get("kernel", "gaussian") != "gaussian":
-                raise SpecError(f"unsupported kernel {d.get('kernel')!r}: expected 'gaussian'",
-                                "refit the specification with lw spec")
-            return cls(
-                scales=tuple(float(s) for s in d["scales"]),
-                gamma=float(d["gamma"]),
-                n_inputs=int(d["n_inputs"]),
-                output_weight=float(d.get("output_weight", 1.0)),
-                method=str(d.get("method", "std-scales+median-gamma")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SpecError(f"malformed kernel metric: {exc!r}", "refit the specification") from exc
+        """A metric from its JSON form, every field type- and range-checked: scales and
+        ``gamma`` must be positive normal float32 numbers (the engine computes in float32)."""
+        if not isinstance(d, dict):
+            raise SpecError(f"malformed kernel metric: expected an object, got "
+                            f"{type(d).__name__}", "refit the specification")
+        if d.get("kernel", "gaussian") != "gaussian":
+            raise SpecError(f"unsupported kernel {str(d.get('kernel'))[:40]!r}: expected "
+                            "'gaussian'", "refit the specification with lw spec")
+        scales = d.get("scales")
+        if not isinstance(scales, list) or not scales:
+            raise SpecError("malformed kernel metric: scales must be a non-empty list of numbers",
+                            "refit the specification")
+        from ..validation import MAX_FEATURES, MAX_OUTPUTS
+
+        if len(scales) > MAX_FEATURES + MAX_OUTPUTS:
+            raise SpecError(f"kernel metric has {len(scales)} scales, over the limit of "
+                            f"{MAX_FEATURES + MAX_OUTPUTS} coordinates", "use fewer features")
+        vals = [_f32_positive(v, "scale") for v in scales]
+        gamma = _f32_positive(d.get("gamma"), "gamma")
+        n_inputs = d.get("n_inputs")
+        if not isinstance(n_inputs, int) or isinstance(n_inputs, bool):
+            raise SpecError(f"malformed kernel metric: n_inputs must be an integer, got "
+                            f"{type(n_inputs).__name__}", "refit the specification")
+        ow = d.get("output_weight", 1.0)
+        if not _is_number(ow) or not (0 < ow < 1e30):
+            raise SpecError("malformed kernel metric: output_weight must be a positive number",
+                            "refit the specification")
+        method = d.get("method", "std-scales+median-gamma")
+        if not isinstance(method, str) or len(method) > 256:
+            raise SpecError("malformed kernel metric: method must be a short string",
+                            "refit the specification")
+        return cls(scales=tuple(vals), gamma=gamma, n_inputs=n_inputs,
+                   output_weight=float(ow), method=method)
 
     def digest(self) -> str:
         """A short fingerprint: two metrics are the same iff their digests are."""
         canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _f32_positive(v, what: str) -> float:
+    """``v`` as a float that is a positive, normal float32 number, or a SpecError."""
+    if not _is_number(v):
+        raise SpecError(f"malformed kernel metric: {what} must be a number, got "
+                        f"{type(v).__name__}", "refit the specification")
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not (_F32_TINY <= f <= _F32_MAX):
+        raise SpecError(f"kernel metric {what} {f:g} is not a positive float32 number "
+                        f"({_F32_TINY:.3g} to {_F32_MAX:.3g})", "refit the specification")
+    return f
 
 
 def fit_metric(
@@ -116,6 +159,9 @@ def fit_metric(
     ``output_weight=1``, a typical difference in outputs counts as much as a typical difference
     in all inputs together: the specification then tells models apart by their *function*.
     """
+    from ..validation import check_seed
+
+    check_seed(seed)
     X = np.asarray(X, dtype=np.float64)
     d_x = X.shape[1]
     sx = X.std(axis=0)

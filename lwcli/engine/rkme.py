@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError, SpecError
-from ..validation import check_fill_values, check_float32_range
+from ..validation import (MAX_K, MAX_SCALED_COORD, check_fill_values, check_float32_range,
+                          check_seed)
 from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
 from .qp import simplex_qp
 
@@ -212,6 +213,20 @@ def _approx_error2(T, beta, G, b, Zs, gamma: float, gen) -> tuple[float, str]:
     return float((dc * dc + ds * ds).mean()), f"rff-{RFF_FEATURES}"
 
 
+def _check_scaled_range(Z: np.ndarray, metric: KernelMetric) -> None:
+    """Refuse data whose coordinates, divided by the metric's scales, are so large that their
+    squares overflow float32 (a constant column of 1e30 keeps scale 1; a user's values far
+    outside an island's range): the kernel would see NaN. Checked before any computation."""
+    inv = 1.0 / np.asarray(metric.scales, dtype=np.float64)
+    for j in range(Z.shape[1]):                 # one column at a time: no n x d temporary
+        top = float(np.max(np.abs(Z[:, j]))) * inv[j] if Z.shape[0] else 0.0
+        if not top <= MAX_SCALED_COORD:
+            raise DataError(
+                f"data column {j + 1} holds values {top:.3g} kernel scales from 0 (scale "
+                f"{metric.scales[j]:.3g}); lw computes in float32, where their squares overflow",
+                "subtract a constant from the column (centre it) or rescale it")
+
+
 def fit_rkme(
     Z: np.ndarray,
     metric: KernelMetric,
@@ -241,11 +256,16 @@ def fit_rkme(
     if d != metric.dim:
         raise DataError(f"data has {d} columns, the kernel metric expects {metric.dim}",
                         "use the island's feature columns")
+    check_seed(seed)
+    if k > MAX_K:
+        raise DataError(f"--k {k} reduced points asked for, over the limit of {MAX_K} (indexing "
+                        "a specification costs K x K kernel values)", f"use --k {MAX_K} or fewer")
     if not 1 <= k <= m:
         raise DataError(f"--k {k} reduced points asked for, but the data has {m} rows",
                         f"use --k {min(m, 100)} or fewer, or pass more rows")
     check_float32_range(Z, None, "data")   # the data passes below are float32
     check_fill_values(Z, None, "data")      # their squares too
+    _check_scaled_range(Z, metric)
     device = device or torch.device("cpu")
     dtype = torch.float32  # data passes; beta, errors and the stored points are float64
     gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MetricMismatchError, SpecError
-from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
+from .kernels import CHUNK_ELEMENTS, KernelMetric, gram, kernel_inner
 from .qp import simplex_qp
 from .rkme import RKME
 from .sketch import SKETCH_PAIRS, SketchBasis, sketch_norms, sketch_rkmes, sketch_user
@@ -100,6 +100,12 @@ def _self_terms(points: np.ndarray, beta: np.ndarray, gamma: float, device) -> n
 
     N, K, _ = points.shape
     out = np.empty(N, dtype=np.float64)
+    if K * K > CHUNK_ELEMENTS:   # one spec's K x K Gram alone is large: row blocks of it
+        for i in range(N):
+            P = torch.from_numpy(np.array(points[i])).to(device)
+            b = torch.from_numpy(np.array(beta[i])).to(device, P.dtype)
+            out[i] = float(kernel_inner(P, b, P, b, gamma))
+        return out
     per = max(1, CHUNK_ELEMENTS // max(1, K * K))
     for s in range(0, N, per):
         P = torch.from_numpy(np.array(points[s : s + per])).to(device)
@@ -225,7 +231,10 @@ def rank_single(stack: SpecStack, user: RKME, device=None, *, sketch: "IslandSke
     dt = torch.float32 if stack.points.dtype == np.float32 else torch.float64
     Ud = torch.as_tensor(U, dtype=torch.float64, device=device)
     bud = torch.as_tensor(bu, dtype=torch.float64, device=device)
-    self_user = float(bud @ gram(Ud, Ud, gamma) @ bud)
+    if Ud.shape[0] ** 2 <= CHUNK_ELEMENTS:
+        self_user = float(bud @ gram(Ud, Ud, gamma) @ bud)
+    else:                         # a large requirement: row blocks, never K x K at once
+        self_user = float(kernel_inner(Ud, bud, Ud, bud, gamma))
     if allowed is not None:
         allowed = np.asarray(allowed, dtype=bool)
         if allowed.shape != (N,):

@@ -14,11 +14,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._zipsafe import read_member, unsafe_member_name
+from .._zipsafe import open_zip, read_member, unsafe_member_name
 from ..config import max_model_bytes
 from ..errors import NotFoundError, PackageError
 from ..specfile import Spec, spec_from_bytes
-from .manifest import Manifest, manifest_from_text
+from .manifest import MODEL_EXTENSIONS, Manifest, manifest_from_text
 
 MANIFEST_NAME = "learnware.toml"
 SPEC_NAME = "rkme.json"
@@ -85,11 +85,7 @@ def read_package(path: str | Path) -> Package:
 
 
 def unpack_bytes(data: bytes, source: str = "package") -> Package:
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise PackageError(f"{source} is not a valid package (truncated or not a zip: {exc})",
-                           "rebuild it with lw pack") from exc
+    zf = open_zip(data, source, PackageError, "valid package", "rebuild it with lw pack")
     with zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
@@ -102,6 +98,10 @@ def unpack_bytes(data: bytes, source: str = "package") -> Package:
         for required in (MANIFEST_NAME, SPEC_NAME):
             if required not in names:
                 raise PackageError(f"{source} has no {required}", "rebuild it with lw pack")
+        if len(names) > 3:
+            raise PackageError(f"{source} has {len(names)} members, unexpected for a package "
+                               f"({MANIFEST_NAME}, {SPEC_NAME} and the model)",
+                               "rebuild it with lw pack")
         by_name = {i.filename: i for i in infos}
         manifest_bytes = _read_member(zf, by_name[MANIFEST_NAME], MAX_MEMBER_BYTES[MANIFEST_NAME],
                                       source)
@@ -109,6 +109,11 @@ def unpack_bytes(data: bytes, source: str = "package") -> Package:
             manifest = manifest_from_text(manifest_bytes.decode("utf-8"), f"{source}:{MANIFEST_NAME}")
         except UnicodeDecodeError as exc:
             raise PackageError(f"{source}: {MANIFEST_NAME} is not UTF-8", "rebuild it") from exc
+        ext = MODEL_EXTENSIONS[manifest.model_format]
+        if not manifest.model_file.endswith(ext):
+            raise PackageError(f"{source}: model file {manifest.model_file!r} does not end in "
+                               f"{ext}, the extension of format {manifest.model_format!r}",
+                               "rebuild it with lw pack (it names the model file model" + ext + ")")
         expected = {MANIFEST_NAME, SPEC_NAME, manifest.model_file}
         extra = sorted(set(names) - expected)
         missing = sorted(expected - set(names))
