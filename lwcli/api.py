@@ -876,17 +876,27 @@ def market_init(root: str | Path) -> dict:
 
 
 def market_ls(market: str | Path, *, island: str | None = None,
-              tags: Sequence[str] = ()) -> list[dict]:
+              tags: Sequence[str] = (), notes: list[str] | None = None) -> list[dict]:
+    """The learnwares' catalog rows, from the index. A damaged index is not used: the rows
+    are then read from ``learnwares/`` directly (every file checked against its recorded
+    sha256), and a sentence saying so, with the repair, is appended to ``notes``."""
     from .market.index import learnware_summary, load_index
     from .market.store import Market
 
     mk = Market.open(market)
     if island:
         mk.island(island)             # an unknown island is "not found", not an empty list
-    idx = load_index(mk)
-    if idx is not None:
-        rows = list(idx.iter_summaries(island if island and idx.has_island(island) else None))
-    else:
+    rows = None
+    try:
+        idx = load_index(mk)
+        if idx is not None:
+            rows = list(idx.iter_summaries(island if island and idx.has_island(island) else None))
+    except MarketError as exc:
+        if notes is not None:
+            notes.append(f"the index is damaged ({exc.message}); listed learnwares/ directly: "
+                         "repair the index with lw market refresh --force")
+        rows, idx = None, None
+    if rows is None:
         rows = [learnware_summary(mk, i) for i in mk.ids()]
     if island:
         rows = [r for r in rows if r["island"] == island]

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -82,13 +83,51 @@ def save_npy_synced(path: Path, arr) -> None:
         os.fsync(fh.fileno())
 
 
-def current_generation_in(area: Path) -> str | None:
-    """The generation that ``area/CURRENT`` names (derived data: index, anchors), if any."""
+GENERATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+REPAIR = "lw market refresh --force"
+
+
+def read_current(area: Path) -> str | None:
+    """The generation that ``area/CURRENT`` names (derived data: index, anchors), if any.
+
+    Strict, for readers: a ``CURRENT`` that cannot be read or does not hold a generation name
+    (random bytes, a path) is damage, :class:`MarketError` (exit 5) naming the repair."""
+    path = area / "CURRENT"
     try:
-        name = (area / "CURRENT").read_text().strip()
+        raw = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return name or None
+    except OSError as exc:
+        raise MarketError(f"{path} is unreadable ({exc.strerror or exc})",
+                          f"rebuild the {area.name} with {REPAIR}") from exc
+    try:
+        name = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        name = None
+    if name == "":
+        return None
+    if name is None or not GENERATION_RE.match(name):
+        raise MarketError(f"{path} is damaged: it should name a generation, it holds "
+                          f"{len(raw)} bytes {raw[:16]!r}", f"rebuild the {area.name} with {REPAIR}")
+    return name
+
+
+def current_generation_in(area: Path) -> str | None:
+    """Like :func:`read_current`, but a damaged ``CURRENT`` reads as none: for writers, which
+    then publish a generation and replace it."""
+    try:
+        return read_current(area)
+    except MarketError:
+        return None
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
@@ -153,6 +192,7 @@ class Market:
         self.layout = Layout(root)
         self.root = root
         self.config = config
+        self._records: dict[str, dict] = {}    # checked records (learnwares are immutable)
 
     # ------------------------------------------------------------------ open / init
     @classmethod
@@ -249,18 +289,42 @@ class Market:
                                 "list ids with lw market ls")
         return d
 
-    def _read(self, lw_id: str, name: str) -> bytes:
-        """The bytes of one stored file of a learnware. Stored learnwares are immutable and
-        complete, so a missing or unreadable file is damage to the market (exit 5), never a
-        bug of lw nor a mistake of the caller."""
+    def _read_raw(self, lw_id: str, name: str) -> bytes:
         path = self._require(lw_id) / name
         try:
             return path.read_bytes()
         except OSError as exc:
-            how = "missing" if isinstance(exc, FileNotFoundError) else \
+            how = "missing" if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else \
                 f"unreadable ({exc.strerror or exc})"
             raise MarketError(f"learnware {lw_id} is damaged: its {name} is {how} ({path})",
                               DAMAGED_HINT) from exc
+
+    def _read(self, lw_id: str, name: str) -> bytes:
+        """The bytes of one stored file of a learnware, checked against the sha256 its record
+        holds before anything uses them. Stored learnwares are immutable and complete, so a
+        missing, unreadable or altered file is damage to the market (exit 5), never a bug of
+        lw nor a mistake of the caller."""
+        if name == RECORD_NAME:
+            return self._read_raw(lw_id, name)
+        expected = self._recorded_files(lw_id).get(name)
+        if expected is None:
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} lists no file "
+                              f"{name!r}", DAMAGED_HINT)
+        data = self._read_raw(lw_id, name)
+        if sha256(data) != expected:
+            raise MarketError(f"learnware {lw_id} is damaged: its {name} does not match its "
+                              f"recorded sha256 ({self.layout.learnware(lw_id) / name})",
+                              DAMAGED_HINT)
+        return data
+
+    def _recorded_files(self, lw_id: str) -> dict[str, str]:
+        files = self.record(lw_id).get("files")
+        if not (isinstance(files, dict) and all(
+                isinstance(k, str) and isinstance(v, str) and len(v) == 64
+                for k, v in files.items())):
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} has no valid "
+                              "files table", DAMAGED_HINT)
+        return files
 
     def _damaged(self, lw_id: str, name: str, exc: Exception) -> MarketError:
         detail = exc.message if isinstance(exc, InvalidInputError) else str(exc)
@@ -268,13 +332,25 @@ class Market:
                            DAMAGED_HINT)
 
     def record(self, lw_id: str) -> dict:
+        """The learnware's record, checked against its own checksum (``record_sha256``)."""
+        if lw_id in self._records:
+            return self._records[lw_id]
         raw = self._read(lw_id, RECORD_NAME)
         try:
             rec = json.loads(raw.decode("utf-8"))
             if not isinstance(rec, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as exc:          # JSONDecodeError and UnicodeDecodeError included
+        except (ValueError, RecursionError) as exc:   # JSONDecodeError, UnicodeDecodeError
             raise self._damaged(lw_id, RECORD_NAME, exc) from exc
+        try:
+            same = rec.get("record_sha256") == record_checksum(rec)
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} does not match "
+                              f"its checksum ({self.layout.learnware(lw_id) / RECORD_NAME})",
+                              DAMAGED_HINT)
+        self._records[lw_id] = rec
         return rec
 
     def _manifest(self, lw_id: str, raw: bytes) -> Manifest:
