@@ -12,6 +12,7 @@ import datetime as _dt
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -170,6 +171,42 @@ def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
 def record_checksum(record: dict) -> str:
     body = {k: v for k, v in record.items() if k != "record_sha256"}
     return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+QA_METRICS = ("weighted_accuracy", "weighted_r2")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def record_form_problems(rec: dict, lw_id: str) -> list[str]:
+    """What is malformed in a learnware's record (its form: its values rest on its checksum)."""
+    bad = []
+    files = rec.get("files")
+    if not (isinstance(files, dict) and files and all(
+            isinstance(k, str) and "/" not in k and "\\" not in k and k not in ("", ".", "..")
+            and k != RECORD_NAME and isinstance(v, str) and _SHA_RE.match(v)
+            for k, v in files.items())):
+        bad.append("files")
+    if rec.get("id") != lw_id:
+        bad.append("id")
+    for key, typ in (("island", str), ("submitted_at", str), ("trusted_load", bool)):
+        if not isinstance(rec.get(key), typ):
+            bad.append(key)
+    qa = rec.get("qa")
+    if not isinstance(qa, dict):
+        return bad + ["qa"]
+    if not (type(qa.get("probes")) is int and qa["probes"] > 0):
+        bad.append("qa.probes")
+    metric, agree = qa.get("agreement_metric"), qa.get("agreement")
+    if metric not in QA_METRICS:
+        bad.append("qa.agreement_metric")
+    if not (isinstance(agree, (int, float)) and not isinstance(agree, bool)
+            and math.isfinite(agree) and agree <= 1.0
+            and (agree >= 0.0 or metric != "weighted_accuracy")):
+        bad.append("qa.agreement")
+    if not (isinstance(qa.get("warnings"), list) and all(isinstance(w, str)
+                                                         for w in qa["warnings"])):
+        bad.append("qa.warnings")
+    return bad
 
 
 @dataclass(frozen=True)
@@ -350,6 +387,10 @@ class Market:
             raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} does not match "
                               f"its checksum ({self.layout.learnware(lw_id) / RECORD_NAME})",
                               DAMAGED_HINT)
+        bad = record_form_problems(rec, lw_id)
+        if bad:
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} is malformed "
+                              f"({', '.join(bad)})", DAMAGED_HINT)
         self._records[lw_id] = rec
         return rec
 
