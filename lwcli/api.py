@@ -647,9 +647,17 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
         D = distances(outs, outs[pos], kind)
     observed = np.asarray([s["scores"][metric] for s in rep["scores"]])
     rk = rank_from_anchors(D, _as_loss(observed, metric), pos)
-    idx = load_index(mk)
-    summ = {i: (idx.summary(i) if idx is not None else None) or learnware_summary(mk, i)
-            for i in aset.members}
+    try:
+        idx = load_index(mk)
+        summ = {i: (idx.summary(i) if idx is not None else None) or learnware_summary(mk, i)
+                for i in aset.members}
+    except MarketError as exc:      # a damaged index: the rows from learnwares/, said so
+        idx = None
+        summ = {i: learnware_summary(mk, i) for i in aset.members}
+        warnings_first = [f"the index is damaged ({exc.message}); read learnwares/ directly: "
+                          "repair the index with lw market refresh --force"]
+    else:
+        warnings_first = []
     flip = metric == "accuracy"
     val = (lambda x: float(1.0 - x)) if flip else float
     obs = dict(zip(ids, observed.tolist()))
@@ -678,7 +686,7 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
                     "may be little hope in this market for this task") if hopeless else
                    (f"the best anchor, {summ[best]['name']}, is {100 * skills[best]:.0f}% better "
                     "than a constant prediction")}
-    warnings = [assessment["message"]] if hopeless else []
+    warnings = [*warnings_first, *([assessment["message"]] if hopeless else [])]
     if rk.inconsistent > INCONSISTENT_SHARE:
         warnings.append(f"for {100 * rk.inconsistent:.0f}% of the learnwares the anchors' scores "
                         "contradict their functional distances: your data may lie away from "
