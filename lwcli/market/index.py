@@ -48,6 +48,8 @@ ISLAND_FILES = ("ids.npy", "points.npy", "beta.npy", "self.npy", "sketch.npy", "
 REBUILD = "rebuild it with lw market refresh --force"
 #: small files a reader checks against their recorded sha256 before first use
 CHECKED_ON_LOAD = ("ids.npy", "offsets.npy", "tagptr.npy", "tagidx.npy")
+#: the text fields every catalog row has (what ls and search print)
+ROW_TEXT = ("name", "version", "description", "license", "island", "task", "model_format")
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -297,7 +299,7 @@ class Index:
         except (ValueError, RecursionError):      # UnicodeDecodeError included
             row = None
         if not (isinstance(row, dict) and row.get("id") == lw_id
-                and isinstance(row.get("name"), str) and isinstance(row.get("island"), str)
+                and all(isinstance(row.get(k), str) for k in ROW_TEXT)
                 and isinstance(row.get("tags"), list)
                 and all(isinstance(t, str) for t in row["tags"])):
             raise self._damaged(island, "summaries.jsonl",

@@ -95,7 +95,11 @@ def read_current(area: Path) -> str | None:
     (random bytes, a path) is damage, :class:`MarketError` (exit 5) naming the repair."""
     path = area / "CURRENT"
     try:
-        raw = path.read_bytes()
+        # a symbolic link names its generation by its target
+        if path.is_symlink():
+            raw = os.fsencode(os.path.basename(os.path.normpath(os.readlink(path))))
+        else:
+            raw = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
