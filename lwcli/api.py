@@ -903,7 +903,7 @@ def market_ls(market: str | Path, *, island: str | None = None,
         if notes is not None:
             notes.append(f"the index is damaged ({exc.message}); listed learnwares/ directly: "
                          "repair the index with lw market refresh --force")
-        rows, idx = None, None
+        rows = None
     if rows is None:
         rows = [learnware_summary(mk, i) for i in mk.ids()]
     if island:
