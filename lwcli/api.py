@@ -717,9 +717,17 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
         D = distances(outs, outs[pos], kind)
     observed = np.asarray([s["scores"][metric] for s in rep["scores"]])
     rk = rank_from_anchors(D, _as_loss(observed, metric), pos)
-    idx = load_index(mk)
-    summ = {i: (idx.summary(i) if idx is not None else None) or learnware_summary(mk, i)
-            for i in aset.members}
+    try:
+        idx = load_index(mk)
+        summ = {i: (idx.summary(i) if idx is not None else None) or learnware_summary(mk, i)
+                for i in aset.members}
+    except MarketError as exc:      # a damaged index: the rows from learnwares/, said so
+        idx = None
+        summ = {i: learnware_summary(mk, i) for i in aset.members}
+        warnings_first = [f"the index is damaged ({exc.message}); read learnwares/ directly: "
+                          "repair the index with lw market refresh --force"]
+    else:
+        warnings_first = []
     flip = metric == "accuracy"
     val = (lambda x: float(1.0 - x)) if flip else float
     obs = dict(zip(ids, observed.tolist()))
@@ -748,7 +756,7 @@ def _anchor_search(market, report_path, *, tags: Sequence[str], top: int) -> Sea
                     "may be little hope in this market for this task") if hopeless else
                    (f"the best anchor, {summ[best]['name']}, is {100 * skills[best]:.0f}% better "
                     "than a constant prediction")}
-    warnings = [assessment["message"]] if hopeless else []
+    warnings = [*warnings_first, *([assessment["message"]] if hopeless else [])]
     if rk.inconsistent > INCONSISTENT_SHARE:
         warnings.append(f"for {100 * rk.inconsistent:.0f}% of the learnwares the anchors' scores "
                         "contradict their functional distances: your data may lie away from "
@@ -946,17 +954,27 @@ def market_init(root: str | Path) -> dict:
 
 
 def market_ls(market: str | Path, *, island: str | None = None,
-              tags: Sequence[str] = ()) -> list[dict]:
+              tags: Sequence[str] = (), notes: list[str] | None = None) -> list[dict]:
+    """The learnwares' catalog rows, from the index. A damaged index is not used: the rows
+    are then read from ``learnwares/`` directly (every file checked against its recorded
+    sha256), and a sentence saying so, with the repair, is appended to ``notes``."""
     from .market.index import learnware_summary, load_index
     from .market.store import Market
 
     mk = Market.open(market)
     if island:
         mk.island(island)             # an unknown island is "not found", not an empty list
-    idx = load_index(mk)
-    if idx is not None:
-        rows = list(idx.iter_summaries(island if island and idx.has_island(island) else None))
-    else:
+    rows = None
+    try:
+        idx = load_index(mk)
+        if idx is not None:
+            rows = list(idx.iter_summaries(island if island and idx.has_island(island) else None))
+    except MarketError as exc:
+        if notes is not None:
+            notes.append(f"the index is damaged ({exc.message}); listed learnwares/ directly: "
+                         "repair the index with lw market refresh --force")
+        rows = None
+    if rows is None:
         rows = [learnware_summary(mk, i) for i in mk.ids()]
     if island:
         rows = [r for r in rows if r["island"] == island]

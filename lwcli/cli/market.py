@@ -41,7 +41,10 @@ def ls(market: Optional[Path] = options.Market,
     from .. import api
 
     fmt = options.row_format(fmt, quiet, as_json)
-    rows = api.market_ls(market, island=island, tags=tag)
+    notes: list[str] = []
+    rows = api.market_ls(market, island=island, tags=tag, notes=notes)
+    for n in notes:
+        warn(n)
     if as_json:
         print_json({"learnwares": rows}, "market-ls")
         return

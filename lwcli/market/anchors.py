@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +25,24 @@ from ..engine.anchors import choose_anchors, default_n_anchors, distances, probe
 from ..errors import LwError, MarketError, NotFoundError
 from .layout import generation_digest
 from .manifest import TRUST_FORMATS
-from .store import (Market, current_generation_in, publish_generation, save_npy_synced,
-                    write_file_synced)
+from .store import (Market, current_generation_in, publish_generation, read_current,
+                    save_npy_synced, sha256, sha256_file, write_file_synced)
 
 ANCHORS_FORMAT = 1
 ANCHORS_JSON = "anchors.json"
 N_PROBES = 512
 PROBE_SEED = 0
 PROBE_NOISE = 0.1
+REBUILD = "rebuild them with lw market refresh --force"
+
+
+def npy_sha256(arr: np.ndarray) -> str:
+    """The sha256 of the bytes ``np.save`` writes for ``arr`` (what the file will hold)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return sha256(buf.getvalue())
 
 
 def distance_kinds(task: str) -> tuple[str, ...]:
@@ -156,7 +166,8 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
             "task": isl.key["task"], "objective": isl.key["objective"],
             "members": kept, "anchors": anchors, "anchor_set": anchor_set_id(iid, anchors),
             "distances": list(kinds), "cluster_sizes": np.bincount(med.assignment).tolist(),
-            "n_probes": int(X.shape[0])}
+            "n_probes": int(X.shape[0]),
+            "files": {f: npy_sha256(a) for f, a in arrays.items() if f.startswith(f"{iid}.")}}
     return AnchorPlan(name, doc, arrays, True)
 
 
@@ -189,7 +200,8 @@ def _summary(doc: dict) -> dict:
 
 @dataclass(frozen=True)
 class AnchorSet:
-    """One island's anchors as stored by the live generation."""
+    """One island's anchors as stored by the live generation. Its arrays are checked when
+    read (their recorded sha256, shape, finiteness): damage is a :class:`MarketError`."""
 
     island: str
     task: str
@@ -198,39 +210,89 @@ class AnchorSet:
     anchors: list[str]
     anchor_set: str
     path: Path
+    kinds: tuple = ()
+    files: dict = field(default_factory=dict)
+
+    def _array(self, fname: str, shape_ok, what: str) -> np.ndarray:
+        f = self.path / fname
+        want = self.files.get(fname)
+        try:
+            if want is not None and sha256_file(f) != want:
+                raise MarketError(f"anchor file {f} is damaged: it does not match its recorded "
+                                  "sha256", REBUILD)
+            arr = np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            how = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
+            raise MarketError(f"anchor file {f} is {how}", REBUILD) from exc
+        if arr.dtype.kind != "f" or not shape_ok(arr.shape) or not np.all(np.isfinite(arr)):
+            raise MarketError(f"anchor file {f} is damaged: expected {what} finite floats, got "
+                              f"{arr.dtype} {arr.shape}", REBUILD)
+        return arr
 
     def outputs(self) -> np.ndarray:
-        return np.load(self.path / f"{self.island}.outputs.npy", mmap_mode="r")
+        n = len(self.members)
+        return self._array(f"{self.island}.outputs.npy",
+                           lambda s: len(s) == 3 and s[0] == n, f"({n}, probes, outputs)")
 
     def distances(self, kind: str) -> np.ndarray:
-        return np.load(self.path / f"{self.island}.{kind}.npy")
+        shape = (len(self.members), len(self.anchors))
+        D = self._array(f"{self.island}.{kind}.npy", lambda s: s == shape, str(shape))
+        if (D < 0).any():
+            raise MarketError(f"anchor file {self.path / f'{self.island}.{kind}.npy'} is "
+                              "damaged: negative distances", REBUILD)
+        return D
 
 
 def load_anchor_set(market: Market, island: str) -> AnchorSet:
-    """The live anchors of ``island``; a clear error when refresh has not built them."""
+    """The live anchors of ``island``; a clear error when refresh has not built them, and a
+    :class:`MarketError` (exit 5, with the repair) when what is stored is damaged."""
     lay = market.layout
-    name = current_generation_in(lay.anchors)
     hint = (f"run lw market refresh --market {market.root} to choose anchors (with --trust "
             "if the island's models are pickled)")
-    if name is None:
-        raise NotFoundError("this market has no anchors yet", hint)
-    path = lay.anchors_generation(name)
-    try:
-        doc = json.loads((path / ANCHORS_JSON).read_text())
-    except FileNotFoundError:
-        raise NotFoundError(f"anchors/CURRENT names {name}, which is missing", hint) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MarketError(f"{path / ANCHORS_JSON} is corrupt ({exc})",
-                          "rebuild it with lw market refresh --force") from exc
-    d = doc.get("islands", {}).get(island)
+    doc = name = None
+    for _ in range(3):        # a concurrent refresh may swap generations between two reads
+        name = read_current(lay.anchors)
+        if name is None:
+            raise NotFoundError("this market has no anchors yet", hint)
+        path = lay.anchors_generation(name)
+        try:
+            raw = (path / ANCHORS_JSON).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise MarketError(f"{path / ANCHORS_JSON} is unreadable ({exc})", REBUILD) from exc
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:     # UnicodeDecodeError included
+            raise MarketError(f"{path / ANCHORS_JSON} is corrupt ({exc})", REBUILD) from exc
+        break
+    if doc is None:
+        raise MarketError(f"anchors/CURRENT names {name}, which has no {ANCHORS_JSON}", REBUILD)
+    islands = doc.get("islands") if isinstance(doc, dict) else None
+    if not isinstance(islands, dict):
+        raise MarketError(f"{path / ANCHORS_JSON} is damaged: no islands table", REBUILD)
+    d = islands.get(island)
     if d is None:
         raise NotFoundError(f"island {island} has no anchors", hint)
     try:
-        return AnchorSet(island, d["task"], d["objective"], list(d["members"]), list(d["anchors"]),
-                         d["anchor_set"], path)
+        members, anchors = list(d["members"]), list(d["anchors"])
+        kinds = tuple(d["distances"])
+        files = d.get("files", {})
+        aset = AnchorSet(island, d["task"], d["objective"], members, anchors, d["anchor_set"],
+                         path, kinds, files)
+        ok = (all(isinstance(x, str) for x in members + anchors + list(kinds))
+              and set(anchors) <= set(members) and len(set(members)) == len(members)
+              and all(isinstance(x, str) for x in (aset.task, aset.objective, aset.anchor_set))
+              and isinstance(files, dict) and anchors and kinds)
     except (KeyError, TypeError) as exc:
         raise MarketError(f"{path / ANCHORS_JSON}: island {island} is malformed ({exc!r})",
-                          "rebuild it with lw market refresh --force") from exc
+                          REBUILD) from exc
+    if not ok:
+        raise MarketError(f"{path / ANCHORS_JSON}: island {island} is malformed", REBUILD)
+    for f in [f"{island}.outputs.npy", *(f"{island}.{k}.npy" for k in kinds)]:
+        if not (path / f).is_file():
+            raise MarketError(f"anchor file {path / f} is missing", REBUILD)
+    return aset
 
 
 __all__ = ["plan_anchors", "publish_anchors", "AnchorPlan", "load_anchor_set", "AnchorSet",

@@ -37,16 +37,21 @@ import numpy as np
 
 from ..engine.search import (IslandSketch, SpecStack, build_sketch, build_stack, island_basis)
 from ..engine.sketch import SketchBasis
-from ..errors import MarketError
+from ..errors import LwError, MarketError
 from .layout import generation_digest
-from .store import (Island, Market, current_generation_in, publish_generation, save_npy_synced,
-                    sha256, write_file_synced)
+from .store import (Island, Market, current_generation_in, publish_generation, read_current,
+                    save_npy_synced, sha256, sha256_file, write_file_synced)
 
 INDEX_FORMAT = 2
 CATALOG = "catalog.json"
 ISLAND_FILES = ("ids.npy", "points.npy", "beta.npy", "self.npy", "sketch.npy", "sketchnorm.npy",
                 "summaries.jsonl", "offsets.npy", "tagptr.npy", "tagidx.npy")
 REBUILD = "rebuild it with lw market refresh --force"
+#: small files a reader checks against their recorded sha256 before first use
+CHECKED_ON_LOAD = ("ids.npy", "offsets.npy", "tagptr.npy", "tagidx.npy")
+#: the text fields every catalog row has (what ls and search print)
+ROW_TEXT = ("name", "version", "description", "license", "island", "task", "model_format")
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 def index_digest(islands: dict[str, Island], entries) -> str:
@@ -134,13 +139,20 @@ def _write_island(stage: Path, iid: str, t: IslandTable) -> dict:
     save_npy_synced(stage / f"{iid}.tagptr.npy", ptr)
     save_npy_synced(stage / f"{iid}.tagidx.npy", idx)
     return {"count": n, "metric_digest": t.stack.metric.digest(),
-            "sketch": t.sketch.basis.to_dict(), "tags": vocab}
+            "sketch": t.sketch.basis.to_dict(), "tags": vocab,
+            "files": {name: sha256_file(stage / f"{iid}.{name}") for name in ISLAND_FILES}}
 
 
 @dataclass
 class Index:
     """A loaded index generation. Opening reads ``catalog.json`` only; island arrays are
-    memory-mapped on first use and catalog rows are read on demand."""
+    memory-mapped on first use and catalog rows are read on demand.
+
+    Before an island is first used its files are checked cheaply: all present, the small ones
+    (ids, row offsets, tag arrays) against the sha256 the catalog records, and every array's
+    dtype, shape and bounds against the catalog's count. Damage is a :class:`MarketError`
+    (exit 5) naming the file and the repair, never a crash; ``lw market verify`` checks the
+    rest (the large arrays' digests, and everything recomputed from the learnwares)."""
 
     path: Path
     catalog: dict
@@ -164,15 +176,88 @@ class Index:
     def _file(self, island: str, name: str) -> Path:
         return self.path / f"{island}.{name}"
 
+    def _damaged(self, island: str, name: str, what: str) -> MarketError:
+        return MarketError(f"index file {self._file(island, name)} is damaged: {what}", REBUILD)
+
+    def recorded_sha256(self, island: str) -> dict[str, str]:
+        """The island's files' sha256 as the catalog records them (empty for an index written
+        before lw recorded them)."""
+        files = self.catalog["islands"][island].get("files")
+        return files if isinstance(files, dict) else {}
+
+    def _raw_load(self, island: str, name: str, mmap: str | None) -> np.ndarray:
+        try:
+            return np.load(self._file(island, name), mmap_mode=mmap, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            how = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
+            raise MarketError(f"index file {self._file(island, name)} is {how}", REBUILD) from exc
+
+    def check_island(self, island: str) -> None:
+        """The cheap checks, once per island (see the class)."""
+        key = (island, "checked")
+        if key in self._cache:
+            return
+        n = self.count(island)
+        recorded = self.recorded_sha256(island)
+        for name in ISLAND_FILES:
+            f = self._file(island, name)
+            if not f.is_file():
+                raise MarketError(f"index file {f} is missing", REBUILD)
+            if name in CHECKED_ON_LOAD and name in recorded and sha256_file(f) != recorded[name]:
+                raise self._damaged(island, name, "it does not match its recorded sha256")
+        arrays = {name: self._raw_load(island, name, "r") for name in ISLAND_FILES
+                  if name.endswith(".npy")}
+
+        def need(name: str, ok: bool, what: str) -> None:
+            if not ok:
+                a = arrays[name]
+                raise self._damaged(island, name, f"{what} (dtype {a.dtype}, shape {a.shape}; "
+                                    f"the catalog counts {n} learnwares)")
+
+        ids = arrays["ids.npy"]
+        need("ids.npy", ids.dtype == np.dtype("S16") and ids.shape == (n,), "expected n ids")
+        raw = np.asarray(ids).view(np.uint8)
+        need("ids.npy", bool(np.isin(raw, _HEX).all()), "an id is not 16 hex digits")
+        need("ids.npy", bool(n < 2 or (ids[1:] > ids[:-1]).all()), "ids are not sorted")
+        size = self._file(island, "summaries.jsonl").stat().st_size
+        off = arrays["offsets.npy"]
+        need("offsets.npy", off.dtype.kind == "i" and off.shape == (n + 1,), "expected n+1 offsets")
+        need("offsets.npy", int(off[0]) == 0 and int(off[-1]) == size
+             and bool((np.diff(off) > 0).all()),
+             f"offsets do not cut the {size}-byte summaries.jsonl into rows")
+        ptr, idx = arrays["tagptr.npy"], arrays["tagidx.npy"]
+        need("tagidx.npy", idx.dtype.kind == "i" and idx.ndim == 1, "expected a vector")
+        need("tagptr.npy", ptr.dtype.kind == "i" and ptr.shape == (n + 1,) and int(ptr[0]) == 0
+             and int(ptr[-1]) == len(idx) and bool((np.diff(ptr) >= 0).all()),
+             "tag row pointers are out of bounds")
+        vocab = self.catalog["islands"][island]["tags"]
+        need("tagidx.npy", len(idx) == 0 or (int(idx.min()) >= 0 and int(idx.max()) < len(vocab)),
+             f"tag numbers outside the island's {len(vocab)} tags")
+        pts, beta = arrays["points.npy"], arrays["beta.npy"]
+        isl = self.islands_meta[island]
+        need("points.npy", pts.ndim == 3 and pts.shape[0] == n and pts.shape[2] == isl.metric.dim
+             and pts.dtype.kind == "f", f"expected (n, K, {isl.metric.dim}) floats")
+        need("beta.npy", beta.shape == pts.shape[:2] and beta.dtype.kind == "f",
+             "expected (n, K) floats")
+        for name in ("self.npy", "sketchnorm.npy"):
+            need(name, arrays[name].shape == (2, n) and arrays[name].dtype.kind == "f",
+                 "expected (2, n) floats")
+        try:
+            basis = SketchBasis.from_dict(self.catalog["islands"][island]["sketch"])
+            width = 2 * int(basis.pairs)
+        except (KeyError, TypeError, ValueError, LwError) as exc:
+            raise MarketError(f"index catalog {self.path / CATALOG}: island {island}'s sketch "
+                              f"settings are damaged ({exc})", REBUILD) from exc
+        sk = arrays["sketch.npy"]
+        need("sketch.npy", sk.shape == (2, n, width) and sk.dtype.kind == "f",
+             f"expected (2, n, {width}) floats")
+        self._cache[key] = True
+
     def _load(self, island: str, name: str, mmap: str | None = "c") -> np.ndarray:
+        self.check_island(island)
         key = (island, name)
         if key not in self._cache:
-            try:
-                self._cache[key] = np.load(self._file(island, name), mmap_mode=mmap,
-                                           allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise MarketError(f"index file {self._file(island, name)} is unreadable ({exc})",
-                                  REBUILD) from exc
+            self._cache[key] = self._raw_load(island, name, mmap)
         return self._cache[key]
 
     def ids(self, island: str) -> np.ndarray:
@@ -198,6 +283,7 @@ class Index:
     def _rows_file(self, island: str):
         """The island's catalog-row file, opened once: a generation that a refresh replaces
         (and deletes) afterwards stays readable through it."""
+        self.check_island(island)
         key = (island, "summaries-fh")
         if key not in self._cache:
             try:
@@ -207,14 +293,30 @@ class Index:
                                   f"unreadable ({exc})", REBUILD) from exc
         return self._cache[key]
 
+    def _row(self, island: str, r: int, line: bytes, lw_id: str) -> dict:
+        """One catalog row, parsed and checked to be ``lw_id``'s and well-formed."""
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):      # UnicodeDecodeError included
+            row = None
+        if not (isinstance(row, dict) and row.get("id") == lw_id
+                and all(isinstance(row.get(k), str) for k in ROW_TEXT)
+                and isinstance(row.get("tags"), list)
+                and all(isinstance(t, str) for t in row["tags"])):
+            raise self._damaged(island, "summaries.jsonl",
+                                f"row {r} is not a well-formed catalog row of learnware {lw_id}")
+        return row
+
     def summaries(self, island: str, rows: Sequence[int]) -> list[dict]:
         """Catalog rows of the given row numbers of ``island``, in that order."""
         offsets = self._load(island, "offsets.npy", "r")
+        ids = self.ids(island)
         fh = self._rows_file(island)
         out = []
         for r in rows:
             fh.seek(int(offsets[r]))
-            out.append(json.loads(fh.read(int(offsets[r + 1] - offsets[r]))))
+            out.append(self._row(island, r, fh.read(int(offsets[r + 1] - offsets[r])),
+                                 str(ids[r])))
         return out
 
     def close(self) -> None:
@@ -225,12 +327,31 @@ class Index:
         self._cache.clear()
 
     def iter_summaries(self, island: str | None = None) -> Iterator[dict]:
+        """Every catalog row, in id order. The whole file is read, so it is checked against its
+        recorded sha256 too: a damaged file raises :class:`MarketError` at the latest after its
+        last row (a caller that keeps the rows, as ``lw market ls`` does, never shows them)."""
         for iid in [island] if island else self.islands():
             if not self.has_island(iid):
                 continue
-            with open(self._file(iid, "summaries.jsonl"), "rb") as fh:
-                for line in fh:
-                    yield json.loads(line)
+            ids = self.ids(iid)
+            h = hashlib.sha256()
+            r = -1
+            try:
+                fh = open(self._file(iid, "summaries.jsonl"), "rb")
+            except OSError as exc:
+                raise MarketError(f"index file {self._file(iid, 'summaries.jsonl')} is "
+                                  f"unreadable ({exc})", REBUILD) from exc
+            with fh:
+                for r, line in enumerate(fh):
+                    h.update(line)
+                    if r >= len(ids):
+                        raise self._damaged(iid, "summaries.jsonl", "more rows than ids")
+                    yield self._row(iid, r, line, str(ids[r]))
+            if r + 1 != len(ids):
+                raise self._damaged(iid, "summaries.jsonl", f"{r + 1} rows for {len(ids)} ids")
+            want = self.recorded_sha256(iid).get("summaries.jsonl")
+            if want is not None and h.hexdigest() != want:
+                raise self._damaged(iid, "summaries.jsonl", "it does not match its recorded sha256")
 
     def row_of(self, lw_id: str) -> tuple[str, int] | None:
         """(island, row) of a learnware, by binary search in each island's sorted ids."""
@@ -298,9 +419,15 @@ def island_table(market: Market, island: Island, ids: list[str], device=None,
 
 
 def island_view(market: Market, iid: str, device=None) -> IslandView | None:
-    """The island from the live index, or (no index yet) built from ``learnwares/``."""
+    """The island from the live index, or (no index yet, or a damaged one: a note says so)
+    built from ``learnwares/``."""
+    damage = None
     for attempt in range(3):
-        idx = load_index(market)
+        try:
+            idx = load_index(market)
+        except MarketError as exc:
+            damage = exc
+            break
         if idx is None or not idx.has_island(iid):
             break
         try:     # map and open everything now: a later refresh cannot pull it away
@@ -308,14 +435,20 @@ def island_view(market: Market, iid: str, device=None) -> IslandView | None:
             idx._load(iid, "offsets.npy", "r")
             idx._rows_file(iid)
             return view
-        except MarketError:
+        except MarketError as exc:
             if attempt == 2 or current_generation(market) == idx.generation:
-                raise               # damaged, not replaced by a concurrent refresh
+                damage = exc        # damaged, not replaced by a concurrent refresh
+                break
     ids = sorted(i for i in market.ids() if market.manifest(i).island_id() == iid)
     if not ids:
         return None
     t = island_table(market, market.island(iid), ids, device)
-    note = "the market has no index for this island; run `lw market refresh` to speed search up"
+    if damage is not None:
+        note = (f"the index is damaged ({damage.message}); searched learnwares/ directly, "
+                "which is slower: repair the index with lw market refresh --force")
+    else:
+        note = ("the market has no index for this island; run `lw market refresh` to speed "
+                "search up")
     return IslandView(iid, np.asarray(t.ids, dtype="U16"), t.stack, t.sketch, None,
                       {s["id"]: s for s in t.summaries}, [note])
 
@@ -354,25 +487,53 @@ def current_generation(market: Market) -> str | None:
     return current_generation_in(market.layout.index)
 
 
+def _check_catalog(market: Market, path: Path, catalog) -> dict:
+    """The parsed catalog, its structure checked (what readers index into)."""
+    where = path / CATALOG
+    if not isinstance(catalog, dict):
+        raise MarketError(f"index catalog {where} is damaged: not a JSON object", REBUILD)
+    if catalog.get("format") != INDEX_FORMAT:
+        raise MarketError(f"the index {path.name} has format {catalog.get('format')!r}; this "
+                          f"lw reads format {INDEX_FORMAT}", REBUILD)
+    islands = catalog.get("islands")
+    known = market.islands()
+    if not isinstance(islands, dict):
+        raise MarketError(f"index catalog {where} is damaged: no islands table", REBUILD)
+    for iid, meta in islands.items():
+        ok = (iid in known and isinstance(meta, dict) and type(meta.get("count")) is int
+              and meta["count"] >= 0 and isinstance(meta.get("sketch"), dict)
+              and isinstance(meta.get("tags", []), list)
+              and all(isinstance(t, str) for t in meta.get("tags", []))
+              and isinstance(meta.get("files", {}), dict))
+        if not ok:
+            what = "is not in market.toml" if iid not in known else "has a malformed entry"
+            raise MarketError(f"index catalog {where} is damaged: island {iid!r} {what}", REBUILD)
+    return catalog
+
+
 def load_index(market: Market) -> Index | None:
-    """The live index, or None when the market has none (run ``lw market refresh``)."""
+    """The live index, or None when the market has none (run ``lw market refresh``).
+    A damaged one (``CURRENT``, ``catalog.json``) is a :class:`MarketError`."""
+    name = None
     for _ in range(3):  # a concurrent writer may swap generations between our two reads
-        name = current_generation(market)
+        name = read_current(market.layout.index)
         if name is None:
             return None
         path = market.layout.index_generation(name)
         try:
-            catalog = json.loads((path / CATALOG).read_text())
-        except FileNotFoundError:
+            raw = (path / CATALOG).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        except json.JSONDecodeError as exc:
+        except OSError as exc:
+            raise MarketError(f"index catalog {path / CATALOG} is unreadable ({exc})",
+                              REBUILD) from exc
+        try:
+            catalog = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:    # UnicodeDecodeError included
             raise MarketError(f"index catalog {path / CATALOG} is corrupt ({exc})",
-                              "rebuild it with lw market refresh") from exc
-        if catalog.get("format") != INDEX_FORMAT:
-            raise MarketError(f"the index {path.name} has format {catalog.get('format')!r}; this "
-                              f"lw reads format {INDEX_FORMAT}", "rebuild it with lw market refresh")
-        return Index(path, catalog, market.islands())
-    return None
+                              REBUILD) from exc
+        return Index(path, _check_catalog(market, path, catalog), market.islands())
+    raise MarketError(f"index/CURRENT names generation {name}, which has no {CATALOG}", REBUILD)
 
 
 def index_state(market: Market) -> tuple[dict, dict[str, list[str]], str, bool]:
@@ -420,6 +581,15 @@ def add_to_index(market: Market, lw_id: str, device=None) -> str:
         idx = None
     if idx is None:
         return build_index(market, device)[0]
+    try:
+        return _add_incremental(market, idx, lw_id, device)
+    except MarketError:
+        market.spec(lw_id)       # the new learnware itself damaged: that error, not a rebuild
+        # the live index is damaged: what it holds cannot be carried over; rebuild it whole
+        return build_index(market, device, force=True)[0]
+
+
+def _add_incremental(market: Market, idx: "Index", lw_id: str, device) -> str:
     if idx.row_of(lw_id) is not None:
         return idx.generation
     spec = market.spec(lw_id)

@@ -26,7 +26,9 @@ import datetime as _dt
 import errno
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -125,7 +127,10 @@ def current_generation_in(area: Path, *, strict: bool = True) -> str | None:
     writer about to replace it)."""
     cur = area / "CURRENT"
     try:
-        raw = cur.read_bytes()
+        if cur.is_symlink():           # a symbolic link names its generation by its target
+            raw = os.fsencode(os.path.basename(os.path.normpath(os.readlink(cur))))
+        else:
+            raw = cur.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
@@ -142,6 +147,20 @@ def current_generation_in(area: Path, *, strict: bool = True) -> str | None:
         raise MarketError(f"{cur} is damaged: it should name a generation (gen-<digest>), "
                           f"it holds {shown!r}", REPAIR_HINT)
     return name
+
+
+def read_current(area: Path) -> str | None:
+    """:func:`current_generation_in`, strict: for readers, damage is exit 5."""
+    return current_generation_in(area, strict=True)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
@@ -194,6 +213,42 @@ def record_checksum(record: dict) -> str:
     return sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
+QA_METRICS = ("weighted_accuracy", "weighted_r2")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def record_form_problems(rec: dict, lw_id: str) -> list[str]:
+    """What is malformed in a learnware's record (its form: its values rest on its checksum)."""
+    bad = []
+    files = rec.get("files")
+    if not (isinstance(files, dict) and files and all(
+            isinstance(k, str) and "/" not in k and "\\" not in k and k not in ("", ".", "..")
+            and k != RECORD_NAME and isinstance(v, str) and _SHA_RE.match(v)
+            for k, v in files.items())):
+        bad.append("files")
+    if rec.get("id") != lw_id:
+        bad.append("id")
+    for key, typ in (("island", str), ("submitted_at", str), ("trusted_load", bool)):
+        if not isinstance(rec.get(key), typ):
+            bad.append(key)
+    qa = rec.get("qa")
+    if not isinstance(qa, dict):
+        return bad + ["qa"]
+    if not (type(qa.get("probes")) is int and qa["probes"] > 0):
+        bad.append("qa.probes")
+    metric, agree = qa.get("agreement_metric"), qa.get("agreement")
+    if metric not in QA_METRICS:
+        bad.append("qa.agreement_metric")
+    if not (isinstance(agree, (int, float)) and not isinstance(agree, bool)
+            and math.isfinite(agree) and agree <= 1.0
+            and (agree >= 0.0 or metric != "weighted_accuracy")):
+        bad.append("qa.agreement")
+    if not (isinstance(qa.get("warnings"), list) and all(isinstance(w, str)
+                                                         for w in qa["warnings"])):
+        bad.append("qa.warnings")
+    return bad
+
+
 @dataclass(frozen=True)
 class Island:
     id: str
@@ -215,6 +270,7 @@ class Market:
         self.root = root
         self.config = config
         self.recovered: dict = {}      # what opening it completed or undid (see recover)
+        self._records: dict[str, dict] = {}    # checked records (learnwares are immutable)
 
     # ------------------------------------------------------------------ open / init
     @classmethod
@@ -323,18 +379,42 @@ class Market:
                                 "list ids with lw market ls")
         return d
 
-    def _read(self, lw_id: str, name: str) -> bytes:
-        """The bytes of one stored file of a learnware. Stored learnwares are immutable and
-        complete, so a missing or unreadable file is damage to the market (exit 5), never a
-        bug of lw nor a mistake of the caller."""
+    def _read_raw(self, lw_id: str, name: str) -> bytes:
         path = self._require(lw_id) / name
         try:
             return path.read_bytes()
         except OSError as exc:
-            how = "missing" if isinstance(exc, FileNotFoundError) else \
+            how = "missing" if isinstance(exc, (FileNotFoundError, NotADirectoryError)) else \
                 f"unreadable ({exc.strerror or exc})"
             raise MarketError(f"learnware {lw_id} is damaged: its {name} is {how} ({path})",
                               DAMAGED_HINT) from exc
+
+    def _read(self, lw_id: str, name: str) -> bytes:
+        """The bytes of one stored file of a learnware, checked against the sha256 its record
+        holds before anything uses them. Stored learnwares are immutable and complete, so a
+        missing, unreadable or altered file is damage to the market (exit 5), never a bug of
+        lw nor a mistake of the caller."""
+        if name == RECORD_NAME:
+            return self._read_raw(lw_id, name)
+        expected = self._recorded_files(lw_id).get(name)
+        if expected is None:
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} lists no file "
+                              f"{name!r}", DAMAGED_HINT)
+        data = self._read_raw(lw_id, name)
+        if sha256(data) != expected:
+            raise MarketError(f"learnware {lw_id} is damaged: its {name} does not match its "
+                              f"recorded sha256 ({self.layout.learnware(lw_id) / name})",
+                              DAMAGED_HINT)
+        return data
+
+    def _recorded_files(self, lw_id: str) -> dict[str, str]:
+        files = self.record(lw_id).get("files")
+        if not (isinstance(files, dict) and all(
+                isinstance(k, str) and isinstance(v, str) and len(v) == 64
+                for k, v in files.items())):
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} has no valid "
+                              "files table", DAMAGED_HINT)
+        return files
 
     def _damaged(self, lw_id: str, name: str, exc: Exception) -> MarketError:
         detail = exc.message if isinstance(exc, InvalidInputError) else str(exc)
@@ -342,13 +422,29 @@ class Market:
                            DAMAGED_HINT)
 
     def record(self, lw_id: str) -> dict:
+        """The learnware's record, checked against its own checksum (``record_sha256``)."""
+        if lw_id in self._records:
+            return self._records[lw_id]
         raw = self._read(lw_id, RECORD_NAME)
         try:
             rec = json.loads(raw.decode("utf-8"))
             if not isinstance(rec, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as exc:          # JSONDecodeError and UnicodeDecodeError included
+        except (ValueError, RecursionError) as exc:   # JSONDecodeError, UnicodeDecodeError
             raise self._damaged(lw_id, RECORD_NAME, exc) from exc
+        try:
+            same = rec.get("record_sha256") == record_checksum(rec)
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} does not match "
+                              f"its checksum ({self.layout.learnware(lw_id) / RECORD_NAME})",
+                              DAMAGED_HINT)
+        bad = record_form_problems(rec, lw_id)
+        if bad:
+            raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} is malformed "
+                              f"({', '.join(bad)})", DAMAGED_HINT)
+        self._records[lw_id] = rec
         return rec
 
     def _manifest(self, lw_id: str, raw: bytes) -> Manifest:
