@@ -45,11 +45,13 @@ test: $(STAMP)
 ## fuzz: tests/test_fuzz.py with fresh random examples (hypothesis profile "fuzz"): package
 ## bytes, rkme.json, learnware.toml, requirement specs and data files through the CLI; each
 ## must exit with a documented code (never 1), in one line, leaving the market unchanged.
-## FUZZ_EXAMPLES per input: the default takes about 10 minutes on 2 cores.
+## FUZZ_EXAMPLES per input: the default takes about 10 minutes on 2 cores. Then 50 submits and
+## 50 forced refreshes killed at random times (tests/test_crash.py, about 8 minutes).
 FUZZ_EXAMPLES ?= 350
 fuzz: $(STAMP)
 	LW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py \
 		--hypothesis-profile=fuzz --hypothesis-show-statistics -p no:cacheprovider
+	LW_RANDOM_KILLS=50 $(BIN)/python -m pytest -q tests/test_crash.py -m slow -p no:cacheprovider
 
 ## bench: RKME generation (1e3..1e6 rows x 10, 50 features), search on islands of 1e3..1e6
 ## learnwares (exact, sketch, recall@10, whole lw search process), market open and memory
