@@ -49,6 +49,17 @@ def run_lw(*args, check: int | None = 0, env: dict | None = None, timeout: float
     return proc
 
 
+def market_tree(root: Path) -> dict[str, str]:
+    """Every entry under ``root``, folders included: a file's sha256, "dir" for a folder, the
+    writers' ``.lock`` by presence only. Equal before and after means byte for byte unchanged."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = ("dir" if p.is_dir() else "lock" if p.name == ".lock"
+                    else hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under a market with its hash: to assert that nothing changed."""
     out = {}

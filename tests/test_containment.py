@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import build_learnware, domain_data, snapshot, write_user
+from conftest import build_learnware, domain_data, market_tree, snapshot, write_user
 from lwcli import api
 from lwcli.errors import ModelCheckError
 from lwcli.market.contained import STDERR_KEEP, Item, _Tail, run_contained
@@ -198,11 +198,10 @@ def test_a_rejected_submit_leaves_a_market_without_tmp_byte_for_byte_unchanged(
     pidfile = tmp_path / "pids"
     path = package_with(tmp_path, market, hostile.SpawnAndHang(str(pidfile)))
     shutil.rmtree(market / "tmp")
-    tree = sorted(market.rglob("*"))
-    before = snapshot(market)
+    before = market_tree(market)
     with pytest.raises(ModelCheckError):
         api.submit(path, market, trust=True, timeout=2)
-    assert sorted(market.rglob("*")) == tree and snapshot(market) == before
+    assert market_tree(market) == before
     assert not (market / "tmp").exists()
     assert list(systmp.iterdir()) == []
 

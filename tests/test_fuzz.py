@@ -14,7 +14,6 @@ minutes, with fresh random examples.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import math
@@ -27,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import build_learnware, domain_data, write_user
+from conftest import build_learnware, domain_data, market_tree, write_user
 from lwcli import api
 from lwcli.cli.main import app
 
@@ -41,16 +40,7 @@ fuzz_settings = (settings(deadline=None, suppress_health_check=HEALTH) if FUZZ e
                           suppress_health_check=HEALTH))
 
 
-def market_state(root: Path) -> str:
-    """One digest of every name and every file's content under the market (the lock aside)."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.name == ".lock":
-            continue
-        h.update(str(p.relative_to(root)).encode() + b"\0")
-        if p.is_file():
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+market_state = market_tree
 
 
 def check(root: Path, *args) -> int:

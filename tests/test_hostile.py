@@ -10,7 +10,6 @@ the one the real boundary maps each exception to).
 from __future__ import annotations
 
 import copy
-import io
 import json
 import struct
 import zipfile
@@ -22,7 +21,7 @@ import pytest
 import tomli_w
 from typer.testing import CliRunner
 
-from conftest import build_learnware, domain_data, snapshot, write_user
+from conftest import build_learnware, domain_data, market_tree, write_user
 from lwcli import api
 from lwcli.cli.main import app
 from lwcli.validation import MAX_K
@@ -38,12 +37,12 @@ def lw(*args):
 def refused(market: Path, *args, code: int = 4) -> str:
     """Run ``lw *args``; it must exit ``code`` with one line on stderr and leave ``market``
     as it was. Returns that line."""
-    before = snapshot(market), sorted(p.name for p in market.rglob("*"))
+    before = market_tree(market)
     rc, _, err = lw(*args)
     assert rc == code, (rc, err)
     assert len(err.strip().splitlines()) == 1, err
     assert "internal error" not in err and "Traceback" not in err
-    assert (snapshot(market), sorted(p.name for p in market.rglob("*"))) == before
+    assert market_tree(market) == before
     return err
 
 

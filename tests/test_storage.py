@@ -10,7 +10,6 @@ available.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -24,21 +23,10 @@ import pytest
 from lwcli import api, faults
 from lwcli.errors import StorageError
 
-from conftest import LW, build_learnware, domain_data, run_lw, write_user
+from conftest import LW, build_learnware, domain_data, market_tree, run_lw, write_user
 
 
-def tree(root: Path) -> dict[str, str]:
-    """Every entry under ``root``: folders, file hashes; ``.lock`` by presence only."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        if p.is_dir():
-            out[rel] = "dir"
-        elif p.name == ".lock":
-            out[rel] = "lock"
-        else:
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+tree = market_tree
 
 
 @pytest.fixture(scope="module")

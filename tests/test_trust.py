@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import build_learnware, domain_data, run_lw, snapshot
+from conftest import build_learnware, domain_data, market_tree, run_lw
 from lwcli.errors import ModelCheckError, UntrustedModelError
 from lwcli.market.models import (SKOPS_ESTIMATORS, SKOPS_FUNCTIONS, SKOPS_PARTS, SKOPS_REDUCED,
                                  SKOPS_VALUE_TYPES, TRUSTED_TYPES, load_model, skops_untrusted)
@@ -316,15 +316,14 @@ def test_submit_refuses_the_exploits_and_leaves_the_market_unchanged(tmp_path, m
     cwd.mkdir()
     for model, code in [(file_writer(b"owned\n"), 8), (hostile_tree(), 7)]:
         path = _package_with_model(tmp_path, market, sio.dumps(model))
-        before, tree = snapshot(market), sorted(market.rglob("*"))
+        before = market_tree(market)
         proc = subprocess.run([str(Path(sys.executable).parent / "lw"), "submit", str(path),
                                "--market", str(market)], cwd=cwd, capture_output=True,
                               text=True, timeout=300, env=dict(os.environ, LW_DEVICE="cpu"),
                               stdin=subprocess.DEVNULL)
         assert proc.returncode == code, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
-        assert snapshot(market) == before
-        assert sorted(market.rglob("*")) == tree        # no folder made either (tmp/ included)
+        assert market_tree(market) == before      # no folder made either (tmp/ included)
         assert list(cwd.iterdir()) == []
     run_lw("market", "verify", "--market", market)
 

@@ -9,17 +9,14 @@ the specification: a specification that belongs to the model agrees closely.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import LwError, ManifestError, MarketError, ModelCheckError, SpecError
-from .layout import ID_RE, RECORD_NAME
+from ..errors import LwError, ManifestError, ModelCheckError, SpecError
 from .manifest import Manifest
-from .package import MANIFEST_NAME, SPEC_NAME, Package, content_id
-from .store import Market, record_checksum, sha256
+from .package import Package
 
 N_PROBES = 64
 LOW_AGREEMENT = 0.5

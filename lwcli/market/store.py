@@ -38,12 +38,11 @@ from contextlib import contextmanager
 
 from .. import __version__, _toml
 from ..engine.kernels import KernelMetric
-from ..errors import InvalidInputError, LwError, MarketError, NotFoundError, SpecError
+from ..errors import InvalidInputError, MarketError, NotFoundError, SpecError
 from ..faults import crash_point, point, storage_guard
 from ..locks import exclusive, held_by_another
 from ..specfile import Spec, spec_from_bytes
-from .layout import (GENERATION_RE, ID_RE, INTENT_SUFFIX, RECORD_NAME, Layout,
-                     generation_digest)
+from .layout import GENERATION_RE, ID_RE, INTENT_SUFFIX, RECORD_NAME, Layout
 from .manifest import Manifest, manifest_from_text
 
 SCHEMA_VERSION = 1
