@@ -297,3 +297,59 @@ def test_a_stored_model_that_crashes_or_hangs_is_reported_by_search_and_refresh(
     out = api.market_refresh(market, trust=True, force=True)
     assert out is not None
     assert list(systmp.iterdir()) == []
+
+
+def _linear_item(X):
+    import skops.io as sio
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit(X, X @ np.arange(1.0, X.shape[1] + 1))
+    return Item(sio.dumps(model), "skops", [f"f{i}" for i in range(X.shape[1])], "regression",
+                ["y"], X)
+
+
+def test_a_lwcli_folder_in_the_working_directory_never_runs(tmp_path, monkeypatch):
+    """Field report: ``python -m`` put the user's working directory first on the children's
+    sys.path, so a ``lwcli/`` folder there ran without --trust. The children run in their job
+    folder."""
+    shadow = tmp_path / "shadow"
+    pwned = tmp_path / "PWNED"
+    for mod in ("lwcli/__init__.py", "lwcli/market/__init__.py", "lwcli/market/contained.py",
+                "lwcli/market/probe.py"):
+        (shadow / mod).parent.mkdir(parents=True, exist_ok=True)
+        (shadow / mod).write_text(f"open({str(pwned)!r}, 'w').write('x')\n")
+    monkeypatch.chdir(shadow)
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    (out,) = run_contained([_linear_item(X)], trust=False, timeout=60)
+    np.testing.assert_allclose(out[:, 0], X @ [1.0, 2.0, 3.0], rtol=1e-9)
+    assert not pwned.exists()
+
+
+def test_job_folders_of_dead_lw_processes_are_collected_never_a_live_ones(tmp_path, monkeypatch):
+    """An lw killed after its worker ended but before its own clean-up leaves its job folder;
+    the next contained run removes it, unless a live process holds its owner lock or it is
+    younger than STALE_S."""
+    from filelock import FileLock
+
+    from lwcli.market import contained
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = time.time() - 2 * contained.STALE_S
+    folders = {}
+    for name in ("dead", "live", "young", "no-owner"):
+        d = tmp_path / f"{contained.JOB_PREFIX}{name}"
+        d.mkdir()
+        (d / "model-0.bin").write_bytes(b"x")
+        if name != "no-owner":
+            (d / contained.OWNER).touch()
+        folders[name] = d
+    live = FileLock(folders["live"] / contained.OWNER)
+    live.acquire()
+    try:
+        for name in ("dead", "live", "no-owner"):
+            os.utime(folders[name], (old, old))
+        run_contained([_linear_item(np.ones((4, 2)))], trust=False, timeout=60)
+        left = sorted(p.name for p in tmp_path.glob(contained.JOB_PREFIX + "*"))
+    finally:
+        live.release()
+    assert left == [f"{contained.JOB_PREFIX}live", f"{contained.JOB_PREFIX}young"]

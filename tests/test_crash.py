@@ -236,3 +236,20 @@ def test_random_kills_of_submit_and_refresh_leave_the_market_whole(world, tmp_pa
         lw_id = world["ids"]["same"] if what == "submit" else world["first"]
         assert_whole(market, lw_id, world["users"]["same"])
         shutil.rmtree(market)
+
+
+@pytest.mark.parametrize("name", [".intent", "..intent", "...intent", "x" * 16 + ".intent"])
+def test_a_stray_intent_file_never_names_what_recovery_acts_on(world, tmp_path, name):
+    """Field report: an empty ``tmp/.intent`` made two plain ``ls`` runs move learnwares/
+    itself out and delete it (the id came from the file name, unchecked). A name that is not a
+    learnware id is a stray temporary: removed, nothing else touched."""
+    market = tmp_path / "m"
+    shutil.copytree(world["base"], market)
+    ids = sorted(p.name for p in (market / "learnwares").iterdir())
+    (market / "tmp").mkdir(exist_ok=True)
+    (market / "tmp" / name).write_bytes(b"")
+    for _ in range(2):
+        run_lw("market", "ls", "--market", market)
+    assert sorted(p.name for p in (market / "learnwares").iterdir()) == ids
+    assert not (market / "tmp").exists()
+    assert verify_market(Market.open(market)).ok

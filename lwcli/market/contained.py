@@ -14,7 +14,11 @@ QA, search re-ranking and anchor computation run models through :func:`run_conta
 - The children's stderr is drained in a thread and only its last :data:`STDERR_KEEP` bytes
   are kept: a model writing gigabytes to stderr does not grow lw's memory.
 - Job folders are made in the system temp dir (``lw-qa-*``), never in the market, and removed
-  on every exit path.
+  on every exit path. lw holds an owner lock on each (``.owner``, released by the kernel when
+  lw dies), so one left by an lw killed between its worker's end and its own clean-up is
+  removed by the next contained run, never one that a live lw still uses.
+- The children run in the job folder, so ``python -m`` puts only that folder, never the
+  user's working directory, first on ``sys.path`` (a ``lwcli/`` folder there must not run).
 - The worker runs with no core dumps and a file-size limit (:data:`MAX_FILE_BYTES`).
 
 A process that leaves the worker's process group on purpose (``setsid``) is out of reach of a
@@ -38,12 +42,17 @@ from typing import Sequence
 
 import numpy as np
 
+from filelock import FileLock
+
 from ..errors import LwError, MissingExtraError, ModelCheckError, UntrustedModelError
+from ..locks import held_by_another
 
 STDERR_KEEP = 8192               # bytes of the children's stderr kept for error messages
 MAX_FILE_BYTES = 1 << 30         # RLIMIT_FSIZE of the worker
 POLL_S = 0.05
 JOB_PREFIX = "lw-qa-"
+OWNER = ".owner"                 # lw's owner lock in a job folder
+STALE_S = 60.0                   # a job folder younger than this is never collected
 MODES = ("qa", "outputs", "values", "proba")
 
 
@@ -129,8 +138,11 @@ def run_contained(items: Sequence[Item], *, trust: bool, timeout: float) -> list
     items = list(items)
     if not items:
         return []
+    _collect_stale_jobs()
     job = Path(tempfile.mkdtemp(prefix=JOB_PREFIX))
+    owner = FileLock(job / OWNER, mode=0o600)
     try:
+        owner.acquire()
         (job / "job.json").write_text(json.dumps({"trust": bool(trust), "items": [
             {"format": it.fmt, "features": [str(f) for f in it.features], "task": it.task,
              "outputs": list(it.outputs), "mode": it.mode, "id": it.id, "name": it.name,
@@ -169,6 +181,26 @@ def run_contained(items: Sequence[Item], *, trust: bool, timeout: float) -> list
         return results
     finally:
         shutil.rmtree(job, ignore_errors=True)
+        owner.release()
+
+
+def _collect_stale_jobs() -> None:
+    """Remove ``lw-qa-*`` folders of lw processes that died before removing them: older than
+    :data:`STALE_S` and with no live owner lock. Never fails."""
+    try:
+        root = Path(tempfile.gettempdir())
+        now = time.time()
+        for p in root.glob(JOB_PREFIX + "*"):
+            try:
+                if not p.is_dir() or p.is_symlink() or now - p.stat().st_mtime < STALE_S:
+                    continue
+                if (p / OWNER).exists() and held_by_another(p / OWNER):
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                continue
+    except OSError:
+        pass
 
 
 def _error_from(path: Path) -> LwError:
@@ -190,7 +222,7 @@ def _run_batch(job: Path, start: int, n: int, timeout: float):
     cmd = [sys.executable, "-m", "lwcli.market.contained", str(job), str(start), str(n),
            repr(float(timeout)), str(os.getpid())]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True, env=_env())
+                            stderr=subprocess.PIPE, start_new_session=True, env=_env(), cwd=job)
     tail = _Tail(proc.stderr)
     tail.start()
     stuck, rc = None, None
@@ -257,7 +289,7 @@ def supervise(job: Path, start: int, n: int, timeout: float, parent: int) -> int
         return 1
     worker = subprocess.Popen([sys.executable, "-m", "lwcli.market.probe", str(job), str(start)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              start_new_session=True, preexec_fn=_worker_limits)
+                              start_new_session=True, preexec_fn=_worker_limits, cwd=job)
     _write_atomic(job / "worker.pid", str(worker.pid))
     deadline = time.monotonic() + timeout * (n - start) + 60.0     # lw enforces the real limit
     orphaned = False

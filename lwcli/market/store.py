@@ -552,6 +552,9 @@ class Market:
         first, so it disappears in one rename), and the island if this submit created it
         (``market_toml``: the file's bytes before, restored as they were). Then the intent
         goes."""
+        if not ID_RE.match(lw_id or ""):
+            raise MarketError(f"refusing to undo a submit of {lw_id!r}: not a learnware id",
+                              "remove the stray file from the market's tmp/ folder")
         target = self.layout.learnware(lw_id)
         if target.exists():
             gone = self.layout.tmp / f"undo-{lw_id}-{uuid.uuid4().hex}"
@@ -606,12 +609,21 @@ class Market:
         done = {"completed": [], "undone": [], "removed": []}
         for lw_id in self.pending_intents():
             path = self.layout.intent(lw_id)
+            if not ID_RE.match(lw_id):
+                # not lw's (".intent", "..intent"): its name must never become a path to act
+                # on (an empty id is learnwares/ itself); it is removed as any stray temporary
+                with storage_guard(path):
+                    _remove(path)
+                done["removed"].append(str(path.relative_to(self.root)))
+                continue
             try:
                 intent = json.loads(path.read_text(encoding="utf-8"))
                 island, created = str(intent["island"]), bool(intent["island_created"])
-            except (OSError, ValueError, KeyError, TypeError):
+                if intent.get("id") != lw_id:
+                    raise ValueError("the record names another learnware")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 island, created = "", False          # torn or foreign: nothing to undo
-            if self.has(lw_id) and ID_RE.match(lw_id):
+            if self.has(lw_id):
                 from .index import add_to_index
 
                 add_to_index(self, lw_id, device)
@@ -620,7 +632,7 @@ class Market:
             else:
                 self.undo_submit(lw_id, island, created)
                 done["undone"].append(lw_id)
-        done["removed"] = self.collect_garbage()
+        done["removed"] += self.collect_garbage()
         crash_point("recover:collected")
         return done
 
