@@ -238,13 +238,9 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
 
 
 def write_spec(spec: Spec, out: str | Path) -> Path:
-    from .market.store import atomic_write
+    from .market.store import write_output
 
-    p = Path(out)
-    if p.parent and not p.parent.exists():
-        raise NotFoundError(f"output folder {p.parent} does not exist", "create it first")
-    atomic_write(p, spec.to_bytes())
-    return p
+    return write_output(out, spec.to_bytes())
 
 
 # ------------------------------------------------------------------------------ pack
@@ -266,7 +262,7 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
     from .market.manifest import MODEL_EXTENSIONS, read_manifest
     from .market.models import canonical_skops, load_learnware_model
     from .market.package import build_package, unpack_bytes
-    from .market.store import atomic_write
+    from .market.store import write_output
     from .errors import MissingExtraError, UntrustedModelError
     from .specfile import read_spec
 
@@ -298,8 +294,7 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
         "trust_required": man.trust_required, "packed_with_trust": bool(trust)})
     blob = build_package(man, sp, data)
     pkg = unpack_bytes(blob, str(out))  # what we wrote must read back
-    out = Path(out)
-    atomic_write(out, blob)
+    out = write_output(out, blob)
     return PackResult(str(out), pkg.learnware_id, len(blob), man.model_format)
 
 
@@ -645,7 +640,7 @@ def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: st
     from .io import read_table
     from .labels import label_str
     from .market.anchors import load_anchor_set
-    from .market.store import Market, atomic_write
+    from .market.store import Market, write_output
 
     if not target:
         raise UsageError("anchor-eval needs --target: the label column of your data",
@@ -683,7 +678,7 @@ def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: st
                          objective=aset.objective, n_rows=table.n_rows, scores=scores,
                          baseline=baseline_scores(y, aset.task))
     if out is not None:
-        atomic_write(Path(out), (json.dumps(report, indent=1) + "\n").encode())
+        write_output(out, (json.dumps(report, indent=1) + "\n").encode())
     return report
 
 
@@ -851,7 +846,7 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
     from .engine.reuse import METHODS, REUSERS, make_reuser
     from .io import read_table
     from .labels import label_str, label_values, values_array
-    from .market.store import Market, atomic_write
+    from .market.store import Market, write_output
     from .reusefile import dump_reuser, load_reuser
 
     for o, what in ((out, "output"), (save_model, "--save-model")):
@@ -934,10 +929,10 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
         if r.method == "with-user":   # the same rows, the user's model alone: the comparison
             details["user_model_scores"] = score(r.user_model_.predict(table.X))
     if out is not None:
-        atomic_write(Path(out), frame.to_csv(index=False).encode())
+        write_output(out, frame.to_csv(index=False).encode())
     if save_model is not None:   # only reached with learnware ids: ``mk`` is open
         files = {i: mk.manifest_and_model_files(i) for i in r.learnware_ids_}
-        atomic_write(Path(save_model), dump_reuser(r, files))
+        write_output(save_model, dump_reuser(r, files))
     return ReuseResult(r.method, list(r.learnware_ids_), r.task_, table.n_rows,
                        list(frame.columns), str(out) if out is not None else None,
                        str(save_model) if save_model is not None else None, details,

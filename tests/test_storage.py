@@ -360,3 +360,46 @@ def test_a_market_without_write_permission_reads_and_refuses_writes_with_exit_9(
         assert tree(market) == before
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(market)], check=True)
+
+
+def test_outputs_go_through_links_and_into_fifos_and_devices_never_replace_them(tmp_path):
+    """Field report: ``-o`` onto /dev/full, a FIFO or a symbolic link replaced it with a
+    regular file (the atomic rename), and ``-o`` onto a folder or into /proc was exit 1."""
+    import stat
+    import threading
+
+    from lwcli.errors import NotFoundError, StorageError, UsageError
+    from lwcli.market.store import write_output
+
+    target = tmp_path / "target.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    write_output(link, b"new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_output(fifo, b"through the pipe\n")
+    reader.join(timeout=60)
+    assert got == [b"through the pipe\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+    if stat.S_ISCHR(os.stat(os.devnull).st_mode):
+        write_output(os.devnull, b"x")
+        assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    if os.path.exists("/dev/full") and stat.S_ISCHR(os.stat("/dev/full").st_mode):
+        with pytest.raises(StorageError, match="no space left on device"):
+            write_output("/dev/full", b"x")
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+    with pytest.raises(UsageError, match="is a folder"):
+        write_output(tmp_path, b"x")
+    with pytest.raises(NotFoundError, match="does not exist"):
+        write_output(tmp_path / "no" / "such.csv", b"x")
+    if os.path.isdir("/proc/self"):
+        with pytest.raises(StorageError):
+            write_output("/proc/pred.csv", b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.csv", "target.csv"]

@@ -97,6 +97,46 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
         _fsync_dir(path.parent)
 
 
+def write_output(path: str | Path, data: bytes) -> Path:
+    """Write a user's output file (``-o``, ``--out``, ``--save-model``): atomically by
+    :func:`atomic_write` where the path is, or will be, a regular file; through a symbolic
+    link to its target (the link stays); in place into a FIFO or a device (``/dev/stdout``),
+    which a rename would replace by a regular file. Returns the path written.
+
+    Errors: a folder is :class:`~lwcli.errors.UsageError` (exit 2); a missing parent folder
+    :class:`NotFoundError` (exit 3); any other OS refusal :class:`~lwcli.errors.StorageError`
+    (exit 9) naming the path."""
+    import stat
+
+    from ..errors import StorageError, UsageError
+
+    p = Path(path)
+    try:
+        st = os.stat(p)                     # follows a symbolic link
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as exc:
+        raise StorageError(f"cannot write {p}: {exc.strerror or exc}",
+                           "choose another output path") from exc
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"output {p} is a folder, expected a file name",
+                         f"name a file inside it, e.g. {p / 'out'}")
+    try:
+        if st is not None and not stat.S_ISREG(st.st_mode):     # FIFO, device, socket
+            with storage_guard(p):
+                with open(p, "wb") as fh:
+                    fh.write(data)
+            return p
+        real = Path(os.path.realpath(p))
+        if not real.parent.is_dir():
+            raise NotFoundError(f"output folder {real.parent} does not exist", "create it first")
+        atomic_write(real, data)
+    except OSError as exc:                  # what storage_guard does not name (e.g. in /proc)
+        raise StorageError(f"cannot write {p}: {exc.strerror or exc}",
+                           "choose another output path") from exc
+    return p
+
+
 def save_npy_synced(path: Path, arr) -> None:
     """``np.save`` without pickles, flushed and fsynced."""
     import numpy as np
