@@ -985,6 +985,7 @@ def market_info(market: str | Path, lw_id: str) -> dict:
     man = mk.manifest(lw_id)
     rec = mk.record(lw_id)
     sp = mk.spec(lw_id)
+    mk.check_files(lw_id)        # the model too: info describes a learnware that can be used
     return {"id": lw_id, "island": man.island_id(), "manifest": man.to_dict(), "record": rec,
             "spec": {"k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
                      "approx_error": sp.rkme.approx_error,

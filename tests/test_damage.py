@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -146,6 +147,21 @@ CASES = {
     "manifest deleted": (lambda m, ids: (m / "learnwares" / ids[0] / "learnware.toml").unlink(),
                          ("market", "info", "{id0}"), 5, "learnware.toml is missing", "missing",
                          "missing", False),
+    # field report: one flipped bit in market.toml's gamma silently changed every ranking
+    "an island's kernel metric edited in market.toml": (
+        lambda m, ids: (m / "market.toml").write_text(re.sub(
+            r"gamma = (\S+)", lambda g: f"gamma = {float(g.group(1)) * 4:.17g}",
+            (m / "market.toml").read_text(), count=1)),
+        SEARCH_TAG, 5, "market.toml is damaged or was edited", "inconsistent",
+        "spec metric differs", False),
+    # field report: info exited 0 for a learnware whose model was gone
+    "model deleted, seen by info": (
+        lambda m, ids: (m / "learnwares" / ids[0] / "model.skops").unlink(),
+        ("market", "info", "{id0}"), 5, "model.skops is missing", "missing", "missing", False),
+    "model flipped, seen by info": (
+        lambda m, ids: _flip_last(m / "learnwares" / ids[0] / "model.skops"),
+        ("market", "info", "{id0}"), 5, "model.skops does not match its recorded sha256",
+        "tampered", "sha256", False),
     "model deleted": (lambda m, ids: (m / "learnwares" / ids[0] / "model.skops").unlink(),
                       ("reuse", "{id0}", "--data", "{inputs}", "-o", "{out}"), 5,
                       "model.skops is missing", "missing", "missing", False),

@@ -412,6 +412,13 @@ def island_table(market: Market, island: Island, ids: list[str], device=None,
                  specs: dict | None = None) -> IslandTable:
     """Stack, sketch and summarise the learnwares ``ids`` (sorted) of one island."""
     specs = specs if specs is not None else {i: market.spec(i) for i in ids}
+    for i in ids:
+        if specs[i].rkme.metric.digest() != island.metric.digest():
+            raise MarketError(
+                f"learnware {i}'s specification was fitted with kernel metric "
+                f"{specs[i].rkme.metric.digest()}, its island {island.id} in market.toml has "
+                f"{island.metric.digest()}: market.toml is damaged or was edited",
+                "restore market.toml from a backup; lw market verify lists what disagrees")
     stack = build_stack([specs[i].rkme for i in ids], island.metric, device)
     sketch = build_sketch(stack, island_basis(island.metric, sketch_seed(island.id)), device)
     return IslandTable(list(ids), [learnware_summary(market, i, specs[i]) for i in ids], stack,
@@ -508,6 +515,14 @@ def _check_catalog(market: Market, path: Path, catalog) -> dict:
         if not ok:
             what = "is not in market.toml" if iid not in known else "has a malformed entry"
             raise MarketError(f"index catalog {where} is damaged: island {iid!r} {what}", REBUILD)
+        if meta.get("metric_digest") != known[iid].metric.digest():
+            # market.toml's kernel metric is not the one the island's specs were fitted with
+            # and its index built with: ranking with it would be silently wrong
+            raise MarketError(
+                f"island {iid}'s kernel metric in market.toml ({known[iid].metric.digest()}) is "
+                f"not the one its index was built with ({meta.get('metric_digest')}): "
+                "market.toml is damaged or was edited",
+                "restore market.toml from a backup; lw market verify lists what disagrees")
     return catalog
 
 

@@ -446,6 +446,12 @@ class Market:
                               DAMAGED_HINT)
         return data
 
+    def check_files(self, lw_id: str) -> None:
+        """Every file the learnware's record lists is present and matches its recorded sha256,
+        else :class:`MarketError` (exit 5) naming the first that does not."""
+        for name in sorted(self._recorded_files(lw_id)):
+            self._read(lw_id, name)
+
     def _recorded_files(self, lw_id: str) -> dict[str, str]:
         files = self.record(lw_id).get("files")
         if not (isinstance(files, dict) and all(
