@@ -162,6 +162,11 @@ CASES = {
         lambda m, ids: _flip_last(m / "learnwares" / ids[0] / "model.skops"),
         ("market", "info", "{id0}"), 5, "model.skops does not match its recorded sha256",
         "tampered", "sha256", False),
+    # field report: ls listed it, info and search said "no learnware" (exit 3)
+    "a learnware's folder deleted": (
+        lambda m, ids: shutil.rmtree(m / "learnwares" / ids[0]),
+        ("market", "info", "{id0}"), 5, "the index lists it, but its folder", "index",
+        "differ from learnwares/", True),
     "model deleted": (lambda m, ids: (m / "learnwares" / ids[0] / "model.skops").unlink(),
                       ("reuse", "{id0}", "--data", "{inputs}", "-o", "{out}"), 5,
                       "model.skops is missing", "missing", "missing", False),

@@ -414,9 +414,22 @@ class Market:
             if d.is_dir():     # learnwares appear whole (one rename): this one was damaged since
                 raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} is missing "
                                   f"({d / RECORD_NAME})", DAMAGED_HINT)
+            if self._indexed(lw_id):   # listed by ls and search, gone from learnwares/
+                raise MarketError(f"learnware {lw_id} is damaged: the index lists it, but its "
+                                  f"folder {d} is missing", DAMAGED_HINT)
             raise NotFoundError(f"no learnware {lw_id} in market {self.root}",
                                 "list ids with lw market ls")
         return d
+
+    def _indexed(self, lw_id: str) -> bool:
+        """Whether the live index lists ``lw_id`` (False when there is no readable index)."""
+        from .index import load_index
+
+        try:
+            idx = load_index(self)
+            return idx is not None and idx.row_of(lw_id) is not None
+        except Exception:      # noqa: BLE001 - a damaged index is reported by its own readers
+            return False
 
     def _read_raw(self, lw_id: str, name: str) -> bytes:
         path = self._require(lw_id) / name
