@@ -17,7 +17,7 @@ import pytest
 from lwcli import api
 from lwcli.market.store import record_checksum, sha256
 
-from conftest import build_learnware, domain_data, run_lw, write_user
+from conftest import build_learnware, domain_data, market_tree, run_lw, write_user
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +259,27 @@ def test_readers_work_on_a_read_only_market(base, tmp_path):
     finally:
         for p in paths:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize("entry,make", [("tmp", "file"), ("index", "file"), (".lock", "folder")])
+def test_a_market_entry_of_the_wrong_kind_is_exit_5_and_changes_nothing(base, tmp_path, entry,
+                                                                        make):
+    """Field report: with ``tmp`` or ``index`` a file, or ``.lock`` a folder, a write ended in
+    exit 1 (FileExistsError, IsADirectoryError)."""
+    root, ids, files = base
+    m = tmp_path / "market"
+    shutil.copytree(root, m)
+    p = m / entry
+    if p.is_dir():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
+    if make == "file":
+        p.write_bytes(b"not a folder")
+    else:
+        p.mkdir()
+    before = market_tree(m)
+    proc = run_lw("market", "refresh", "--force", "--market", m, check=5)
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"{p} should be a" in line and "internal error" not in line
+    assert market_tree(m) == before

@@ -568,12 +568,28 @@ class Market:
                 shutil.rmtree(stage, ignore_errors=True)
 
     # ------------------------------------------------------------------ crashes, housekeeping
+    def check_layout(self) -> None:
+        """The market's own entries are of their kind (folders, the lock a file), else
+        :class:`MarketError` (exit 5) naming the entry: a write would fail half-way on it."""
+        lay = self.layout
+        for path, want_dir in ((lay.learnwares, True), (lay.index, True), (lay.anchors, True),
+                               (lay.tmp, True), (lay.lock, False)):
+            if not os.path.lexists(path):
+                continue
+            if path.is_dir() != want_dir:
+                want, got = ("a folder", "a file") if want_dir else ("a file", "a folder")
+                raise MarketError(f"the market is damaged: {path} should be {want}, it is {got}",
+                                  f"move it aside (lw recreates {path.name} when it is absent)"
+                                  if path.name in ("tmp", ".lock", "index", "anchors") else
+                                  "restore it from a backup")
+
     @contextmanager
     def writing(self, timeout: float | None = None, device=None):
         """Hold the writers' lock for a write: reload the config, complete or undo what a
         writer that died left (:meth:`recover`), and map storage faults to exit 9. On the way
         out, what a failed write left in ``tmp/`` (or an unused generation) is removed, and an
         empty ``tmp/``."""
+        self.check_layout()
         with storage_guard(self.root):
             with market_lock(self.layout, timeout):
                 try:
