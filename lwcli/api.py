@@ -183,7 +183,8 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     import inspect
 
     from .errors import LwError
-    from .specbatch import SpecFolder, expand_inputs, file_sha256, output_names, params_digest
+    from .market.store import sha256_file
+    from .specbatch import SpecFolder, expand_inputs, output_names, params_digest
     from .specfile import FORMAT, VERSION
 
     defaults = {n: p.default for n, p in inspect.signature(build_spec).parameters.items()
@@ -199,8 +200,8 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     params = {**{n: v for n, v in opts.items() if n not in ("model", "meta", "market",
                                                             "device", "trust")},
               "format": [FORMAT, VERSION],
-              "model_sha256": file_sha256(Path(opts["model"])) if opts["model"] else None,
-              "meta_sha256": file_sha256(Path(opts["meta"])) if opts["meta"] else None,
+              "model_sha256": sha256_file(Path(opts["model"])) if opts["model"] else None,
+              "meta_sha256": sha256_file(Path(opts["meta"])) if opts["meta"] else None,
               "market": str(Path(market).resolve()) if market is not None else None}
     digest = params_digest(params)
     islands = None

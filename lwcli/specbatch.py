@@ -26,18 +26,11 @@ from typing import Iterable, Sequence
 from .errors import NotFoundError, UsageError
 from .io import SUPPORTED, data_stem, data_suffix
 from .locks import exclusive
+from .market.store import sha256_file
 
 STATE = ".lw-specs.json"
 STATE_FORMAT = "lw-spec-folder"
 SUFFIX = ".rkme.json"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_list(path: str | Path) -> list[Path]:
@@ -148,9 +141,9 @@ class SpecFolder:
             if st.st_size != rec.get("data_size"):
                 return False
             if st.st_mtime_ns != rec.get("data_mtime_ns") and \
-                    file_sha256(data) != rec.get("data_sha256"):
+                    sha256_file(data) != rec.get("data_sha256"):
                 return False
-            if file_sha256(out) != rec.get("spec_sha256"):
+            if sha256_file(out) != rec.get("spec_sha256"):
                 return False
         except OSError:
             return False
@@ -163,7 +156,7 @@ class SpecFolder:
         body = spec.to_bytes()
         st = data.stat()
         rec = {"data": str(data), "data_size": st.st_size, "data_mtime_ns": st.st_mtime_ns,
-               "data_sha256": file_sha256(data), "params": digest,
+               "data_sha256": sha256_file(data), "params": digest,
                "island": spec.island, "metric_digest": spec.rkme.metric.digest(),
                "spec_sha256": hashlib.sha256(body).hexdigest()}
         out = self.root / name
