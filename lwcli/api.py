@@ -549,7 +549,7 @@ def _rerank_by_requirement(mk, isl, ids, order, rkme, shortlist: int, trust: boo
     The models run contained (:func:`lwcli.market.contained.run_contained`, one child for the
     whole shortlist): a model that crashes, hangs or misbehaves is reported as not evaluated
     and keeps its RKME place; lw's own process never runs a stored model here."""
-    from .config import qa_timeout
+    from .settings import qa_timeout
     from .engine.search import requirement_sample, rerank
     from .errors import LwError, MissingExtraError, ModelCheckError, UntrustedModelError
     from .labels import align_columns

@@ -7,9 +7,9 @@ never a silent fallback.
 
 from __future__ import annotations
 
-import os
 import re
 
+from . import settings
 from .errors import DeviceError
 
 _VALID = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -19,7 +19,7 @@ def resolve_device(requested: str | None = None):
     """Return a ``torch.device`` for ``requested`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``)."""
     import torch
 
-    name = (requested or os.environ.get("LW_DEVICE") or "auto").strip().lower()
+    name = (requested or settings.device() or "auto").strip().lower()
     if not _VALID.match(name):
         raise DeviceError(
             f"unknown device {name!r}: expected auto, cpu, cuda or cuda:N",

@@ -2,7 +2,7 @@
 OS write fault means to a user (:func:`storage_error`).
 
 ``crash_point("submit:renamed")`` does nothing unless ``LW_CRASH_AT`` (read in
-:mod:`lwcli.config`) names that point: then the process SIGKILLs itself there, as a power cut
+:mod:`lwcli.settings`) names that point: then the process SIGKILLs itself there, as a power cut
 or the OOM killer would stop it (no ``finally``, no ``atexit``). ``name@N`` fires on the N-th
 time the point is reached in the process. ``LW_FAIL_AT`` names points where a write raises
 ``OSError`` instead (``ENOSPC`` unless ``=ERRNO`` is given, e.g. ``=EROFS``), as a full disk
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import config
+from . import settings
 from .errors import StorageError
 
 #: Every crash point lw has, in the order a submit or a refresh reaches them.
@@ -65,7 +65,7 @@ def _reached(name: str, raw: str) -> str | None:
 
 def crash_point(name: str) -> None:
     """SIGKILL this process here if ``LW_CRASH_AT`` names ``name`` (tests only)."""
-    raw = config.crash_at()
+    raw = settings.crash_at()
     if raw and _reached(name, raw) is not None:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -73,7 +73,7 @@ def crash_point(name: str) -> None:
 def fail_point(name: str, path: str | Path | None = None) -> None:
     """Raise the ``OSError`` a full disk (or the given errno) gives, if ``LW_FAIL_AT`` names
     ``name`` (tests only)."""
-    raw = config.fail_at()
+    raw = settings.fail_at()
     if not raw:
         return
     err = _reached(name, raw)

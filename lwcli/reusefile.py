@@ -79,7 +79,7 @@ def dump_reuser(reuser, learnware_files: dict[str, dict[str, bytes]]) -> bytes:
 
 def load_reuser(path: str | Path, *, trust: bool = False):
     """Read a saved reuser back: the fitted estimator, ready to ``predict``."""
-    from .config import max_model_bytes
+    from .settings import max_model_bytes
     from .engine.reuse import REUSERS, Learnware
     from .market.manifest import manifest_from_text
     from .market.models import load_learnware_model, load_model

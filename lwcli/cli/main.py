@@ -13,7 +13,8 @@ app = typer.Typer(
          "learnwares.\n\n"
          "Exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 invalid input, "
          "5 market conflict/corruption, 6 device or extra missing, 7 model rejected by QA, "
-         "8 untrusted model refused, 141 stdout closed by its reader (| head).",
+         "8 untrusted model refused, 9 storage not writable (disk full, read-only, permission), "
+         "130 interrupted, 141 stdout closed by its reader (| head).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,30 +41,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
-    """Run the CLI. Help and usage text are written by typer (click and rich), not inside lw's
-    error boundary; when stdout's reader has gone (``lw --help | head -1``) they exit 1, rich
-    after pointing stdout at the null device, click after wrapping it in a
-    ``PacifyFlushWrapper``. That is a closed pipe, not an internal error: exit 141, as every
-    command does."""
-    import os
-    import sys
+    """Run the CLI; exit codes are decided in :mod:`lwcli.cli._errors`."""
+    from ._errors import run_cli
 
-    def null_stdout() -> bool:
-        try:
-            st, null = os.fstat(sys.__stdout__.fileno()), os.stat(os.devnull)
-        except (OSError, ValueError, AttributeError):
-            return False
-        return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
-
-    was_null = null_stdout()
-    try:
-        app()
-    except SystemExit as exc:
-        closed = type(sys.stdout).__name__ == "PacifyFlushWrapper" or \
-            (null_stdout() and not was_null)
-        if exc.code == 1 and closed:
-            raise SystemExit(141) from None
-        raise
+    run_cli(app)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Options shared by several commands."""
+"""Options shared by several commands.
+
+``--market`` and ``--device`` name their variables in ``--help``; the values of those
+variables come from :mod:`lwcli.settings`: ``--market`` through :func:`_market_or_setting`
+here (an unset ``--market`` is ``$LW_MARKET``), ``--device`` in
+:func:`lwcli.device.resolve_device` (an unset ``--device`` is ``$LW_DEVICE`` or auto).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,21 @@ from typing import Optional
 
 import typer
 
-Market = typer.Option(None, "--market", "-m", envvar="LW_MARKET",
+
+def _market_or_setting(value: Optional[Path]) -> Optional[Path]:
+    """``--market`` as given, else ``$LW_MARKET``, else None (the command says what is missing)."""
+    if value is not None:
+        return value
+    from ..settings import market
+
+    env = market()
+    return Path(env) if env is not None else None
+
+
+Market = typer.Option(None, "--market", "-m", callback=_market_or_setting,
                       help="Market directory (default: $LW_MARKET).", show_default=False)
 Json = typer.Option(False, "--json", help="Print one JSON object on stdout, nothing else.")
-Device = typer.Option(None, "--device", envvar="LW_DEVICE",
+Device = typer.Option(None, "--device",
                       help="auto | cpu | cuda | cuda:N (default: $LW_DEVICE or auto).",
                       show_default=False)
 OptPath = Optional[Path]

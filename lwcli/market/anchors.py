@@ -87,7 +87,7 @@ def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, ma
     The models run contained (one child process for the batch, :mod:`lwcli.market.contained`):
     a model that crashes, hangs or misbehaves is listed as failed (skipped), never run in
     lw's own process."""
-    from ..config import qa_timeout
+    from ..settings import qa_timeout
     from .contained import Item, run_contained
 
     items, item_ids, failed = [], [], []

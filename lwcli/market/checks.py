@@ -94,7 +94,7 @@ class QAReport:
 
 def quality_check(pkg: Package, *, trust: bool, timeout: float | None = None,
                   tmp_dir: Path | None = None, seed: int = 0) -> QAReport:
-    from ..config import qa_timeout
+    from ..settings import qa_timeout
 
     man, spec = pkg.manifest, pkg.spec
     check_consistency(man, spec)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._zipsafe import open_zip, read_member, unsafe_member_name
-from ..config import max_model_bytes
+from ..settings import max_model_bytes
 from ..errors import NotFoundError, PackageError
 from ..specfile import Spec, spec_from_bytes
 from .manifest import MODEL_EXTENSIONS, Manifest, manifest_from_text

@@ -41,6 +41,7 @@ from ..engine.kernels import KernelMetric
 from ..errors import InvalidInputError, MarketError, NotFoundError, SpecError
 from ..faults import crash_point, point, storage_guard
 from ..locks import exclusive, held_by_another
+from ..settings import source_date_epoch
 from ..specfile import Spec, spec_from_bytes
 from .layout import GENERATION_RE, ID_RE, INTENT_SUFFIX, RECORD_NAME, Layout
 from .manifest import Manifest, manifest_from_text
@@ -52,9 +53,9 @@ DAMAGED_HINT = ("run lw market verify to see all that is damaged; restore the le
 
 def utcnow() -> str:
     """Now, in UTC; ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) pins it."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        return _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc).isoformat()
+    epoch = source_date_epoch()
+    if epoch is not None:
+        return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat()
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
