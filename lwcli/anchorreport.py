@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from . import __version__
-from .errors import InvalidInputError, NotFoundError
+from .errors import NotFoundError, ReportError
 from .market.layout import ID_RE
 
 FORMAT = "lw-anchor-report"
@@ -19,10 +19,6 @@ MAX_BYTES = 4 << 20
 KEYS = {"format", "version", "created_with", "island", "anchor_set", "task", "objective",
         "n_rows", "metrics", "baseline", "scores"}
 FIX = "make it again with lw anchor-eval"
-
-
-class ReportError(InvalidInputError):
-    """An anchor report is malformed or was edited."""
 
 
 def make_report(*, island: str, anchor_set: str, task: str, objective: str, n_rows: int,

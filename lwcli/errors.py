@@ -66,6 +66,15 @@ class PackageError(InvalidInputError):
     """A learnware package is corrupt, truncated, oversized or unsafe."""
 
 
+class ReportError(InvalidInputError):
+    """An anchor report (``lw anchor-eval`` output) is malformed or was edited."""
+
+
+class ReuserFileError(InvalidInputError):
+    """A saved reuser (``lw reuse --save-model``) is corrupt, truncated, tampered with or of
+    another format."""
+
+
 class MarketError(LwError):
     """The market directory is inconsistent, corrupt or conflicts with the request."""
 
@@ -105,7 +114,3 @@ class StorageError(LwError):
     being written is left as it was before (writes are atomic)."""
 
     exit_code = 9
-
-
-class NumericalWarning(UserWarning):
-    """Numerical trouble that does not invalidate a result (e.g. a jittered Gram matrix)."""

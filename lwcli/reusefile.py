@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import __version__
 from ._zipsafe import open_zip, read_member, unsafe_member_name
-from .errors import InvalidInputError, NotFoundError
+from .errors import NotFoundError, ReuserFileError
 
 FORMAT = "lw-reuser"
 VERSION = 1
@@ -31,10 +31,6 @@ STATE_NAME = "reuser.json"
 MAX_STATE_BYTES = 64 << 20
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 FIX = "save it again with lw reuse ... --save-model"
-
-
-class ReuserFileError(InvalidInputError):
-    """A saved reuser is corrupt, truncated, tampered with or of another format."""
 
 
 def _sha(b: bytes) -> str:
