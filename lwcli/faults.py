@@ -93,7 +93,6 @@ def point(name: str, path: str | Path | None = None) -> None:
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 READ_ONLY = frozenset({errno.EROFS})
 NO_PERMISSION = frozenset({errno.EACCES, errno.EPERM})
-STORAGE_ERRNOS = NO_SPACE | READ_ONLY | NO_PERMISSION
 # numpy's tofile/save reports a short write without an errno: "58500 requested and 12256 written"
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 

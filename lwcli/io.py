@@ -260,19 +260,37 @@ def read_table(
     is a feature, in file order. ``target_optional``: a missing target column is no error
     (the table then has no ``y``).
     """
-    if isinstance(path, (str, os.PathLike)):
-        p = Path(path)
-        if not p.exists():
-            raise NotFoundError(f"data file {p} does not exist", "check the path")
-        suffix = data_suffix(p)
-        if suffix not in SUPPORTED:
-            raise DataError(
-                f"{p} has extension {suffix!r}: expected one of {', '.join(SUPPORTED)}",
-                "convert the data to CSV, Parquet or .npy",
-            )
-        frame = _load_frame(p, suffix)
-    else:
-        p, frame = _in_memory(path)
+    p, frame = _open_frame(path)
+    target, present = _select_columns(frame, p, target, features, target_optional)
+    if frame.shape[0] < min_rows:
+        got = "a header but no data rows" if frame.shape[0] == 0 else f"{frame.shape[0]} data rows"
+        raise DataError(f"{p} has {got}: expected at least {min_rows}",
+                        "pass a file with more rows")
+    X = _feature_matrix(frame, present, p)
+    y = None if target is None else _target_values(frame[target], target, p)
+    return Table(path=str(p), features=tuple(present), X=X, target=target, y=y)
+
+
+def _open_frame(path):
+    """``(path or in-memory label, DataFrame)`` for a file path, a DataFrame or an array."""
+    if not isinstance(path, (str, os.PathLike)):
+        return _in_memory(path)
+    p = Path(path)
+    if not p.exists():
+        raise NotFoundError(f"data file {p} does not exist", "check the path")
+    suffix = data_suffix(p)
+    if suffix not in SUPPORTED:
+        raise DataError(
+            f"{p} has extension {suffix!r}: expected one of {', '.join(SUPPORTED)}",
+            "convert the data to CSV, Parquet or .npy",
+        )
+    return p, _load_frame(p, suffix)
+
+
+def _select_columns(frame, p, target: str | None, features: Sequence[str] | None,
+                    target_optional: bool) -> tuple[str | None, list[str]]:
+    """NFC-normalise ``frame``'s column names in place; return the target (None when it is
+    optional and absent) and the feature columns in the order the model takes them."""
     columns = nfc_all(frame.columns)
     frame.columns = columns
     target = None if target is None else nfc(target)
@@ -294,11 +312,13 @@ def read_table(
         features = nfc_all(features)
         _check_columns(present, features, p)
         present = features
-    if frame.shape[0] < min_rows:
-        got = "a header but no data rows" if frame.shape[0] == 0 else f"{frame.shape[0]} data rows"
-        raise DataError(f"{p} has {got}: expected at least {min_rows}",
-                        "pass a file with more rows")
-    from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
+    return target, present
+
+
+def _feature_matrix(frame, present: list[str], p) -> np.ndarray:
+    """The feature columns as a float64 (rows, features) array; non-numeric columns, NaN and
+    infinities are a :class:`DataError` naming them."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     non_numeric = [c for c in present
                    if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)]
@@ -308,23 +328,26 @@ def read_table(
                         f"{'...' if len(non_numeric) > 5 else ''}: {what}", fix)
     X = frame[present].to_numpy(dtype=np.float64, copy=True)
     _check_numbers(X, present, p)
-    y = None
-    if target is not None:
-        col = frame[target]
-        if is_integer_dtype(col.dtype) and not is_bool_dtype(col.dtype):
-            y = col.to_numpy(dtype=np.int64, copy=True)       # labels keep the user's type
-        elif is_numeric_dtype(col.dtype) and not is_bool_dtype(col.dtype):
-            y = col.to_numpy(dtype=np.float64, copy=True)
-            _check_numbers(y[:, None], [target], p)
-        else:
-            kind, what, fix = _diagnose(col)
-            if kind in ("thousands", "missing"):  # numbers, not class labels
-                raise DataError(f"{p}: target {what}", fix)
-            if col.isna().any():
-                raise DataError(f"{p}: target column {target!r} has {int(col.isna().sum())} "
-                                "missing values", "drop the rows without a target")
-            y = col.to_numpy(dtype=bool if is_bool_dtype(col.dtype) else object, copy=True)
-    return Table(path=str(p), features=tuple(present), X=X, target=target, y=y)
+    return X
+
+
+def _target_values(col, target: str, p) -> np.ndarray:
+    """The target column: int64 labels, float64 values (finite), or bool/object labels."""
+    from pandas.api.types import is_bool_dtype, is_integer_dtype, is_numeric_dtype
+
+    if is_integer_dtype(col.dtype) and not is_bool_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64, copy=True)       # labels keep the user's type
+    if is_numeric_dtype(col.dtype) and not is_bool_dtype(col.dtype):
+        y = col.to_numpy(dtype=np.float64, copy=True)
+        _check_numbers(y[:, None], [target], p)
+        return y
+    kind, what, fix = _diagnose(col)
+    if kind in ("thousands", "missing"):  # numbers, not class labels
+        raise DataError(f"{p}: target {what}", fix)
+    if col.isna().any():
+        raise DataError(f"{p}: target column {target!r} has {int(col.isna().sum())} "
+                        "missing values", "drop the rows without a target")
+    return col.to_numpy(dtype=bool if is_bool_dtype(col.dtype) else object, copy=True)
 
 
 def _diagnose(col) -> tuple[str, str, str]:

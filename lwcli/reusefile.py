@@ -73,12 +73,52 @@ def dump_reuser(reuser, learnware_files: dict[str, dict[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
+def _read_state(zf: zipfile.ZipFile, infos: dict, src: str) -> dict:
+    """The saved reuser's ``reuser.json``, after checking member names, format and version."""
+    if len(infos) != len(zf.infolist()) or any(unsafe_member_name(n, allow_folders=True)
+                                               for n in infos):
+        raise ReuserFileError(f"{src} has duplicate or unsafe member names", FIX)
+    if STATE_NAME not in infos:
+        raise ReuserFileError(f"{src} has no {STATE_NAME}: not a saved lw reuser", FIX)
+    try:
+        doc = json.loads(read_member(zf, infos[STATE_NAME], MAX_STATE_BYTES, src,
+                                     ReuserFileError, FIX).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ReuserFileError(f"{src}: {STATE_NAME} is not valid JSON ({exc})", FIX) from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ReuserFileError(f"{src} is not a saved lw reuser (format != {FORMAT!r})", FIX)
+    if doc.get("version") != VERSION:
+        raise ReuserFileError(f"{src} has version {doc.get('version')!r}, this lw reads "
+                              f"{VERSION}", FIX)
+    return doc
+
+
+def _check_members(doc: dict, infos: dict, src: str):
+    """The reuser class ``doc`` names; the zip must hold exactly the members ``doc`` lists."""
+    from .engine.reuse import REUSERS
+
+    try:
+        cls = REUSERS[doc["state"]["method"]]
+        expected = {STATE_NAME}
+        for lw_id, meta in doc["learnwares"].items():
+            expected |= {f"learnwares/{lw_id}/{n}" for n in meta["files"]}
+        expected |= {m["file"] for m in doc["estimators"].values()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ReuserFileError(f"{src}: {STATE_NAME} is malformed ({exc!r})", FIX) from exc
+    if set(infos) != expected:
+        raise ReuserFileError(f"{src}: members do not match {STATE_NAME} (missing "
+                              f"{sorted(expected - set(infos))[:3]}, unexpected "
+                              f"{sorted(set(infos) - expected)[:3]})", FIX)
+    return cls
+
+
 def load_reuser(path: str | Path, *, trust: bool = False):
-    """Read a saved reuser back: the fitted estimator, ready to ``predict``."""
-    from .settings import max_model_bytes
-    from .engine.reuse import REUSERS, Learnware
+    """Read a saved reuser back: the fitted estimator, ready to ``predict``. A file that is
+    not exactly what :func:`dump_reuser` wrote is a :class:`ReuserFileError` (exit 4)."""
+    from .engine.reuse import Learnware
     from .market.manifest import manifest_from_text
     from .market.models import load_learnware_model, load_model
+    from .settings import max_model_bytes
 
     p = Path(path)
     if not p.is_file():
@@ -87,34 +127,8 @@ def load_reuser(path: str | Path, *, trust: bool = False):
     zf = open_zip(p.read_bytes(), src, ReuserFileError, "saved lw reuser", FIX)
     with zf:
         infos = {i.filename: i for i in zf.infolist()}
-        if len(infos) != len(zf.infolist()) or any(unsafe_member_name(n, allow_folders=True)
-                                                   for n in infos):
-            raise ReuserFileError(f"{src} has duplicate or unsafe member names", FIX)
-        if STATE_NAME not in infos:
-            raise ReuserFileError(f"{src} has no {STATE_NAME}: not a saved lw reuser", FIX)
-        try:
-            doc = json.loads(read_member(zf, infos[STATE_NAME], MAX_STATE_BYTES, src,
-                                         ReuserFileError, FIX).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ReuserFileError(f"{src}: {STATE_NAME} is not valid JSON ({exc})", FIX) from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ReuserFileError(f"{src} is not a saved lw reuser (format != {FORMAT!r})", FIX)
-        if doc.get("version") != VERSION:
-            raise ReuserFileError(f"{src} has version {doc.get('version')!r}, this lw reads "
-                                  f"{VERSION}", FIX)
-        try:
-            state = doc["state"]
-            cls = REUSERS[state["method"]]
-            expected = {STATE_NAME}
-            for lw_id, meta in doc["learnwares"].items():
-                expected |= {f"learnwares/{lw_id}/{n}" for n in meta["files"]}
-            expected |= {m["file"] for m in doc["estimators"].values()}
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ReuserFileError(f"{src}: {STATE_NAME} is malformed ({exc!r})", FIX) from exc
-        if set(infos) != expected:
-            raise ReuserFileError(f"{src}: members do not match {STATE_NAME} (missing "
-                                  f"{sorted(expected - set(infos))[:3]}, unexpected "
-                                  f"{sorted(set(infos) - expected)[:3]})", FIX)
+        doc = _read_state(zf, infos, src)
+        cls = _check_members(doc, infos, src)
 
         def member(name: str, digest: str) -> bytes:
             data = read_member(zf, infos[name], max_model_bytes(), src, ReuserFileError, FIX)
@@ -134,7 +148,7 @@ def load_reuser(path: str | Path, *, trust: bool = False):
                                             man.outputs, class_values=man.class_values))
             estimators = {a: load_model(member(m["file"], m["sha256"]), "skops")
                           for a, m in doc["estimators"].items()}
-            return cls.from_state(learnwares, state, estimators)
+            return cls.from_state(learnwares, doc["state"], estimators)
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
             raise ReuserFileError(f"{src}: the saved reuser is inconsistent ({exc!r})",
                                   FIX) from exc

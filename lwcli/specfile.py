@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,6 @@ class Spec:
     outputs: tuple[str, ...] = ()
     output_source: str | None = None
     island: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -136,6 +135,23 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
     """A specification from its JSON form. Every field is checked for its type and range
     before use (numbers are numbers, not strings or booleans; points fit float32, the type
     the engine computes in), so a malformed or hostile file is a :class:`SpecError`."""
+    metric = _header(d, source)
+    features, task, outputs = _meaning(d, source)
+    beta, points, n_rows, seed, err, fit_info = _numbers(d, source, metric)
+    try:
+        rkme = RKME(beta=beta, points=points, metric=metric, n_rows=n_rows,
+                    approx_error=float(err), seed=seed, fit_info=dict(fit_info or {}))
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc.message}", exc.hint) from exc
+    except OverflowError:
+        raise _bad(source, "approx_error is beyond float64's range") from None
+    _check_consistent(d, source, rkme, features, task, outputs)
+    return Spec(rkme=rkme, features=features, task=task, outputs=outputs,
+                output_source=d.get("output_source"), island=d.get("island"))
+
+
+def _header(d, source: str) -> KernelMetric:
+    """Check the format, the version and that the required fields are there; the metric."""
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise SpecError(f"{source} is not an lw RKME specification (format != {FORMAT!r})",
                         "build one with lw spec")
@@ -149,6 +165,12 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
         metric = KernelMetric.from_dict(d["metric"])
     except SpecError as exc:
         raise SpecError(f"{source}: {exc.message}", exc.hint) from exc
+    return metric
+
+
+def _meaning(d: dict, source: str) -> tuple[tuple[str, ...], str | None, tuple[str, ...]]:
+    """``(features, task, outputs)``, after checking them and the other descriptive fields
+    (output_source, kind, island, metric_digest's type)."""
     features = tuple(nfc_all(_names(d["features"], "features", source, MAX_FEATURES)))
     task = d.get("task")
     if task not in (None, "classification", "regression"):
@@ -167,6 +189,12 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
         raise _bad(source, "island must be an island id or null")
     if d.get("metric_digest") is not None and not isinstance(d.get("metric_digest"), str):
         raise _bad(source, "metric_digest must be a string")
+    return features, task, outputs
+
+
+def _numbers(d: dict, source: str, metric: KernelMetric):
+    """``(beta, points, n_rows, seed, approx_error, fit_info)``, each checked for its type and
+    range: points finite, within float32 and MAX_SCALED_COORD kernel scales."""
     n_rows, seed, err = d["n_rows"], d.get("seed", 0), d["approx_error"]
     if not isinstance(n_rows, int) or isinstance(n_rows, bool) or not 1 <= n_rows <= MAX_ROWS:
         raise _bad(source, f"n_rows must be an integer from 1 to {MAX_ROWS}")
@@ -190,13 +218,12 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
         raise SpecError(f"{source} holds points beyond the range lw computes in (float32, "
                         f"and at most {MAX_SCALED_COORD:g} kernel scales from 0)",
                         "rebuild it with lw spec from data without extreme values")
-    try:
-        rkme = RKME(beta=beta, points=points, metric=metric, n_rows=n_rows,
-                    approx_error=float(err), seed=seed, fit_info=dict(fit_info or {}))
-    except SpecError as exc:
-        raise SpecError(f"{source}: {exc.message}", exc.hint) from exc
-    except OverflowError:
-        raise _bad(source, "approx_error is beyond float64's range") from None
+    return beta, points, n_rows, seed, err, fit_info
+
+
+def _check_consistent(d: dict, source: str, rkme: RKME, features, task, outputs) -> None:
+    """The fit succeeded, and names, task and metric digest agree with the metric."""
+    metric = rkme.metric
     if np.isinf(rkme.approx_error) or rkme.approx_error < 0:   # NaN: not known (synthetic)
         raise SpecError(f"{source} has approximation error {rkme.approx_error}: the fit that "
                         "made it failed", "rebuild it with lw spec")
@@ -211,8 +238,6 @@ def spec_from_dict(d: dict, source: str = "specification") -> Spec:
     if d.get("metric_digest") not in (None, metric.digest()):
         raise SpecError(f"{source}: metric digest does not match its metric (file edited?)",
                         "rebuild it with lw spec")
-    return Spec(rkme=rkme, features=features, task=task, outputs=outputs,
-                output_source=d.get("output_source"), island=d.get("island"))
 
 
 def spec_from_bytes(data: bytes, source: str = "specification") -> Spec:

@@ -96,8 +96,6 @@ MAX_MANIFEST_BYTES = 1 << 20  # learnware.toml
 MAX_SPEC_BYTES = 64 << 20     # rkme.json
 MAX_SCALED_COORD = 1e15       # |a coordinate / its scale|: its square stays finite in float32
 MAX_ROWS = 10 ** 12           # a specification's n_rows
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-
 
 
 def check_seed(seed) -> int:

@@ -30,7 +30,6 @@ Json = typer.Option(False, "--json", help="Print one JSON object on stdout, noth
 Device = typer.Option(None, "--device",
                       help="auto | cpu | cuda | cuda:N (default: $LW_DEVICE or auto).",
                       show_default=False)
-OptPath = Optional[Path]
 
 RowFormat = typer.Option(None, "--format", case_sensitive=False, show_default=False,
                          help="table | tsv | csv | jsonl (default: table). tsv and csv have a "
