@@ -30,7 +30,7 @@ from lwcli.engine.rkme import RKME
 from lwcli.engine.search import build_sketch, island_basis, stack_arrays
 from lwcli.market.index import IslandTable, publish_index, sketch_seed
 from lwcli.market.manifest import island_id_for
-from lwcli.market.store import Island, Market, market_lock, utcnow
+from lwcli.market.store import Island, Market, utcnow
 from lwcli.specfile import Spec
 
 D_IN, K = 12, 100
@@ -115,10 +115,10 @@ def build_market(root: Path, n: int, seed: int = 0, device=None, jitter: float =
     metric = island_metric()
     iid = island_id_for(KEY)
     ids = [f"{i:016x}" for i in range(n)]
-    with market_lock(mk.layout):
+    with mk.locked():
         mk.reload()
         if iid not in mk.islands():
-            mk._add_island(Island(iid, KEY, metric, utcnow(), ids[0]))
+            mk.add_island(Island(iid, KEY, metric, utcnow(), ids[0]))
     fam = Family(n, seed, jitter)
     t0 = time.perf_counter()
     points, beta = fam.arrays()
@@ -136,7 +136,7 @@ def build_market(root: Path, n: int, seed: int = 0, device=None, jitter: float =
                   "spec_sha256": hashlib.sha256(f"{seed} {i}".encode()).hexdigest()}
                  for r, i in enumerate(ids)]
     t0 = time.perf_counter()
-    with market_lock(mk.layout):
+    with mk.locked():
         publish_index(mk, {iid: IslandTable(ids, summaries, stack, sketch)}, replace=True)
     timings["write_s"] = time.perf_counter() - t0
     return mk, iid, timings

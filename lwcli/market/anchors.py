@@ -23,14 +23,15 @@ import numpy as np
 
 from ..engine.anchors import choose_anchors, default_n_anchors, distances, probe_inputs
 from ..errors import LwError, MarketError, NotFoundError
-from .layout import generation_digest
+from .layout import (ANCHOR_OUTPUTS, ANCHORS, ANCHORS_JSON, CURRENT, anchor_distances_file,
+                     generation_digest, generation_name, island_file)
 from .manifest import TRUST_FORMATS
 from .store import (Market, current_generation_in, publish_generation, read_current,
                     save_npy_synced, sha256, sha256_file, write_file_synced)
 
 ANCHORS_FORMAT = 1
-ANCHORS_JSON = "anchors.json"
-N_PROBES = 512
+#: probe inputs each learnware runs on to choose anchors (QA uses its own, fewer)
+ANCHOR_PROBES = 512
 PROBE_SEED = 0
 PROBE_NOISE = 0.1
 REBUILD = "rebuild them with lw market refresh --force"
@@ -78,7 +79,7 @@ def _digest(groups: dict[str, list[str]], params: dict) -> str:
     h.update(json.dumps(params, sort_keys=True).encode())
     for iid, ids in groups.items():
         h.update(f"\nisland {iid} {','.join(ids)}".encode())
-    return "gen-" + h.hexdigest()[:20]
+    return generation_name(h.hexdigest())
 
 
 def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, manifests):
@@ -133,7 +134,7 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
     market.reload()
     islands = market.islands()
     groups, skipped, manifests = _members(market, trust, islands)
-    params = {"n_probes": N_PROBES, "seed": PROBE_SEED, "noise": PROBE_NOISE,
+    params = {"n_probes": ANCHOR_PROBES, "seed": PROBE_SEED, "noise": PROBE_NOISE,
               "n_anchors": n_anchors or "auto"}
     name = _digest(groups, params)
     lay = market.layout
@@ -149,7 +150,8 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
     arrays: dict[str, np.ndarray] = {}
     for iid, ids in groups.items():
         isl = islands[iid]
-        X = probe_inputs([market.spec(i).rkme for i in ids], N_PROBES, PROBE_SEED, PROBE_NOISE)
+        X = probe_inputs([market.spec(i).rkme for i in ids], ANCHOR_PROBES, PROBE_SEED,
+                         PROBE_NOISE)
         outs, kept, failed = probe_outputs(market, ids, X, trust, manifests)
         doc["skipped"] += failed
         if outs is None:
@@ -158,16 +160,17 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
         k = min(n_anchors or default_n_anchors(len(kept)), len(kept))
         med = choose_anchors(outs, kinds[0], k, seed=PROBE_SEED)
         anchors = [kept[j] for j in med.index]
-        arrays[f"{iid}.outputs.npy"] = outs.astype(np.float32)
+        arrays[island_file(iid, ANCHOR_OUTPUTS)] = outs.astype(np.float32)
         for kind in kinds:
             # rounded so that rebuilding on another machine gives the same bytes
-            arrays[f"{iid}.{kind}.npy"] = np.round(distances(outs, outs[med.index], kind), 9)
+            arrays[anchor_distances_file(iid, kind)] = np.round(distances(outs, outs[med.index], kind), 9)
         doc["islands"][iid] = {
             "task": isl.key["task"], "objective": isl.key["objective"],
             "members": kept, "anchors": anchors, "anchor_set": anchor_set_id(iid, anchors),
             "distances": list(kinds), "cluster_sizes": np.bincount(med.assignment).tolist(),
             "n_probes": int(X.shape[0]),
-            "files": {f: npy_sha256(a) for f, a in arrays.items() if f.startswith(f"{iid}.")}}
+            "files": {f: npy_sha256(a) for f, a in arrays.items()
+                      if f.startswith(island_file(iid, ""))}}
     return AnchorPlan(name, doc, arrays, True)
 
 
@@ -231,14 +234,15 @@ class AnchorSet:
 
     def outputs(self) -> np.ndarray:
         n = len(self.members)
-        return self._array(f"{self.island}.outputs.npy",
+        return self._array(island_file(self.island, ANCHOR_OUTPUTS),
                            lambda s: len(s) == 3 and s[0] == n, f"({n}, probes, outputs)")
 
     def distances(self, kind: str) -> np.ndarray:
         shape = (len(self.members), len(self.anchors))
-        D = self._array(f"{self.island}.{kind}.npy", lambda s: s == shape, str(shape))
+        fname = anchor_distances_file(self.island, kind)
+        D = self._array(fname, lambda s: s == shape, str(shape))
         if (D < 0).any():
-            raise MarketError(f"anchor file {self.path / f'{self.island}.{kind}.npy'} is "
+            raise MarketError(f"anchor file {self.path / fname} is "
                               "damaged: negative distances", REBUILD)
         return D
 
@@ -267,7 +271,8 @@ def load_anchor_set(market: Market, island: str) -> AnchorSet:
             raise MarketError(f"{path / ANCHORS_JSON} is corrupt ({exc})", REBUILD) from exc
         break
     if doc is None:
-        raise MarketError(f"anchors/CURRENT names {name}, which has no {ANCHORS_JSON}", REBUILD)
+        raise MarketError(f"{ANCHORS}/{CURRENT} names {name}, which has no {ANCHORS_JSON}",
+                          REBUILD)
     islands = doc.get("islands") if isinstance(doc, dict) else None
     if not isinstance(islands, dict):
         raise MarketError(f"{path / ANCHORS_JSON} is damaged: no islands table", REBUILD)
@@ -289,11 +294,12 @@ def load_anchor_set(market: Market, island: str) -> AnchorSet:
                           REBUILD) from exc
     if not ok:
         raise MarketError(f"{path / ANCHORS_JSON}: island {island} is malformed", REBUILD)
-    for f in [f"{island}.outputs.npy", *(f"{island}.{k}.npy" for k in kinds)]:
+    for f in [island_file(island, ANCHOR_OUTPUTS), *(anchor_distances_file(island, k)
+                                                      for k in kinds)]:
         if not (path / f).is_file():
             raise MarketError(f"anchor file {path / f} is missing", REBUILD)
     return aset
 
 
 __all__ = ["plan_anchors", "publish_anchors", "AnchorPlan", "load_anchor_set", "AnchorSet",
-           "anchor_set_id", "distance_kinds", "N_PROBES"]
+           "anchor_set_id", "distance_kinds", "ANCHOR_PROBES"]

@@ -1,8 +1,7 @@
 """Quality assurance on submit, and the market's self-check (``lw market verify``).
 
 QA loads the model *in a contained child process* (:mod:`lwcli.market.contained`) with a time
-limit, feeds it probe inputs drawn from
-its own RKME and the RKME's reduced points, and checks the outputs' shape and finiteness. It
+limit, feeds it probe inputs drawn from its own RKME and the RKME's reduced points, and checks the outputs' shape and finiteness. It
 also measures how well the model's outputs at the reduced points agree with the output part of
 the specification: a specification that belongs to the model agrees closely.
 """
@@ -10,7 +9,6 @@ the specification: a specification that belongs to the model agrees closely.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +16,8 @@ from ..errors import LwError, ManifestError, ModelCheckError, SpecError
 from .manifest import Manifest
 from .package import Package
 
-N_PROBES = 64
+#: inputs drawn from a submitted learnware's own RKME for QA (anchors use their own, more)
+QA_PROBES = 64
 LOW_AGREEMENT = 0.5
 
 
@@ -48,15 +47,17 @@ def check_consistency(manifest: Manifest, spec) -> None:
 
 
 def run_model_in_child(model_bytes: bytes, fmt: str, trust: bool, X: np.ndarray, task: str,
-                       outputs, features, timeout: float,
-                       tmp_dir: Path | None = None) -> np.ndarray:
+                       outputs, features, timeout: float) -> np.ndarray:
     """Outputs of the model on ``X`` (columns in ``features`` order; island encoding),
     computed in a contained child process (:mod:`lwcli.market.contained`: its own process
     group, killed on timeout and on every exit path, stderr read bounded, job folder in the
     system temp dir) that also checks the model's input names and, for classes, its
-    probability column order (:func:`lwcli.market.models.check_class_order`).
+    probability column order (:func:`lwcli.market.models.check_class_order`). Nothing is
+    written in the market.
 
-    ``tmp_dir`` is ignored (kept for callers): nothing is written in the market."""
+    ``X``: (n, d) inputs; returns (n, len(outputs)) floats. Errors: the child's
+    :class:`~lwcli.errors.LwError` (a model that fails to load, crashes, times out, or names
+    its inputs or classes otherwise), raised here."""
     from .contained import Item, run_contained
 
     (res,) = run_contained([Item(model_bytes, fmt, features, task, outputs, X, mode="qa")],
@@ -67,7 +68,11 @@ def run_model_in_child(model_bytes: bytes, fmt: str, trust: bool, X: np.ndarray,
 
 
 def agreement(spec, Y_model: np.ndarray) -> tuple[float, str]:
-    """How well the model's outputs at the reduced points match the spec's output part."""
+    """How well the model's outputs at the reduced points match the spec's output part.
+
+    ``Y_model``: (K, outputs), the model's outputs at the spec's K reduced points. Returns
+    (value, metric): the beta-weighted accuracy of the argmax for classification, else the
+    beta-weighted R^2 (0.0 when the spec's outputs do not vary)."""
     r = spec.rkme
     w = r.beta
     Y_spec = r.points[:, r.metric.n_inputs:]
@@ -93,7 +98,15 @@ class QAReport:
 
 
 def quality_check(pkg: Package, *, trust: bool, timeout: float | None = None,
-                  tmp_dir: Path | None = None, seed: int = 0) -> QAReport:
+                  seed: int = 0) -> QAReport:
+    """Run a package's model on :data:`QA_PROBES` inputs sampled from its RKME's input part
+    plus the RKME's K reduced points (seeded by ``seed``), in a contained child
+    (:func:`run_model_in_child`, ``timeout`` seconds, default ``LW_QA_TIMEOUT``), and measure
+    its agreement with its own specification (:func:`agreement`).
+
+    Errors: :func:`check_consistency`'s; :class:`ModelCheckError` when the outputs are not
+    (QA_PROBES + K, outputs) or not finite; the child's :class:`LwError`. A low agreement is
+    a warning in the report, not an error."""
     from ..settings import qa_timeout
 
     man, spec = pkg.manifest, pkg.spec
@@ -101,26 +114,25 @@ def quality_check(pkg: Package, *, trust: bool, timeout: float | None = None,
     timeout = timeout or qa_timeout()
     r = spec.rkme
     rng = np.random.default_rng(seed)
-    probes = r.input_part().sample(N_PROBES, rng)
+    probes = r.input_part().sample(QA_PROBES, rng)
     X = np.vstack([probes, r.points[:, : r.metric.n_inputs]])
     Y = run_model_in_child(pkg.model_bytes, man.model_format, trust, X, man.task, man.outputs,
-                           man.features, timeout, tmp_dir)
+                           man.features, timeout)
     if Y.shape != (len(X), len(man.outputs)):
         raise ModelCheckError(f"the model's outputs have shape {Y.shape}, expected "
                               f"{(len(X), len(man.outputs))}", "fix the model's output shape")
     if not np.all(np.isfinite(Y)):
         raise ModelCheckError("the model returned NaN or infinite outputs on probe inputs",
                               "fix the model so that it returns finite values")
-    agree, metric = agreement(spec, Y[N_PROBES:])
+    agree, metric = agreement(spec, Y[QA_PROBES:])
     warnings = []
     if agree < LOW_AGREEMENT:
         warnings.append(f"the model agrees poorly with its own specification ({metric} "
                         f"{agree:.2f}); was the spec built with this model?")
-    return QAReport(N_PROBES, agree, metric, tuple(warnings))
+    return QAReport(QA_PROBES, agree, metric, tuple(warnings))
 
 
-# ---------------------------------------------------------------------------- verify
-# lw market verify lives in lwcli.market.verify; re-exported here for existing imports
+# lw market verify lives in lwcli.market.verify; lwcli.api imports it from this module
 from .verify import VerifyReport, verify_market  # noqa: E402
 
 

@@ -38,14 +38,12 @@ import numpy as np
 from ..engine.search import (IslandSketch, SpecStack, build_sketch, build_stack, island_basis)
 from ..engine.sketch import SketchBasis
 from ..errors import LwError, MarketError
-from .layout import generation_digest
+from .layout import (CATALOG, CURRENT, INDEX, INDEX_ISLAND_FILES, SPEC_NAME, generation_digest,
+                     generation_name, island_file)
 from .store import (Island, Market, current_generation_in, publish_generation, read_current,
-                    save_npy_synced, sha256, sha256_file, write_file_synced)
+                    save_npy_synced, sha256_file, write_file_synced)
 
 INDEX_FORMAT = 2
-CATALOG = "catalog.json"
-ISLAND_FILES = ("ids.npy", "points.npy", "beta.npy", "self.npy", "sketch.npy", "sketchnorm.npy",
-                "summaries.jsonl", "offsets.npy", "tagptr.npy", "tagidx.npy")
 REBUILD = "rebuild it with lw market refresh --force"
 #: small files a reader checks against their recorded sha256 before first use
 CHECKED_ON_LOAD = ("ids.npy", "offsets.npy", "tagptr.npy", "tagidx.npy")
@@ -61,7 +59,7 @@ def index_digest(islands: dict[str, Island], entries) -> str:
         h.update(f"island {iid} {islands[iid].metric.digest()}\n".encode())
     for lw_id, iid, spec_sha in sorted(entries):
         h.update(f"lw {lw_id} {iid} {spec_sha}\n".encode())
-    return "gen-" + h.hexdigest()[:20]
+    return generation_name(h.hexdigest())
 
 
 def sketch_seed(island_id: str) -> int:
@@ -87,7 +85,7 @@ def learnware_summary(market: Market, lw_id: str, spec=None) -> dict:
         "k": spec.rkme.k,
         "approx_error": spec.rkme.approx_error,
         "agreement": rec.get("qa", {}).get("agreement"),
-        "spec_sha256": rec["files"]["rkme.json"],
+        "spec_sha256": rec["files"][SPEC_NAME],
         "submitted_at": rec.get("submitted_at"),
     }
 
@@ -120,27 +118,30 @@ def _write_island(stage: Path, iid: str, t: IslandTable) -> dict:
     if not (t.stack.n == t.sketch.n == len(t.summaries) == n):
         raise MarketError(f"island {iid}: {n} ids, {len(t.summaries)} rows, {t.stack.n} specs "
                           f"and {t.sketch.n} sketches", REBUILD)
-    save_npy_synced(stage / f"{iid}.ids.npy", np.asarray(t.ids, dtype="S16"))
-    save_npy_synced(stage / f"{iid}.points.npy", np.ascontiguousarray(t.stack.points))
-    save_npy_synced(stage / f"{iid}.beta.npy", np.ascontiguousarray(t.stack.beta))
-    save_npy_synced(stage / f"{iid}.self.npy", np.stack([t.stack.self_xy, t.stack.self_x]))
-    save_npy_synced(stage / f"{iid}.sketch.npy", np.stack([t.sketch.xy, t.sketch.x]))
-    save_npy_synced(stage / f"{iid}.sketchnorm.npy", np.asarray(t.sketch.norms, np.float64))
+    def at(name: str) -> Path:
+        return stage / island_file(iid, name)
+
+    save_npy_synced(at("ids.npy"), np.asarray(t.ids, dtype="S16"))
+    save_npy_synced(at("points.npy"), np.ascontiguousarray(t.stack.points))
+    save_npy_synced(at("beta.npy"), np.ascontiguousarray(t.stack.beta))
+    save_npy_synced(at("self.npy"), np.stack([t.stack.self_xy, t.stack.self_x]))
+    save_npy_synced(at("sketch.npy"), np.stack([t.sketch.xy, t.sketch.x]))
+    save_npy_synced(at("sketchnorm.npy"), np.asarray(t.sketch.norms, np.float64))
     offsets = np.zeros(n + 1, dtype=np.int64)
-    with open(stage / f"{iid}.summaries.jsonl", "wb") as fh:
+    with open(at("summaries.jsonl"), "wb") as fh:
         for r, s in enumerate(t.summaries):
             line = (json.dumps(s, sort_keys=True, separators=(",", ":")) + "\n").encode()
             fh.write(line)
             offsets[r + 1] = offsets[r] + len(line)
         fh.flush()
         os.fsync(fh.fileno())
-    save_npy_synced(stage / f"{iid}.offsets.npy", offsets)
+    save_npy_synced(at("offsets.npy"), offsets)
     vocab, ptr, idx = _tag_csr(t.summaries)
-    save_npy_synced(stage / f"{iid}.tagptr.npy", ptr)
-    save_npy_synced(stage / f"{iid}.tagidx.npy", idx)
+    save_npy_synced(at("tagptr.npy"), ptr)
+    save_npy_synced(at("tagidx.npy"), idx)
     return {"count": n, "metric_digest": t.stack.metric.digest(),
             "sketch": t.sketch.basis.to_dict(), "tags": vocab,
-            "files": {name: sha256_file(stage / f"{iid}.{name}") for name in ISLAND_FILES}}
+            "files": {name: sha256_file(at(name)) for name in INDEX_ISLAND_FILES}}
 
 
 @dataclass
@@ -174,7 +175,7 @@ class Index:
         return int(isl[island]["count"]) if island else sum(int(v["count"]) for v in isl.values())
 
     def _file(self, island: str, name: str) -> Path:
-        return self.path / f"{island}.{name}"
+        return self.path / island_file(island, name)
 
     def _damaged(self, island: str, name: str, what: str) -> MarketError:
         return MarketError(f"index file {self._file(island, name)} is damaged: {what}", REBUILD)
@@ -199,13 +200,13 @@ class Index:
             return
         n = self.count(island)
         recorded = self.recorded_sha256(island)
-        for name in ISLAND_FILES:
+        for name in INDEX_ISLAND_FILES:
             f = self._file(island, name)
             if not f.is_file():
                 raise MarketError(f"index file {f} is missing", REBUILD)
             if name in CHECKED_ON_LOAD and name in recorded and sha256_file(f) != recorded[name]:
                 raise self._damaged(island, name, "it does not match its recorded sha256")
-        arrays = {name: self._raw_load(island, name, "r") for name in ISLAND_FILES
+        arrays = {name: self._raw_load(island, name, "r") for name in INDEX_ISLAND_FILES
                   if name.endswith(".npy")}
 
         def need(name: str, ok: bool, what: str) -> None:
@@ -479,8 +480,8 @@ def publish_index(market: Market, tables: dict[str, IslandTable], *,
         for iid, t in tables.items():
             meta[iid] = _write_island(stage, iid, t)
         for iid in carried:
-            for name in ISLAND_FILES:
-                os.link(carry_from._file(iid, name), stage / f"{iid}.{name}")
+            for name in INDEX_ISLAND_FILES:
+                os.link(carry_from._file(iid, name), stage / island_file(iid, name))
         catalog = {"format": INDEX_FORMAT, "digest": digest, "learnwares": len(entries),
                    "islands": {k: meta[k] for k in sorted(meta)}}
         write_file_synced(stage / CATALOG,
@@ -548,7 +549,8 @@ def load_index(market: Market) -> Index | None:
             raise MarketError(f"index catalog {path / CATALOG} is corrupt ({exc})",
                               REBUILD) from exc
         return Index(path, _check_catalog(market, path, catalog), market.islands())
-    raise MarketError(f"index/CURRENT names generation {name}, which has no {CATALOG}", REBUILD)
+    raise MarketError(f"{INDEX}/{CURRENT} names generation {name}, which has no {CATALOG}",
+                      REBUILD)
 
 
 def index_state(market: Market) -> tuple[dict, dict[str, list[str]], str, bool]:
@@ -562,7 +564,7 @@ def index_state(market: Market) -> tuple[dict, dict[str, list[str]], str, bool]:
             raise MarketError(f"learnware {i} sits on island {iid}, which market.toml "
                               "does not record", "run lw market verify")
         groups.setdefault(iid, []).append(i)
-    entries = [(i, iid, market.record(i)["files"]["rkme.json"])
+    entries = [(i, iid, market.record(i)["files"][SPEC_NAME])
                for iid, ids in groups.items() for i in ids]
     digest = index_digest(islands, entries)
     cur = current_generation_in(market.layout.index, strict=False)
@@ -638,6 +640,3 @@ def _add_incremental(market: Market, idx: "Index", lw_id: str, device) -> str:
     return publish_index(market, {iid: IslandTable(old_ids, summaries, stack, sketch)},
                          carry_from=idx)
 
-
-def index_file_hashes(path: Path) -> dict[str, str]:
-    return {p.name: sha256(p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()}

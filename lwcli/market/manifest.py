@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _toml
 from ..errors import ManifestError, NotFoundError
+from .layout import MANIFEST_NAME, RECORD_NAME, SPEC_NAME
 from ..labels import label_str
 from ..validation import (MAX_DESCRIPTION_CHARS, MAX_FEATURES, MAX_MANIFEST_BYTES,
                           MAX_NAME_CHARS, MAX_OUTPUTS, MAX_TAGS, nfc_all)
@@ -35,7 +36,7 @@ TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 MODEL_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: Names a learnware folder holds for the market itself: no model file may take one (compared
 #: case-insensitively, as some filesystems do).
-RESERVED_NAMES = frozenset({"learnware.toml", "rkme.json", "record.json"})
+RESERVED_NAMES = frozenset({MANIFEST_NAME, SPEC_NAME, RECORD_NAME})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -161,7 +162,47 @@ def _choice(v: str, allowed, field_name: str) -> str:
     return v
 
 
+def _outputs(out: dict, task: str) -> tuple[tuple[str, ...], tuple]:
+    """The ``[output]`` table: (output names, class values as written). Classification lists
+    its ``classes`` (names: their label strings); regression its ``dimension`` and optional
+    ``names`` (default ``y``, or ``y0``, ``y1``, ...). Errors: :class:`ManifestError` naming
+    the field."""
+    if task == "classification":
+        classes = _name_list(_req(out, "classes", list, "output."), "output.classes",
+                             MAX_OUTPUTS)
+        odd = [c for c in classes if not isinstance(c, (str, int, float))
+               or isinstance(c, float) and not math.isfinite(c)
+               or isinstance(c, int) and abs(c) >= 2 ** 63]
+        if odd:
+            raise ManifestError(f"learnware.toml: output.classes holds {_short(odd[:3])}; class "
+                                "labels are strings, 64-bit integers, finite floats or booleans",
+                                "list the labels the model predicts")
+        labels = [label_str(c) for c in classes]
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ManifestError("learnware.toml: output.classes must list at least 2 distinct "
+                                f"labels, got {classes!r} (compared as {labels}: booleans are "
+                                "1 and 0, 1.0 is 1)", "list every class the model predicts once")
+        return tuple(labels), tuple(classes)
+    dim = _req(out, "dimension", int, "output.")
+    if not 1 <= dim <= MAX_OUTPUTS:
+        raise ManifestError(f"learnware.toml: output.dimension must be 1 to {MAX_OUTPUTS}, "
+                            f"got {_short(dim)}", "set output.dimension = 1 for a single target")
+    names = out.get("names") or (["y"] if dim == 1 else [f"y{i}" for i in range(dim)])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ManifestError("learnware.toml: output.names must be an array of names, got "
+                            f"{_short(names)}", "list one name per output")
+    _name_list(names, "output.names", MAX_OUTPUTS)
+    if len(set(nfc_all(names))) != len(names):
+        raise ManifestError("learnware.toml: output.names has duplicate names", "rename them")
+    if len(names) != dim:
+        raise ManifestError(f"learnware.toml: output.names has {len(names)} names for "
+                            f"dimension {dim}", "give one name per output")
+    return tuple(nfc_all(names)), ()
+
+
 def manifest_from_dict(d: dict) -> Manifest:
+    """A :class:`Manifest` from a parsed ``learnware.toml`` (see the README for the schema).
+    Errors: :class:`ManifestError` naming the field, what it holds and how to fix it."""
     if not isinstance(d, dict):
         raise ManifestError("learnware.toml must be a table", "see the README for the schema")
     name = _req(d, "name", str)
@@ -189,41 +230,7 @@ def manifest_from_dict(d: dict) -> Manifest:
     features = nfc_all(features)   # compared with data files' column names, also NFC
     if len(set(features)) != len(features):
         raise ManifestError("learnware.toml: input.features has duplicate names", "rename them")
-    out = _req(d, "output", dict)
-    if task == "classification":
-        classes = _name_list(_req(out, "classes", list, "output."), "output.classes",
-                             MAX_OUTPUTS)
-        odd = [c for c in classes if not isinstance(c, (str, int, float))
-               or isinstance(c, float) and not math.isfinite(c)
-               or isinstance(c, int) and abs(c) >= 2 ** 63]
-        if odd:
-            raise ManifestError(f"learnware.toml: output.classes holds {_short(odd[:3])}; class "
-                                "labels are strings, 64-bit integers, finite floats or booleans",
-                                "list the labels the model predicts")
-        labels = [label_str(c) for c in classes]
-        if len(labels) < 2 or len(set(labels)) != len(labels):
-            raise ManifestError("learnware.toml: output.classes must list at least 2 distinct "
-                                f"labels, got {classes!r} (compared as {labels}: booleans are "
-                                "1 and 0, 1.0 is 1)", "list every class the model predicts once")
-        outputs = tuple(labels)
-        class_values = tuple(classes)
-    else:
-        class_values = ()
-        dim = _req(out, "dimension", int, "output.")
-        if not 1 <= dim <= MAX_OUTPUTS:
-            raise ManifestError(f"learnware.toml: output.dimension must be 1 to {MAX_OUTPUTS}, "
-                                f"got {_short(dim)}", "set output.dimension = 1 for a single target")
-        names = out.get("names") or (["y"] if dim == 1 else [f"y{i}" for i in range(dim)])
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise ManifestError("learnware.toml: output.names must be an array of names, got "
-                                f"{_short(names)}", "list one name per output")
-        _name_list(names, "output.names", MAX_OUTPUTS)
-        if len(set(nfc_all(names))) != len(names):
-            raise ManifestError("learnware.toml: output.names has duplicate names", "rename them")
-        if len(names) != dim:
-            raise ManifestError(f"learnware.toml: output.names has {len(names)} names for "
-                                f"dimension {dim}", "give one name per output")
-        outputs = tuple(nfc_all(names))
+    outputs, class_values = _outputs(_req(d, "output", dict), task)
     model = _req(d, "model", dict)
     fmt = _choice(_req(model, "format", str, "model."), MODEL_FORMATS, "model.format")
     mfile = _req(model, "file", str, "model.")

@@ -18,12 +18,12 @@ from .._zipsafe import open_zip, read_member, unsafe_member_name
 from ..settings import max_model_bytes
 from ..errors import NotFoundError, PackageError
 from ..specfile import Spec, spec_from_bytes
+from .layout import MANIFEST_NAME, SPEC_NAME
 from .manifest import MODEL_EXTENSIONS, Manifest, manifest_from_text
 
-MANIFEST_NAME = "learnware.toml"
-SPEC_NAME = "rkme.json"
 MAX_PACKAGE_BYTES = 1 << 30          # 1 GiB on disk
 MAX_MEMBER_BYTES = {MANIFEST_NAME: 1 << 20, SPEC_NAME: 64 << 20}
+#: the package format, written by ``lw pack`` as ``[package] format_version`` in learnware.toml
 FORMAT_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 

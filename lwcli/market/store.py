@@ -43,7 +43,9 @@ from ..faults import crash_point, point, storage_guard
 from ..locks import exclusive, held_by_another
 from ..settings import source_date_epoch
 from ..specfile import Spec, spec_from_bytes
-from .layout import GENERATION_RE, ID_RE, INTENT_SUFFIX, RECORD_NAME, Layout
+from .layout import (ANCHORS, GENERATION_RE, ID_RE, INDEX, INTENT_SUFFIX, LOCK, MANIFEST_NAME,
+                     OWNER_SUFFIX, RECORD_NAME, SPEC_NAME, TMP, Layout, current_file,
+                     forced_generation_name, unique_entry)
 from .manifest import Manifest, manifest_from_text
 
 SCHEMA_VERSION = 1
@@ -165,7 +167,7 @@ def current_generation_in(area: Path, *, strict: bool = True) -> str | None:
     A ``CURRENT`` that does not name a generation (random bytes, a foreign path) is damage:
     :class:`MarketError` (exit 5) with the repair command, or None when not ``strict`` (a
     writer about to replace it)."""
-    cur = area / "CURRENT"
+    cur = current_file(area)
     try:
         if cur.is_symlink():           # a symbolic link names its generation by its target
             raw = os.fsencode(os.path.basename(os.path.normpath(os.readlink(cur))))
@@ -215,9 +217,9 @@ def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
     generations are removed. Readers see the old generation or the new one, never a mix, and
     a crash at any point leaves ``CURRENT`` naming a whole generation. Returns the folder.
     """
-    final = area / (f"{name}-{uuid.uuid4().hex[:12]}" if replace else name)
+    final = area / (forced_generation_name(name) if replace else name)
     if replace or not final.is_dir():    # an existing one was renamed in whole: reuse it
-        stage = tmp_dir / f"{area.name}-{uuid.uuid4().hex}"
+        stage = unique_entry(tmp_dir, area.name)
         with storage_guard(stage):
             stage.mkdir(parents=True)
         try:
@@ -232,7 +234,7 @@ def publish_generation(area: Path, name: str, write, tmp_dir: Path, *,
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
-    atomic_write(area / "CURRENT", (final.name + "\n").encode(), tmp_dir)
+    atomic_write(current_file(area), (final.name + "\n").encode(), tmp_dir)
     crash_point("generation:switched")
     _remove_generations(area, keep=final.name)
     return final
@@ -388,8 +390,10 @@ class Market:
                                 f"known islands: {', '.join(self.islands()) or 'none'}")
         return isl
 
-    def _add_island(self, island: Island) -> None:
-        """Record a new island (caller holds the lock and has reloaded the config)."""
+    def add_island(self, island: Island) -> None:
+        """Record a new island in market.toml, written atomically (caller holds the lock and
+        has reloaded the config). Errors: :class:`~lwcli.errors.StorageError` (exit 9) on a
+        storage fault, market.toml then unchanged."""
         cfg = dict(self.config)
         cfg["islands"] = dict(cfg.get("islands", {}))
         cfg["islands"][island.id] = island.to_dict()
@@ -404,17 +408,17 @@ class Market:
                       if ID_RE.match(p.name) and p.is_dir())
 
     def has(self, lw_id: str) -> bool:
-        return (self.layout.learnware(lw_id) / RECORD_NAME).is_file()
+        return self.layout.record(lw_id).is_file()
 
     def _require(self, lw_id: str) -> Path:
         if not ID_RE.match(lw_id or ""):
             raise NotFoundError(f"{lw_id!r} is not a learnware id (16 hex digits)",
                                 "list ids with lw market ls")
         d = self.layout.learnware(lw_id)
-        if not (d / RECORD_NAME).is_file():
+        if not self.layout.record(lw_id).is_file():
             if d.is_dir():     # learnwares appear whole (one rename): this one was damaged since
                 raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} is missing "
-                                  f"({d / RECORD_NAME})", DAMAGED_HINT)
+                                  f"({self.layout.record(lw_id)})", DAMAGED_HINT)
             if self._indexed(lw_id):   # listed by ls and search, gone from learnwares/
                 raise MarketError(f"learnware {lw_id} is damaged: the index lists it, but its "
                                   f"folder {d} is missing", DAMAGED_HINT)
@@ -433,7 +437,8 @@ class Market:
             return False
 
     def _read_raw(self, lw_id: str, name: str) -> bytes:
-        path = self._require(lw_id) / name
+        self._require(lw_id)
+        path = self.layout.learnware_file(lw_id, name)
         try:
             return path.read_bytes()
         except OSError as exc:
@@ -456,7 +461,7 @@ class Market:
         data = self._read_raw(lw_id, name)
         if sha256(data) != expected:
             raise MarketError(f"learnware {lw_id} is damaged: its {name} does not match its "
-                              f"recorded sha256 ({self.layout.learnware(lw_id) / name})",
+                              f"recorded sha256 ({self.layout.learnware_file(lw_id, name)})",
                               DAMAGED_HINT)
         return data
 
@@ -497,7 +502,7 @@ class Market:
             same = False
         if not same:
             raise MarketError(f"learnware {lw_id} is damaged: its {RECORD_NAME} does not match "
-                              f"its checksum ({self.layout.learnware(lw_id) / RECORD_NAME})",
+                              f"its checksum ({self.layout.record(lw_id)})",
                               DAMAGED_HINT)
         bad = record_form_problems(rec, lw_id)
         if bad:
@@ -510,26 +515,26 @@ class Market:
         try:
             return manifest_from_text(raw.decode("utf-8"), f"learnware {lw_id}")
         except (UnicodeDecodeError, InvalidInputError) as exc:
-            raise self._damaged(lw_id, "learnware.toml", exc) from exc
+            raise self._damaged(lw_id, MANIFEST_NAME, exc) from exc
 
     def manifest(self, lw_id: str) -> Manifest:
-        return self._manifest(lw_id, self._read(lw_id, "learnware.toml"))
+        return self._manifest(lw_id, self._read(lw_id, MANIFEST_NAME))
 
     def spec(self, lw_id: str) -> Spec:
-        raw = self._read(lw_id, "rkme.json")
+        raw = self._read(lw_id, SPEC_NAME)
         try:
             return spec_from_bytes(raw, f"learnware {lw_id}")
         except InvalidInputError as exc:
-            raise self._damaged(lw_id, "rkme.json", exc) from exc
+            raise self._damaged(lw_id, SPEC_NAME, exc) from exc
 
     def model_bytes(self, lw_id: str) -> bytes:
         return self._read(lw_id, self.manifest(lw_id).model_file)
 
     def manifest_and_model_files(self, lw_id: str) -> dict[str, bytes]:
         """``{"learnware.toml": ..., <model file>: ...}`` exactly as stored."""
-        raw = self._read(lw_id, "learnware.toml")
+        raw = self._read(lw_id, MANIFEST_NAME)
         man = self._manifest(lw_id, raw)
-        return {"learnware.toml": raw, man.model_file: self._read(lw_id, man.model_file)}
+        return {MANIFEST_NAME: raw, man.model_file: self._read(lw_id, man.model_file)}
 
     def commit_learnware(self, lw_id: str, files: dict[str, bytes], record: dict) -> bool:
         """Make a learnware visible atomically. Returns False if it already existed.
@@ -540,7 +545,7 @@ class Market:
         target = self.layout.learnware(lw_id)
         if target.exists():
             return False
-        stage = self.layout.tmp / f"stage-{lw_id}-{uuid.uuid4().hex}"
+        stage = self.layout.tmp_entry(f"stage-{lw_id}")
         with storage_guard(stage):
             stage.mkdir(parents=True)
         try:
@@ -581,7 +586,7 @@ class Market:
                 want, got = ("a folder", "a file") if want_dir else ("a file", "a folder")
                 raise MarketError(f"the market is damaged: {path} should be {want}, it is {got}",
                                   f"move it aside (lw recreates {path.name} when it is absent)"
-                                  if path.name in ("tmp", ".lock", "index", "anchors") else
+                                  if path.name in (TMP, LOCK, INDEX, ANCHORS) else
                                   "restore it from a backup")
 
     @contextmanager
@@ -592,7 +597,7 @@ class Market:
         empty ``tmp/``."""
         self.check_layout()
         with storage_guard(self.root):
-            with market_lock(self.layout, timeout):
+            with self.locked(timeout):
                 try:
                     self.reload()
                     self.recover(device)
@@ -605,6 +610,13 @@ class Market:
                     raise
                 finally:
                     _rmdir_if_empty(self.layout.tmp)
+
+    def locked(self, timeout: float | None = None):
+        """The writers' lock alone (:func:`market_lock`), without :meth:`writing`'s reload and
+        recovery: for a tool that fills a market it just created (the benchmark's synthetic
+        markets). Errors: :class:`~lwcli.errors.LockTimeoutError` (exit 5) after ``timeout``
+        seconds (default 120)."""
+        return market_lock(self.layout, timeout)
 
     def write_intent(self, lw_id: str, island: str, island_created: bool) -> None:
         """Record, before anything changes, what a submit is about to do (caller holds the
@@ -633,7 +645,7 @@ class Market:
                               "remove the stray file from the market's tmp/ folder")
         target = self.layout.learnware(lw_id)
         if target.exists():
-            gone = self.layout.tmp / f"undo-{lw_id}-{uuid.uuid4().hex}"
+            gone = self.layout.tmp_entry(f"undo-{lw_id}")
             with storage_guard(target):
                 self.layout.tmp.mkdir(exist_ok=True)
                 os.rename(target, gone)
@@ -739,6 +751,9 @@ class Market:
                     removed.append(str(p.relative_to(self.root)))
         return removed
 
+    # the API's spelling until lwcli/api.py calls add_island; remove it then
+    _add_island = add_island
+
     def _recover_if_free(self) -> None:
         """:meth:`recover` if there is something to do, the market is writable and no other
         process holds the lock; never fails (readers must work on any market)."""
@@ -746,7 +761,7 @@ class Market:
             if not self.needs_recovery() or not os.access(self.root, os.W_OK) \
                     or not os.access(self.layout.lock, os.W_OK):
                 return
-            with market_lock(self.layout, timeout=0):
+            with self.locked(timeout=0):
                 self.reload()
                 self.recovered = self.recover()
                 _rmdir_if_empty(self.layout.tmp)
@@ -754,8 +769,6 @@ class Market:
         except Exception:     # noqa: BLE001 - best effort; the next writer recovers for sure
             pass
 
-
-OWNER_SUFFIX = ".owner"
 
 
 def _rmdir_if_empty(path: Path) -> None:
