@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lwcli.engine.kernels import KernelMetric, fit_metric, kernel_inner, mmd2, mmd2_numpy
+from lwcli.engine.kernel import KernelMetric, fit_metric, kernel_inner, mmd2, mmd2_numpy
 from lwcli.engine.qp import simplex_qp
 from lwcli.engine.rkme import RKME, _kmeanspp, _points_grad, fit_rkme
 from lwcli.errors import DataError
@@ -46,7 +46,7 @@ def test_mmd_is_symmetric_and_matches_numpy(a, b, gamma):
 
 
 def test_chunked_inner_product_equals_unchunked(monkeypatch):
-    import lwcli.engine.kernels as K
+    import lwcli.engine.kernel as K
 
     rng = np.random.default_rng(0)
     A, B = rng.normal(size=(300, 4)), rng.normal(size=(50, 4))

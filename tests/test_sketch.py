@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import build_learnware, domain_data, run_lw, snapshot, write_user
 from lwcli import api
 from lwcli.engine import search
-from lwcli.engine.kernels import KernelMetric, mmd2_numpy
+from lwcli.engine.kernel import KernelMetric, mmd2_numpy
 from lwcli.engine.rkme import RKME
 from lwcli.engine.sketch import SketchBasis, sketch_norms, sketch_rkmes, sketch_user
 from lwcli.errors import MarketError

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from .kernel import CHUNK_ELEMENTS, sqdist
 from .rkme import RKME
 
 DISTANCES = ("rms", "mae", "disagreement")
@@ -79,13 +80,12 @@ def distances(A: np.ndarray, B: np.ndarray, kind: str) -> np.ndarray:
     if kind == "rms":
         a = A.reshape(N, -1)
         b = B.reshape(len(B), -1)
-        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-        return np.sqrt(np.maximum(sq, 0.0) / (P * C))
+        return np.sqrt(sqdist(a, b) / (P * C))
     if kind == "disagreement":
         agree = _label_one_hot(A) @ _label_one_hot(B).T
         return np.clip(1.0 - agree / P, 0.0, 1.0)
     out = np.empty((N, len(B)))
-    step = max(1, (1 << 22) // max(1, len(B) * P * C))
+    step = max(1, CHUNK_ELEMENTS // max(1, len(B) * P * C))
     for s in range(0, N, step):
         out[s : s + step] = np.abs(A[s : s + step, None] - B[None]).mean(axis=(2, 3))
     return out

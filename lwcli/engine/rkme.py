@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DataError, SpecError
 from ..validation import (MAX_K, MAX_SCALED_COORD, check_fill_values, check_float32_range,
                           check_seed)
-from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
+from .kernel import CHUNK_ELEMENTS, KernelMetric, gram, kernel_inner, kernel_sums
 from .qp import simplex_qp
 
 EXACT_ERROR_ROWS = 4096   # up to this many rows the approximation error is exact
@@ -122,40 +122,23 @@ def _kmeanspp(Zs, k: int, gen):
 
 
 def _kernel_mean_at(T, Zs, gamma: float):
-    """``(1/m) sum_i k(t_j, z_i)`` for every reduced point, in one chunked pass (float64)."""
-    import torch
-
-    m = Zs.shape[0]
-    rows = max(1, CHUNK_ELEMENTS // max(1, T.shape[0]))
-    acc = torch.zeros(T.shape[0], dtype=torch.float64, device=T.device)
-    for s in range(0, m, rows):
-        acc += gram(T, Zs[s : s + rows], gamma).sum(1).double()
-    return acc / m
+    """``(1/m) sum_i k(t_j, z_i)`` for every reduced point ``T`` (k, d) over the data ``Zs``
+    (m, d), in one chunked pass: (k,) float64 (torch). The linear term of seed eq. 1."""
+    return kernel_sums(T, Zs, gamma) / Zs.shape[0]
 
 
 def _points_grad(T, bt, Zg, zn, gamma: float):
-    """Gradient in ``T`` of ``beta' K_TT beta - (2/m) sum_j beta_j sum_i k(t_j, z_i)`` (torch).
+    """Gradient in ``T`` (k, d) of ``beta' K_TT beta - (2/m) sum_j beta_j sum_i k(t_j, z_i)``
+    (seed eq. 1 up to its constant), over the rows ``Zg`` (m, d); ``zn``: their squared norms
+    (m,); ``bt``: ``beta`` as a (k, 1) column. (k, d) in ``T``'s dtype (torch).
 
-    The RKHS objective up to its constant, over the rows ``Zg`` (``zn``: their squared norms;
-    ``bt``: ``beta`` as a column). For the Gaussian kernel ``d k(t, z) / d t = -2 gamma (t - z)
-    k(t, z)``, so the gradient is two Gram blocks and two matrix products, no autograd graph.
+    For the Gaussian kernel ``d k(t, z) / d t = -2 gamma (t - z) k(t, z)``, so the gradient is
+    two Gram blocks and two matrix products, no autograd graph.
     """
-    import torch
-
-    k, mg = T.shape[0], Zg.shape[0]
     W = gram(T, T, gamma) * bt.T                      # W_jl = k(t_j, t_l) beta_l
     pull = T * W.sum(1, keepdim=True) - W @ T         # sum_l W_jl (t_j - t_l)
-    tn = (T * T).sum(1, keepdim=True)
-    mass = torch.zeros((k, 1), dtype=T.dtype, device=T.device)
-    first = torch.zeros_like(T)
-    rows = max(1, CHUNK_ELEMENTS // k)
-    for s in range(0, mg, rows):
-        Zc = Zg[s : s + rows]
-        C = torch.addmm(tn + zn[None, s : s + rows], T, Zc.T, alpha=-2.0)
-        C = C.clamp_min_(0.0).mul_(-gamma).exp_()     # k(t_j, z_i)
-        mass += C.sum(1, keepdim=True)
-        first += C @ Zc
-    return (-4.0 * gamma) * bt * (pull - (T * mass - first) / mg)
+    mass, first = kernel_sums(T, Zg, gamma, b_sq=zn, moments=True)
+    return (-4.0 * gamma) * bt * (pull - (T * mass[:, None] - first) / Zg.shape[0])
 
 
 def _adam_on_points(T, beta, Zg, gamma: float, *, steps: int, step_size: float):
@@ -191,10 +174,7 @@ def _approx_error2(T, beta, G, b, Zs, gamma: float, gen) -> tuple[float, str]:
 
     m, d = Zs.shape
     if m <= EXACT_ERROR_ROWS:
-        rows = max(1, CHUNK_ELEMENTS // m)
-        tot = 0.0
-        for s in range(0, m, rows):
-            tot += float(gram(Zs[s : s + rows], Zs, gamma).sum(dtype=torch.float64))
+        tot = float(kernel_inner(Zs, None, Zs, None, gamma))
         return float(beta @ G @ beta - 2 * beta @ b + tot / (m * m)), "exact"
     W = torch.randn(d, RFF_FEATURES, generator=gen, device="cpu", dtype=torch.float64)
     W = (W * math.sqrt(2.0 * gamma)).to(Zs.device, Zs.dtype)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MetricMismatchError, SpecError
-from .kernels import CHUNK_ELEMENTS, KernelMetric, gram, kernel_inner
+from .kernel import (KernelMetric, kernel_inner, stack_cross_inner, stack_inner_matrix,
+                     stack_self_inner)
 from .qp import simplex_qp
 from .rkme import RKME
 from .sketch import SKETCH_PAIRS, SketchBasis, sketch_norms, sketch_rkmes, sketch_user
@@ -96,23 +97,16 @@ class SpecStack:
 
 
 def _self_terms(points: np.ndarray, beta: np.ndarray, gamma: float, device) -> np.ndarray:
+    """Each stacked spec's squared RKHS norm (N,) float64, computed on ``device`` in the
+    stack's dtype; ``points`` (N, K, d) and ``beta`` (N, K) may be memory-mapped."""
     import torch
 
+    def load(lo: int, hi: int):
+        P = torch.from_numpy(np.array(points[lo:hi])).to(device)
+        return P, torch.from_numpy(np.array(beta[lo:hi])).to(device, P.dtype)
+
     N, K, _ = points.shape
-    out = np.empty(N, dtype=np.float64)
-    if K * K > CHUNK_ELEMENTS:   # one spec's K x K Gram alone is large: row blocks of it
-        for i in range(N):
-            P = torch.from_numpy(np.array(points[i])).to(device)
-            b = torch.from_numpy(np.array(beta[i])).to(device, P.dtype)
-            out[i] = float(kernel_inner(P, b, P, b, gamma))
-        return out
-    per = max(1, CHUNK_ELEMENTS // max(1, K * K))
-    for s in range(0, N, per):
-        P = torch.from_numpy(np.array(points[s : s + per])).to(device)
-        b = torch.from_numpy(np.array(beta[s : s + per])).to(device, P.dtype)
-        G = gram(P, P, gamma)
-        out[s : s + per] = torch.einsum("nk,nkl,nl->n", b, G, b).double().cpu().numpy()
-    return out
+    return stack_self_inner(load, N, K, gamma)
 
 
 def build_stack(specs: list[RKME], metric: KernelMetric, device=None,
@@ -193,23 +187,6 @@ def _scaled_user(stack: SpecStack, user: RKME, mode: str):
     return user.points / np.asarray(m.scales), user.beta
 
 
-def _neg_gamma_sqdist_operands(P, U, gamma: float):
-    """Augmented operands whose product is ``-gamma * ||p - u||^2`` in a single matmul.
-
-    ``[p, |p|^2, 1] . [2 gamma u, -gamma, -gamma |u|^2]``: the kernel block then needs one
-    matmul, one in-place ``exp`` and one matrix-vector product — three passes over the
-    (points x user points) block instead of six, which is what bounds search time.
-    """
-    import torch
-
-    ones = torch.ones(P.shape[0], 1, dtype=P.dtype, device=P.device)
-    Pa = torch.cat([P, (P * P).sum(1, keepdim=True), ones], 1)
-    Ua = torch.cat([2.0 * gamma * U, torch.full((U.shape[0], 1), -gamma, dtype=U.dtype,
-                                                device=U.device),
-                    -gamma * (U * U).sum(1, keepdim=True)], 1)
-    return Pa, Ua
-
-
 def rank_single(stack: SpecStack, user: RKME, device=None, *, sketch: "IslandSketch | None" = None,
                 keep: int | None = None, allowed: np.ndarray | None = None,
                 candidates: int = SKETCH_CANDIDATES) -> Ranking:
@@ -231,10 +208,7 @@ def rank_single(stack: SpecStack, user: RKME, device=None, *, sketch: "IslandSke
     dt = torch.float32 if stack.points.dtype == np.float32 else torch.float64
     Ud = torch.as_tensor(U, dtype=torch.float64, device=device)
     bud = torch.as_tensor(bu, dtype=torch.float64, device=device)
-    if Ud.shape[0] ** 2 <= CHUNK_ELEMENTS:
-        self_user = float(bud @ gram(Ud, Ud, gamma) @ bud)
-    else:                         # a large requirement: row blocks, never K x K at once
-        self_user = float(kernel_inner(Ud, bud, Ud, bud, gamma))
+    self_user = float(kernel_inner(Ud, bud, Ud, bud, gamma))
     if allowed is not None:
         allowed = np.asarray(allowed, dtype=bool)
         if allowed.shape != (N,):
@@ -322,16 +296,7 @@ def _cross_terms(stack: SpecStack, Ut, but, gamma: float, dm: int, device,
                     torch.from_numpy(np.ascontiguousarray(bet[s:e])).to(device))
     n = N if rows is None else len(rows)
     size = SEARCH_BLOCK_ELEMENTS if device.type == "cpu" else SEARCH_BLOCK_ELEMENTS_GPU
-    per = max(1, size // max(1, Ut.shape[0] * K))                     # whole learnwares
-    out = torch.empty(n, dtype=torch.float64, device=device)
-    Ua = None
-    for s in range(0, n, per):
-        P, w = block(s, s + per)
-        P = P[:, :, :dm].reshape(-1, dm)
-        Pa, Ua_ = _neg_gamma_sqdist_operands(P, Ut, gamma)
-        Ua = Ua_ if Ua is None else Ua
-        kb = (Pa @ Ua.T).exp_() @ but                         # (rows,) = sum_j k(p, u_j) b_j
-        out[s : s + per] = (kb.reshape(-1, K) * w.to(kb.dtype)).sum(1).double()
+    out = stack_cross_inner(block, n, K, Ut, but, gamma, dims=dm, block_elements=size)
     return out.cpu().numpy()
 
 
@@ -401,12 +366,9 @@ def mixture_search(
     # float32 Gram through the one-matmul form; H's absolute error (~1e-6) sits far below the
     # sampling-noise floor (~1e-3) that decides membership.
     P = torch.from_numpy(np.ascontiguousarray(stack.points[cand][:, :, :dm], dtype=np.float32)
-                         .reshape(M * K, dm)).to(device)
+                         ).to(device)
     B = torch.from_numpy(np.ascontiguousarray(stack.beta[cand], dtype=np.float32)).to(device)
-    Pa, Qa = _neg_gamma_sqdist_operands(P, P, stack.metric.gamma)
-    G = (Pa @ Qa.T).exp_().reshape(M, K, M, K)
-    H = torch.einsum("ak,akbl,bl->ab", B, G, B).double().cpu().numpy()
-    H = 0.5 * (H + H.T)
+    H = stack_inner_matrix(P, B, stack.metric.gamma)
     c = ranking.cross[cand]
     su = ranking.self_user
     floor = max(1.0 - su, 0.0) / max(user.n_rows, 1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import CHUNK_ELEMENTS
+from .kernel import CHUNK_ELEMENTS
 
 SKETCH_PAIRS = 256          # 512 floats (2 KiB) per learnware and mode; see the benchmark
 MODES = ("xy", "x")
