@@ -33,6 +33,33 @@ def _solve_on_support(G: np.ndarray, c: np.ndarray, S: list[int]) -> np.ndarray:
     return sol[:s]
 
 
+def _minimise_on_working_set(G: np.ndarray, c: np.ndarray, w: np.ndarray, S: list[int],
+                             first: int) -> list[int]:
+    """Minimise over the working set ``S``, dropping blocking members until the minimiser is
+    feasible (each drop keeps ``w`` feasible and does not increase the objective). Updates
+    ``w`` (n,) in place; returns the new working set (``[first]``, the best vertex, if
+    rounding empties it)."""
+    while True:
+        z = _solve_on_support(G, c, S)
+        if np.all(z > 0):
+            w[:] = 0.0
+            w[S] = z
+            return S
+        wS = w[S]
+        neg = np.flatnonzero(z <= 0)
+        ratios = wS[neg] / (wS[neg] - z[neg])
+        block = int(neg[np.argmin(ratios)])
+        wS = wS + float(ratios.min()) * (z - wS)
+        wS[block] = 0.0
+        keep = wS > 1e-15
+        w[:] = 0.0
+        w[S] = np.where(keep, wS, 0.0)
+        S = [i for i, k in zip(S, keep) if k]
+        if not S:
+            w[first] = 1.0
+            return [first]
+
+
 @lru_cache(maxsize=1)
 def _blas_controller():
     from threadpoolctl import ThreadpoolController
@@ -83,28 +110,7 @@ def _simplex_qp(G: np.ndarray, c: np.ndarray, *, w0: np.ndarray | None,
         w[first] = 1.0
         S = [first]
     for _ in range(max_iter or 20 * n + 20):
-        # Minimise over the working set S, dropping blocking members until the minimiser is
-        # feasible (each drop keeps w feasible and does not increase the objective).
-        while True:
-            z = _solve_on_support(G, c, S)
-            if np.all(z > 0):
-                w[:] = 0.0
-                w[S] = z
-                break
-            wS = w[S]
-            neg = np.flatnonzero(z <= 0)
-            ratios = wS[neg] / (wS[neg] - z[neg])
-            block = int(neg[np.argmin(ratios)])
-            wS = wS + float(ratios.min()) * (z - wS)
-            wS[block] = 0.0
-            keep = wS > 1e-15
-            w[:] = 0.0
-            w[S] = np.where(keep, wS, 0.0)
-            S = [i for i, k in zip(S, keep) if k]
-            if not S:  # numerically degenerate: fall back to the best vertex
-                w[first] = 1.0
-                S = [first]
-                break
+        S = _minimise_on_working_set(G, c, w, S, first)
         # Optimality: the member with the most negative reduced gradient joins the working set.
         g = G @ w - c
         mu = float(g[S].mean())

@@ -207,6 +207,47 @@ def _check_scaled_range(Z: np.ndarray, metric: KernelMetric) -> None:
                 "subtract a constant from the column (centre it) or rescale it")
 
 
+def _check_fit_data(Z, metric: KernelMetric, k: int, seed: int) -> np.ndarray:
+    """``Z`` as an (m, d) array fit to summarise by ``k`` points under ``metric``, or a
+    DataError saying what is wrong and how to fix it."""
+    Z = np.asarray(Z)
+    if Z.ndim != 2:
+        raise DataError(f"data must be 2-D (rows x columns), got shape {Z.shape}", "reshape it")
+    m, d = Z.shape
+    if m == 0:
+        raise DataError("data has no rows", "pass at least as many rows as reduced points (--k)")
+    if d != metric.dim:
+        raise DataError(f"data has {d} columns, the kernel metric expects {metric.dim}",
+                        "use the island's feature columns")
+    check_seed(seed)
+    if k > MAX_K:
+        raise DataError(f"--k {k} reduced points asked for, over the limit of {MAX_K} (indexing "
+                        "a specification costs K x K kernel values)", f"use --k {MAX_K} or fewer")
+    if not 1 <= k <= m:
+        raise DataError(f"--k {k} reduced points asked for, but the data has {m} rows",
+                        f"use --k {min(m, 100)} or fewer, or pass more rows")
+    check_float32_range(Z, None, "data")   # the data passes are float32
+    check_fill_values(Z, None, "data")      # their squares too
+    _check_scaled_range(Z, metric)
+    return Z
+
+
+def _scaled_float32(Z: np.ndarray, metric: KernelMetric, device):
+    """The data in the metric's coordinates, once, as one float32 (m, d) tensor on ``device``,
+    converted 65,536 rows at a time. The data passes are float32; ``beta``, errors and the
+    stored points are float64."""
+    import torch
+
+    dtype = torch.float32
+    m, d = Z.shape
+    inv = torch.as_tensor(1.0 / np.asarray(metric.scales), dtype=dtype)
+    Zs = torch.empty((m, d), dtype=dtype, device=device)
+    step_rows = 1 << 16
+    for s in range(0, m, step_rows):
+        Zs[s : s + step_rows] = (torch.as_tensor(Z[s : s + step_rows], dtype=dtype) * inv).to(device)
+    return Zs
+
+
 def fit_rkme(
     Z: np.ndarray,
     metric: KernelMetric,
@@ -227,37 +268,13 @@ def fit_rkme(
     """
     import torch
 
-    Z = np.asarray(Z)
-    if Z.ndim != 2:
-        raise DataError(f"data must be 2-D (rows x columns), got shape {Z.shape}", "reshape it")
+    Z = _check_fit_data(Z, metric, k, seed)
     m, d = Z.shape
-    if m == 0:
-        raise DataError("data has no rows", "pass at least as many rows as reduced points (--k)")
-    if d != metric.dim:
-        raise DataError(f"data has {d} columns, the kernel metric expects {metric.dim}",
-                        "use the island's feature columns")
-    check_seed(seed)
-    if k > MAX_K:
-        raise DataError(f"--k {k} reduced points asked for, over the limit of {MAX_K} (indexing "
-                        "a specification costs K x K kernel values)", f"use --k {MAX_K} or fewer")
-    if not 1 <= k <= m:
-        raise DataError(f"--k {k} reduced points asked for, but the data has {m} rows",
-                        f"use --k {min(m, 100)} or fewer, or pass more rows")
-    check_float32_range(Z, None, "data")   # the data passes below are float32
-    check_fill_values(Z, None, "data")      # their squares too
-    _check_scaled_range(Z, metric)
     device = device or torch.device("cpu")
-    dtype = torch.float32  # data passes; beta, errors and the stored points are float64
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rng = np.random.default_rng(seed)
     gamma = metric.gamma
-
-    # The data, scaled once, as one float32 tensor on the device (chunked conversion).
-    inv = torch.as_tensor(1.0 / np.asarray(metric.scales), dtype=dtype)
-    Zs = torch.empty((m, d), dtype=dtype, device=device)
-    step_rows = 1 << 16
-    for s in range(0, m, step_rows):
-        Zs[s : s + step_rows] = (torch.as_tensor(Z[s : s + step_rows], dtype=dtype) * inv).to(device)
+    Zs = _scaled_float32(Z, metric, device)
 
     init_idx = rng.choice(m, init_rows, replace=False) if m > init_rows else np.arange(m)
     T = _kmeanspp(Zs[torch.as_tensor(init_idx, device=device)], k, gen)

@@ -328,6 +328,41 @@ def _sketch_shortlist(sketch: "IslandSketch", mode: str, U: np.ndarray, bu: np.n
     return np.sort(idx.astype(np.int64))
 
 
+def _greedy_support(H: np.ndarray, c: np.ndarray, su: float, floor: float, max_members: int,
+                    min_gain: float) -> tuple[list[int], np.ndarray, float]:
+    """Greedy forward selection for :func:`mixture_search`: ``H`` (M, M) inner products of
+    the candidates' embeddings, ``c`` (M,) theirs with the user's, ``su`` the user's squared
+    norm. Returns the chosen positions, their simplex weights and the squared MMD reached."""
+
+    def objective(idx: list[int]) -> tuple[np.ndarray, float]:
+        w = simplex_qp(H[np.ix_(idx, idx)], c[idx])
+        val = float(w @ H[np.ix_(idx, idx)] @ w - 2 * w @ c[idx] + su)
+        return w, max(val, 0.0)
+
+    M = len(c)
+    chosen = [0]
+    w, cur = objective(chosen)
+    while len(chosen) < max_members:
+        best = None
+        for j in range(M):
+            if j in chosen:
+                continue
+            wj, vj = objective(chosen + [j])
+            if best is None or vj < best[2]:
+                best = (j, wj, vj)
+        if best is None:
+            break
+        gain = cur - best[2]
+        if gain <= max(min_gain * cur, floor):
+            break
+        chosen.append(best[0])
+        w, cur = best[1], best[2]
+        keep = w > 1e-12
+        chosen = [i for i, k in zip(chosen, keep) if k]
+        w = w[keep] / w[keep].sum()
+    return chosen, w, cur
+
+
 @dataclass(frozen=True)
 class Mixture:
     members: np.ndarray       # indices into the stack
@@ -369,35 +404,10 @@ def mixture_search(
                          ).to(device)
     B = torch.from_numpy(np.ascontiguousarray(stack.beta[cand], dtype=np.float32)).to(device)
     H = stack_inner_matrix(P, B, stack.metric.gamma)
-    c = ranking.cross[cand]
     su = ranking.self_user
     floor = max(1.0 - su, 0.0) / max(user.n_rows, 1)
-
-    def objective(idx: list[int]) -> tuple[np.ndarray, float]:
-        w = simplex_qp(H[np.ix_(idx, idx)], c[idx])
-        val = float(w @ H[np.ix_(idx, idx)] @ w - 2 * w @ c[idx] + su)
-        return w, max(val, 0.0)
-
-    chosen = [0]
-    w, cur = objective(chosen)
-    while len(chosen) < min(max_members, M):
-        best = None
-        for j in range(M):
-            if j in chosen:
-                continue
-            wj, vj = objective(chosen + [j])
-            if best is None or vj < best[2]:
-                best = (j, wj, vj)
-        if best is None:
-            break
-        gain = cur - best[2]
-        if gain <= max(min_gain * cur, floor):
-            break
-        chosen.append(best[0])
-        w, cur = best[1], best[2]
-        keep = w > 1e-12
-        chosen = [i for i, k in zip(chosen, keep) if k]
-        w = w[keep] / w[keep].sum()
+    chosen, w, cur = _greedy_support(H, ranking.cross[cand], su, floor, min(max_members, M),
+                                     min_gain)
     order = np.argsort(-w, kind="stable")
     members = cand[np.asarray(chosen)[order]]
     return Mixture(members=members, weights=w[order], mmd2=cur, noise_floor=floor)
