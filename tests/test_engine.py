@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from lwcli.engine.kernel import KernelMetric, fit_metric, mmd2, mmd2_numpy
 from lwcli.engine.qp import simplex_qp
 from lwcli.engine.rkme import RKME, _kmeanspp, _points_grad, fit_rkme
-from lwcli.errors import DataError
+from lwcli.errors import DataError, UsageError
 
 
 def t(a):
@@ -55,7 +55,7 @@ def test_simplex_qp_from_a_starting_point_reaches_the_same_minimum(n, seed, spar
 def test_simplex_qp_rejects_an_infeasible_start():
     G, c = np.eye(3), np.zeros(3)
     for bad in (np.array([1.0, -0.5, 0.5]), np.zeros(3), np.ones(2), np.array([np.nan, 1, 1])):
-        with pytest.raises(ValueError, match="w0"):
+        with pytest.raises(UsageError, match="w0"):
             simplex_qp(G, c, w0=bad)
 
 

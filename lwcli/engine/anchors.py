@@ -43,9 +43,11 @@ def default_n_anchors(n: int) -> int:
     return 0 if n == 0 else min(n, max(2, min(8, math.ceil(math.sqrt(n)))))
 
 
-def probe_inputs(rkmes: list[RKME], n_probes: int, seed: int, noise: float = 0.1) -> np.ndarray:
-    """``n_probes`` inputs spread over the island: equal shares from every learnware's reduced
-    set (points drawn by ``beta``, jittered by ``noise`` feature standard deviations).
+def probe_inputs(rkmes: list[RKME], n_probes: int, seed: int,
+                 jitter_stds: float = 0.1) -> np.ndarray:
+    """``n_probes`` inputs (n_probes, n_inputs), raw coordinates, spread over the island: equal
+    shares from every learnware's reduced set (points drawn by ``beta``, jittered by Gaussian
+    noise of ``jitter_stds`` feature standard deviations, the metric's scales).
 
     With more learnwares than probes, a random subset of learnwares contributes one each.
     """
@@ -61,7 +63,7 @@ def probe_inputs(rkmes: list[RKME], n_probes: int, seed: int, noise: float = 0.1
             continue
         x = r.input_part()
         idx = rng.choice(x.k, size=int(c), p=x.beta / x.beta.sum())
-        out.append(x.points[idx] + rng.normal(size=(int(c), x.metric.dim)) * noise
+        out.append(x.points[idx] + rng.normal(size=(int(c), x.metric.dim)) * jitter_stds
                    * np.asarray(x.metric.scales))
     return np.vstack(out)
 

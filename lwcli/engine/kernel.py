@@ -317,8 +317,8 @@ def kernel_sums(A, B, gamma: float, *, b_sq=None, moments: bool = False):
 
 def kernel_inner(A, wa, B, wb, gamma: float):
     """``<Phi_A, Phi_B> = sum_ij wa_i wb_j k(a_i, b_j)``: the RKHS inner product of two weighted
-    clouds ``A`` (n, d), ``wa`` (n,) and ``B`` (m, d), ``wb`` (m,) (Gretton et al. 2012, eq. 5
-    terms). ``wa`` / ``wb`` None: unit weights (the sum of all kernel values).
+    clouds ``A`` (n, d), ``wa`` (n,) and ``B`` (m, d), ``wb`` (m,) (the terms of Gretton et
+    al. 2012, Lemma 6). ``wa`` / ``wb`` None: unit weights (the sum of all kernel values).
 
     A 0-d float64 (array or tensor). Chunked over the rows of ``A``, ``CHUNK_ELEMENTS`` kernel
     values at a time, so memory stays bounded; an (n, m) block that fits is one chunk.
@@ -338,7 +338,8 @@ def kernel_inner(A, wa, B, wb, gamma: float):
 def mmd2(A, wa, B, wb, gamma: float):
     """Squared MMD between weighted clouds ``(A, wa)`` and ``(B, wb)`` (shapes as
     :func:`kernel_inner`), clamped at 0: ``<A,A> + <B,B> - 2 <A,B>`` (Gretton et al. 2012,
-    eq. 5; seed eq. 2 between two RKMEs). 0-d float64, in [0, 2] for weights on the simplex."""
+    Lemma 6; between two RKMEs, the squared RKHS distance of the seed's sec. 4, eq. 6).
+    0-d float64, in [0, 2] for weights on the simplex."""
     val = kernel_inner(A, wa, A, wa, gamma) + kernel_inner(B, wb, B, wb, gamma) \
         - 2.0 * kernel_inner(A, wa, B, wb, gamma)
     return val.clamp_min(0.0) if _is_torch(val) else np.maximum(val, 0.0)
@@ -379,7 +380,7 @@ def _neg_gamma_sqdist_operands(P, U, gamma: float):
 
 def stack_self_inner(load, n: int, K: int, gamma: float):
     """``||Phi_i||^2 = beta_i' K(T_i, T_i) beta_i`` for each of ``n`` stacked reduced sets of
-    ``K`` points (the self terms of seed eq. 2), float64 numpy (n,).
+    ``K`` points (the self terms of :func:`mmd2`), float64 numpy (n,).
 
     Whole sets are batched ``CHUNK_ELEMENTS`` kernel values at a time; a set whose own K x K
     Gram exceeds that is summed in row blocks (:func:`kernel_inner`).

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import UsageError
+
 
 def _solve_on_support(G: np.ndarray, c: np.ndarray, S: list[int]) -> np.ndarray:
     """Minimiser of the QP restricted to support ``S`` with only the sum constraint."""
@@ -103,7 +105,8 @@ def _simplex_qp(G: np.ndarray, c: np.ndarray, *, w0: np.ndarray | None,
     if w0 is not None:
         w0 = np.asarray(w0, dtype=np.float64)
         if w0.shape != (n,) or not np.all(np.isfinite(w0)) or (w0 < 0).any() or w0.sum() <= 0:
-            raise ValueError(f"w0 must be a non-negative vector of length {n} with a positive sum")
+            raise UsageError(f"w0 must be a non-negative vector of length {n} with a positive "
+                             f"sum, got shape {w0.shape}", "start from a point of the simplex")
         w = w0 / w0.sum()
         S = [int(i) for i in np.flatnonzero(w > 0)]
     else:

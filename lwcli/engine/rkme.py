@@ -63,10 +63,6 @@ class RKME:
     def k(self) -> int:
         return int(self.beta.shape[0])
 
-    @property
-    def is_joint(self) -> bool:
-        return self.metric.n_outputs > 0
-
     def input_part(self) -> "RKME":
         """The embedding of the input marginal: project the points onto ``x``.
 
@@ -76,14 +72,16 @@ class RKME:
         return RKME(self.beta, self.points[:, : m.dim].copy(), m, self.n_rows,
                     float("nan"), self.seed, dict(self.fit_info))
 
-    def sample(self, n: int, rng: np.random.Generator, noise: float = 0.5) -> np.ndarray:
-        """Draw ``n`` points from the kernel-smoothed RKME (raw coordinates).
+    def sample(self, n: int, rng: np.random.Generator,
+               jitter_bandwidths: float = 0.5) -> np.ndarray:
+        """Draw ``n`` points (n, dim) from the kernel-smoothed RKME, in raw coordinates.
 
-        Picks reduced points with probability ``beta`` and adds Gaussian noise of ``noise``
-        kernel bandwidths (in the metric's coordinates).
+        Picks reduced points with probability ``beta`` and adds Gaussian noise whose standard
+        deviation is ``jitter_bandwidths`` kernel bandwidths ``1 / sqrt(2 gamma)`` (in the
+        metric's coordinates).
         """
         idx = rng.choice(self.k, size=n, p=self.beta / self.beta.sum())
-        sigma = noise / math.sqrt(2.0 * self.metric.gamma)
+        sigma = jitter_bandwidths / math.sqrt(2.0 * self.metric.gamma)
         scales = np.asarray(self.metric.scales)
         return self.points[idx] + rng.normal(size=(n, self.metric.dim)) * sigma * scales
 
@@ -244,7 +242,8 @@ def _scaled_float32(Z: np.ndarray, metric: KernelMetric, device):
     Zs = torch.empty((m, d), dtype=dtype, device=device)
     step_rows = 1 << 16
     for s in range(0, m, step_rows):
-        Zs[s : s + step_rows] = (torch.as_tensor(Z[s : s + step_rows], dtype=dtype) * inv).to(device)
+        chunk = torch.as_tensor(Z[s : s + step_rows], dtype=dtype)
+        Zs[s : s + step_rows] = (chunk * inv).to(device)
     return Zs
 
 
@@ -261,10 +260,14 @@ def fit_rkme(
     grad_rows: int = 16384,
     init_rows: int = 20000,
 ) -> RKME:
-    """Fit the reduced set of ``Z`` (m x d raw coordinates) under ``metric``.
+    """Fit the reduced set of ``Z`` (m x d raw coordinates) under ``metric``: seed eq. 1 by
+    the recipe in this module's docstring.
 
-    ``device``: a ``torch.device`` (resolved by the caller; default CPU). Deterministic for a
-    given ``seed``, data and device.
+    Returns an :class:`RKME` of ``k`` points (k, d) in raw coordinates, weights on the simplex
+    and its approximation error (an RKHS distance). ``lr`` is the Adam step in kernel
+    bandwidths; ``grad_rows`` / ``init_rows`` bound the rows the gradient and the k-means++
+    seeding see. ``device``: a ``torch.device`` (resolved by the caller; default CPU).
+    Deterministic for a given ``seed``, data and device. DataError for unusable data or ``k``.
     """
     import torch
 
