@@ -163,6 +163,10 @@ def fit_metric(
     output block ``Y`` (regression targets, or one-hot classes) is scaled so that, at
     ``output_weight=1``, a typical difference in outputs counts as much as a typical difference
     in all inputs together: the specification then tells models apart by their *function*.
+
+    ``X`` (m, d_x), ``Y`` (m,) or (m, d_y); ``gamma`` is the inverse median squared distance
+    between (at most ``max_rows``, seeded) scaled rows: the median heuristic (Gretton et al.
+    2012). UsageError for a bad ``seed``.
     """
     from ..validation import check_seed
 
@@ -197,7 +201,8 @@ def fit_metric(
 # ------------------------------------------------------------ the kernel routine family
 #
 # Every function below takes numpy arrays or torch tensors and computes in its inputs' library,
-# dtype and device; none chooses a device or a dtype. Sums that leave a function are float64.
+# dtype and device; none chooses a device or a dtype. Sums that leave a function are float64
+# unless its docstring says otherwise.
 # Ones named with a trailing underscore work in place on a temporary they own.
 
 
