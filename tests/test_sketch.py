@@ -13,10 +13,10 @@ from hypothesis import given, settings, strategies as st
 from conftest import build_learnware, domain_data, run_lw, snapshot, write_user
 from lwcli import api
 from lwcli.engine import search
-from lwcli.engine.kernels import KernelMetric, mmd2_numpy
+from lwcli.engine.kernel import KernelMetric, mmd2_numpy
 from lwcli.engine.rkme import RKME
 from lwcli.engine.sketch import SketchBasis, sketch_norms, sketch_rkmes, sketch_user
-from lwcli.errors import MarketError
+from lwcli.errors import MarketError, UsageError
 
 
 def _island(n: int, k: int = 8, d: int = 4, seed: int = 0, groups: int = 20):
@@ -40,7 +40,7 @@ def test_sketch_distance_estimates_mmd(seed, gamma):
     A, B = rng.normal(size=(6, 3)), rng.normal(size=(5, 3)) + rng.normal(size=3)
     wa, wb = rng.dirichlet(np.ones(6)), rng.dirichlet(np.ones(5))
     basis = SketchBasis(seed, 4096, 3, 2, gamma)
-    sa, sb = sketch_user(A, wa, basis, "xy"), sketch_user(B, wb, basis, "xy")
+    sa, sb = sketch_user(A, wa, basis, "joint"), sketch_user(B, wb, basis, "joint")
     exact = mmd2_numpy(A, wa, B, wb, gamma)
     assert abs(float(((sa - sb) ** 2).sum()) - exact) < 0.03
     # a cloud's sketch norm estimates its squared RKHS norm, which is at most 1
@@ -54,22 +54,22 @@ def test_stacked_and_single_sketches_agree_and_input_mode_ignores_outputs(seed):
     P = rng.normal(size=(3, 5, 4)).astype(np.float32)
     B = rng.dirichlet(np.ones(5), size=3).astype(np.float32)
     basis = SketchBasis(seed, 64, 4, 3, 0.3)
-    for mode, dm in (("xy", 4), ("x", 3)):
-        S = sketch_rkmes(P, B, basis, mode)
+    for kind, dm in (("joint", 4), ("input", 3)):
+        S = sketch_rkmes(P, B, basis, kind)
         for i in range(3):
-            assert np.allclose(S[i], sketch_user(P[i, :, :dm], B[i], basis, mode), atol=1e-5)
+            assert np.allclose(S[i], sketch_user(P[i, :, :dm], B[i], basis, kind), atol=1e-5)
         assert np.allclose(sketch_norms(S), (S.astype(np.float64) ** 2).sum(1))
     P2 = P.copy()
     P2[:, :, 3] += 10.0                       # outputs changed: input sketches do not move
-    assert np.allclose(sketch_rkmes(P2, B, basis, "x"), sketch_rkmes(P, B, basis, "x"))
-    assert not np.allclose(sketch_rkmes(P2, B, basis, "xy"), sketch_rkmes(P, B, basis, "xy"))
+    assert np.allclose(sketch_rkmes(P2, B, basis, "input"), sketch_rkmes(P, B, basis, "input"))
+    assert not np.allclose(sketch_rkmes(P2, B, basis, "joint"), sketch_rkmes(P, B, basis, "joint"))
 
 
 def test_basis_is_reproducible_from_its_record():
     b = SketchBasis(7, 32, 5, 4, 0.25)
     assert SketchBasis.from_dict(json.loads(json.dumps(b.to_dict()))) == b
-    assert np.array_equal(b.omega("xy"), SketchBasis.from_dict(b.to_dict()).omega("xy"))
-    assert np.array_equal(b.omega("x"), b.omega("xy")[:, :4])
+    assert np.array_equal(b.omega("joint"), SketchBasis.from_dict(b.to_dict()).omega("joint"))
+    assert np.array_equal(b.omega("input"), b.omega("joint")[:, :4])
 
 
 def test_partial_and_masked_rankings_match_the_full_one():
@@ -84,7 +84,7 @@ def test_partial_and_masked_rankings_match_the_full_one():
     allowed = np.arange(400) % 3 == 0
     masked = search.rank_single(stack, user, allowed=allowed, keep=10)
     assert masked.order.tolist() == [j for j in full.order if allowed[j]][:10]
-    with pytest.raises(ValueError, match="allowed"):
+    with pytest.raises(UsageError, match="allowed"):
         search.rank_single(stack, user, allowed=allowed[:10])
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from .kernel import CHUNK_ELEMENTS, sqdist
 from .rkme import RKME
 
 DISTANCES = ("rms", "mae", "disagreement")
@@ -42,9 +43,11 @@ def default_n_anchors(n: int) -> int:
     return 0 if n == 0 else min(n, max(2, min(8, math.ceil(math.sqrt(n)))))
 
 
-def probe_inputs(rkmes: list[RKME], n_probes: int, seed: int, noise: float = 0.1) -> np.ndarray:
-    """``n_probes`` inputs spread over the island: equal shares from every learnware's reduced
-    set (points drawn by ``beta``, jittered by ``noise`` feature standard deviations).
+def probe_inputs(rkmes: list[RKME], n_probes: int, seed: int,
+                 jitter_stds: float = 0.1) -> np.ndarray:
+    """``n_probes`` inputs (n_probes, n_inputs), raw coordinates, spread over the island: equal
+    shares from every learnware's reduced set (points drawn by ``beta``, jittered by Gaussian
+    noise of ``jitter_stds`` feature standard deviations, the metric's scales).
 
     With more learnwares than probes, a random subset of learnwares contributes one each.
     """
@@ -60,7 +63,7 @@ def probe_inputs(rkmes: list[RKME], n_probes: int, seed: int, noise: float = 0.1
             continue
         x = r.input_part()
         idx = rng.choice(x.k, size=int(c), p=x.beta / x.beta.sum())
-        out.append(x.points[idx] + rng.normal(size=(int(c), x.metric.dim)) * noise
+        out.append(x.points[idx] + rng.normal(size=(int(c), x.metric.dim)) * jitter_stds
                    * np.asarray(x.metric.scales))
     return np.vstack(out)
 
@@ -79,13 +82,12 @@ def distances(A: np.ndarray, B: np.ndarray, kind: str) -> np.ndarray:
     if kind == "rms":
         a = A.reshape(N, -1)
         b = B.reshape(len(B), -1)
-        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-        return np.sqrt(np.maximum(sq, 0.0) / (P * C))
+        return np.sqrt(sqdist(a, b) / (P * C))
     if kind == "disagreement":
         agree = _label_one_hot(A) @ _label_one_hot(B).T
         return np.clip(1.0 - agree / P, 0.0, 1.0)
     out = np.empty((N, len(B)))
-    step = max(1, (1 << 22) // max(1, len(B) * P * C))
+    step = max(1, CHUNK_ELEMENTS // max(1, len(B) * P * C))
     for s in range(0, N, step):
         out[s : s + step] = np.abs(A[s : s + step, None] - B[None]).mean(axis=(2, 3))
     return out

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import UsageError
+
 
 def _solve_on_support(G: np.ndarray, c: np.ndarray, S: list[int]) -> np.ndarray:
     """Minimiser of the QP restricted to support ``S`` with only the sum constraint."""
@@ -31,6 +33,33 @@ def _solve_on_support(G: np.ndarray, c: np.ndarray, S: list[int]) -> np.ndarray:
     except np.linalg.LinAlgError:
         sol = np.linalg.lstsq(A, rhs, rcond=None)[0]
     return sol[:s]
+
+
+def _minimise_on_working_set(G: np.ndarray, c: np.ndarray, w: np.ndarray, S: list[int],
+                             first: int) -> list[int]:
+    """Minimise over the working set ``S``, dropping blocking members until the minimiser is
+    feasible (each drop keeps ``w`` feasible and does not increase the objective). Updates
+    ``w`` (n,) in place; returns the new working set (``[first]``, the best vertex, if
+    rounding empties it)."""
+    while True:
+        z = _solve_on_support(G, c, S)
+        if np.all(z > 0):
+            w[:] = 0.0
+            w[S] = z
+            return S
+        wS = w[S]
+        neg = np.flatnonzero(z <= 0)
+        ratios = wS[neg] / (wS[neg] - z[neg])
+        block = int(neg[np.argmin(ratios)])
+        wS = wS + float(ratios.min()) * (z - wS)
+        wS[block] = 0.0
+        keep = wS > 1e-15
+        w[:] = 0.0
+        w[S] = np.where(keep, wS, 0.0)
+        S = [i for i, k in zip(S, keep) if k]
+        if not S:
+            w[first] = 1.0
+            return [first]
 
 
 @lru_cache(maxsize=1)
@@ -76,35 +105,15 @@ def _simplex_qp(G: np.ndarray, c: np.ndarray, *, w0: np.ndarray | None,
     if w0 is not None:
         w0 = np.asarray(w0, dtype=np.float64)
         if w0.shape != (n,) or not np.all(np.isfinite(w0)) or (w0 < 0).any() or w0.sum() <= 0:
-            raise ValueError(f"w0 must be a non-negative vector of length {n} with a positive sum")
+            raise UsageError(f"w0 must be a non-negative vector of length {n} with a positive "
+                             f"sum, got shape {w0.shape}", "start from a point of the simplex")
         w = w0 / w0.sum()
         S = [int(i) for i in np.flatnonzero(w > 0)]
     else:
         w[first] = 1.0
         S = [first]
     for _ in range(max_iter or 20 * n + 20):
-        # Minimise over the working set S, dropping blocking members until the minimiser is
-        # feasible (each drop keeps w feasible and does not increase the objective).
-        while True:
-            z = _solve_on_support(G, c, S)
-            if np.all(z > 0):
-                w[:] = 0.0
-                w[S] = z
-                break
-            wS = w[S]
-            neg = np.flatnonzero(z <= 0)
-            ratios = wS[neg] / (wS[neg] - z[neg])
-            block = int(neg[np.argmin(ratios)])
-            wS = wS + float(ratios.min()) * (z - wS)
-            wS[block] = 0.0
-            keep = wS > 1e-15
-            w[:] = 0.0
-            w[S] = np.where(keep, wS, 0.0)
-            S = [i for i, k in zip(S, keep) if k]
-            if not S:  # numerically degenerate: fall back to the best vertex
-                w[first] = 1.0
-                S = [first]
-                break
+        S = _minimise_on_working_set(G, c, w, S, first)
         # Optimality: the member with the most negative reduced gradient joins the working set.
         g = G @ w - c
         mu = float(g[S].mean())

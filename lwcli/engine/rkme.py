@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DataError, SpecError
 from ..validation import (MAX_K, MAX_SCALED_COORD, check_fill_values, check_float32_range,
                           check_seed)
-from .kernels import CHUNK_ELEMENTS, KernelMetric, gram
+from .kernel import CHUNK_ELEMENTS, KernelMetric, gram, kernel_inner, kernel_sums
 from .qp import simplex_qp
 
 EXACT_ERROR_ROWS = 4096   # up to this many rows the approximation error is exact
@@ -63,10 +63,6 @@ class RKME:
     def k(self) -> int:
         return int(self.beta.shape[0])
 
-    @property
-    def is_joint(self) -> bool:
-        return self.metric.n_outputs > 0
-
     def input_part(self) -> "RKME":
         """The embedding of the input marginal: project the points onto ``x``.
 
@@ -76,14 +72,16 @@ class RKME:
         return RKME(self.beta, self.points[:, : m.dim].copy(), m, self.n_rows,
                     float("nan"), self.seed, dict(self.fit_info))
 
-    def sample(self, n: int, rng: np.random.Generator, noise: float = 0.5) -> np.ndarray:
-        """Draw ``n`` points from the kernel-smoothed RKME (raw coordinates).
+    def sample(self, n: int, rng: np.random.Generator,
+               jitter_bandwidths: float = 0.5) -> np.ndarray:
+        """Draw ``n`` points (n, dim) from the kernel-smoothed RKME, in raw coordinates.
 
-        Picks reduced points with probability ``beta`` and adds Gaussian noise of ``noise``
-        kernel bandwidths (in the metric's coordinates).
+        Picks reduced points with probability ``beta`` and adds Gaussian noise whose standard
+        deviation is ``jitter_bandwidths`` kernel bandwidths ``1 / sqrt(2 gamma)`` (in the
+        metric's coordinates).
         """
         idx = rng.choice(self.k, size=n, p=self.beta / self.beta.sum())
-        sigma = noise / math.sqrt(2.0 * self.metric.gamma)
+        sigma = jitter_bandwidths / math.sqrt(2.0 * self.metric.gamma)
         scales = np.asarray(self.metric.scales)
         return self.points[idx] + rng.normal(size=(n, self.metric.dim)) * sigma * scales
 
@@ -122,40 +120,23 @@ def _kmeanspp(Zs, k: int, gen):
 
 
 def _kernel_mean_at(T, Zs, gamma: float):
-    """``(1/m) sum_i k(t_j, z_i)`` for every reduced point, in one chunked pass (float64)."""
-    import torch
-
-    m = Zs.shape[0]
-    rows = max(1, CHUNK_ELEMENTS // max(1, T.shape[0]))
-    acc = torch.zeros(T.shape[0], dtype=torch.float64, device=T.device)
-    for s in range(0, m, rows):
-        acc += gram(T, Zs[s : s + rows], gamma).sum(1).double()
-    return acc / m
+    """``(1/m) sum_i k(t_j, z_i)`` for every reduced point ``T`` (k, d) over the data ``Zs``
+    (m, d), in one chunked pass: (k,) float64 (torch). The linear term of seed eq. 1."""
+    return kernel_sums(T, Zs, gamma) / Zs.shape[0]
 
 
 def _points_grad(T, bt, Zg, zn, gamma: float):
-    """Gradient in ``T`` of ``beta' K_TT beta - (2/m) sum_j beta_j sum_i k(t_j, z_i)`` (torch).
+    """Gradient in ``T`` (k, d) of ``beta' K_TT beta - (2/m) sum_j beta_j sum_i k(t_j, z_i)``
+    (seed eq. 1 up to its constant), over the rows ``Zg`` (m, d); ``zn``: their squared norms
+    (m,); ``bt``: ``beta`` as a (k, 1) column. (k, d) in ``T``'s dtype (torch).
 
-    The RKHS objective up to its constant, over the rows ``Zg`` (``zn``: their squared norms;
-    ``bt``: ``beta`` as a column). For the Gaussian kernel ``d k(t, z) / d t = -2 gamma (t - z)
-    k(t, z)``, so the gradient is two Gram blocks and two matrix products, no autograd graph.
+    For the Gaussian kernel ``d k(t, z) / d t = -2 gamma (t - z) k(t, z)``, so the gradient is
+    two Gram blocks and two matrix products, no autograd graph.
     """
-    import torch
-
-    k, mg = T.shape[0], Zg.shape[0]
     W = gram(T, T, gamma) * bt.T                      # W_jl = k(t_j, t_l) beta_l
     pull = T * W.sum(1, keepdim=True) - W @ T         # sum_l W_jl (t_j - t_l)
-    tn = (T * T).sum(1, keepdim=True)
-    mass = torch.zeros((k, 1), dtype=T.dtype, device=T.device)
-    first = torch.zeros_like(T)
-    rows = max(1, CHUNK_ELEMENTS // k)
-    for s in range(0, mg, rows):
-        Zc = Zg[s : s + rows]
-        C = torch.addmm(tn + zn[None, s : s + rows], T, Zc.T, alpha=-2.0)
-        C = C.clamp_min_(0.0).mul_(-gamma).exp_()     # k(t_j, z_i)
-        mass += C.sum(1, keepdim=True)
-        first += C @ Zc
-    return (-4.0 * gamma) * bt * (pull - (T * mass - first) / mg)
+    mass, first = kernel_sums(T, Zg, gamma, b_sq=zn, moments=True)
+    return (-4.0 * gamma) * bt * (pull - (T * mass[:, None] - first) / Zg.shape[0])
 
 
 def _adam_on_points(T, beta, Zg, gamma: float, *, steps: int, step_size: float):
@@ -191,10 +172,7 @@ def _approx_error2(T, beta, G, b, Zs, gamma: float, gen) -> tuple[float, str]:
 
     m, d = Zs.shape
     if m <= EXACT_ERROR_ROWS:
-        rows = max(1, CHUNK_ELEMENTS // m)
-        tot = 0.0
-        for s in range(0, m, rows):
-            tot += float(gram(Zs[s : s + rows], Zs, gamma).sum(dtype=torch.float64))
+        tot = float(kernel_inner(Zs, None, Zs, None, gamma))
         return float(beta @ G @ beta - 2 * beta @ b + tot / (m * m)), "exact"
     W = torch.randn(d, RFF_FEATURES, generator=gen, device="cpu", dtype=torch.float64)
     W = (W * math.sqrt(2.0 * gamma)).to(Zs.device, Zs.dtype)
@@ -227,26 +205,9 @@ def _check_scaled_range(Z: np.ndarray, metric: KernelMetric) -> None:
                 "subtract a constant from the column (centre it) or rescale it")
 
 
-def fit_rkme(
-    Z: np.ndarray,
-    metric: KernelMetric,
-    *,
-    k: int = 100,
-    seed: int = 0,
-    device=None,
-    n_alternations: int = 2,
-    steps: int = 12,
-    lr: float = 0.02,
-    grad_rows: int = 16384,
-    init_rows: int = 20000,
-) -> RKME:
-    """Fit the reduced set of ``Z`` (m x d raw coordinates) under ``metric``.
-
-    ``device``: a ``torch.device`` (resolved by the caller; default CPU). Deterministic for a
-    given ``seed``, data and device.
-    """
-    import torch
-
+def _check_fit_data(Z, metric: KernelMetric, k: int, seed: int) -> np.ndarray:
+    """``Z`` as an (m, d) array fit to summarise by ``k`` points under ``metric``, or a
+    DataError saying what is wrong and how to fix it."""
     Z = np.asarray(Z)
     if Z.ndim != 2:
         raise DataError(f"data must be 2-D (rows x columns), got shape {Z.shape}", "reshape it")
@@ -263,21 +224,60 @@ def fit_rkme(
     if not 1 <= k <= m:
         raise DataError(f"--k {k} reduced points asked for, but the data has {m} rows",
                         f"use --k {min(m, 100)} or fewer, or pass more rows")
-    check_float32_range(Z, None, "data")   # the data passes below are float32
+    check_float32_range(Z, None, "data")   # the data passes are float32
     check_fill_values(Z, None, "data")      # their squares too
     _check_scaled_range(Z, metric)
-    device = device or torch.device("cpu")
-    dtype = torch.float32  # data passes; beta, errors and the stored points are float64
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gamma = metric.gamma
+    return Z
 
-    # The data, scaled once, as one float32 tensor on the device (chunked conversion).
+
+def _scaled_float32(Z: np.ndarray, metric: KernelMetric, device):
+    """The data in the metric's coordinates, once, as one float32 (m, d) tensor on ``device``,
+    converted 65,536 rows at a time. The data passes are float32; ``beta``, errors and the
+    stored points are float64."""
+    import torch
+
+    dtype = torch.float32
+    m, d = Z.shape
     inv = torch.as_tensor(1.0 / np.asarray(metric.scales), dtype=dtype)
     Zs = torch.empty((m, d), dtype=dtype, device=device)
     step_rows = 1 << 16
     for s in range(0, m, step_rows):
-        Zs[s : s + step_rows] = (torch.as_tensor(Z[s : s + step_rows], dtype=dtype) * inv).to(device)
+        chunk = torch.as_tensor(Z[s : s + step_rows], dtype=dtype)
+        Zs[s : s + step_rows] = (chunk * inv).to(device)
+    return Zs
+
+
+def fit_rkme(
+    Z: np.ndarray,
+    metric: KernelMetric,
+    *,
+    k: int = 100,
+    seed: int = 0,
+    device=None,
+    n_alternations: int = 2,
+    steps: int = 12,
+    lr: float = 0.02,
+    grad_rows: int = 16384,
+    init_rows: int = 20000,
+) -> RKME:
+    """Fit the reduced set of ``Z`` (m x d raw coordinates) under ``metric``: seed eq. 1 by
+    the recipe in this module's docstring.
+
+    Returns an :class:`RKME` of ``k`` points (k, d) in raw coordinates, weights on the simplex
+    and its approximation error (an RKHS distance). ``lr`` is the Adam step in kernel
+    bandwidths; ``grad_rows`` / ``init_rows`` bound the rows the gradient and the k-means++
+    seeding see. ``device``: a ``torch.device`` (resolved by the caller; default CPU).
+    Deterministic for a given ``seed``, data and device. DataError for unusable data or ``k``.
+    """
+    import torch
+
+    Z = _check_fit_data(Z, metric, k, seed)
+    m, d = Z.shape
+    device = device or torch.device("cpu")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gamma = metric.gamma
+    Zs = _scaled_float32(Z, metric, device)
 
     init_idx = rng.choice(m, init_rows, replace=False) if m > init_rows else np.arange(m)
     T = _kmeanspp(Zs[torch.as_tensor(init_idx, device=device)], k, gen)

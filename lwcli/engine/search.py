@@ -5,9 +5,10 @@ the island's largest K with zero weights, scaled by the island metric. A query t
 batched kernel evaluation between all stacked points and the user's points — no Python loop
 over learnwares.
 
-Two modes: ``"xy"`` (the user's requirement embeds inputs *and* labels, matched against the
-learnwares' (x, y_hat) specifications) and ``"x"`` (inputs only, matched against the input
-marginals). The kernel factorises over coordinates, so the input marginal of a stacked spec is
+Two kinds of requirement, as of specifications: ``"joint"`` (it embeds inputs *and* labels,
+matched against the learnwares' (x, y_hat) specifications) and ``"input"`` (inputs only, matched
+against the input marginals); output names them by :data:`~.sketch.MODE_NAMES` (``"xy"`` /
+``"x"``). The kernel factorises over coordinates, so the input marginal of a stacked spec is
 its points with the output columns dropped.
 """
 
@@ -18,17 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MetricMismatchError, SpecError
-from .kernels import CHUNK_ELEMENTS, KernelMetric, gram, kernel_inner
+from ..errors import MetricMismatchError, SpecError, UsageError
+from .kernel import (KernelMetric, kernel_inner, stack_cross_inner, stack_inner_matrix,
+                     stack_self_inner)
 from .qp import simplex_qp
 from .rkme import RKME
-from .sketch import SKETCH_PAIRS, SketchBasis, sketch_norms, sketch_rkmes, sketch_user
+from .sketch import (MODE_NAMES, SKETCH_PAIRS, SketchBasis, check_kind, sketch_norms,
+                     sketch_rkmes, sketch_user)
 
-# Kernel block of one search step: 1 Mi float32 = 4 MiB stays cache-friendly (measured: 7.5 ms
-# for 1,000 learnwares against 12 ms with 16 MiB blocks on the 2-core CI machine).
+# Kernel block of one search step on a CPU: 1 Mi float32 = 4 MiB stays in cache (16 MiB blocks
+# make a 1,000-learnware query about 1.6x slower).
 SEARCH_BLOCK_ELEMENTS = 1 << 20
-# On a GPU a block is one kernel launch and one copy back: with the CPU's block a 10,000-
-# learnware query took 37 ms on an H100, with this one (128 Mi float32, 512 MiB) 10.5 ms.
+# On a GPU a block is one kernel launch and one copy back, so blocks are large: 128 Mi float32
+# (512 MiB) makes a 10,000-learnware query about 3.5x faster than the CPU's block size.
 SEARCH_BLOCK_ELEMENTS_GPU = 1 << 27
 # Above this many learnwares an island is searched through its sketch index (when it has one):
 # exact search of 100,000 learnwares takes about 0.8 s on two CPU cores.
@@ -36,6 +39,7 @@ SKETCH_MIN_LEARNWARES = 100_000
 # Sketch search: how many of the nearest sketches get an exact MMD (see the benchmark's recall).
 SKETCH_CANDIDATES = 2048
 # The mixture is chosen among this many best single matches.
+MIXTURE_CANDIDATES = 16
 MIN_REQUIREMENT_ROWS = 20     # fewer rows: an RKME says little about the user's distribution
 
 
@@ -52,12 +56,10 @@ def requirement_notes(n_rows: int, labelled: bool) -> list[str]:
             f"ranking means little: {fix}"]
 
 
-MIXTURE_CANDIDATES = 16
-
 
 @dataclass(frozen=True)
 class IslandSketch:
-    """An island's sketch index: per learnware a ``2 * pairs`` vector for each mode.
+    """An island's sketch index: per learnware a ``2 * pairs`` vector for each kind.
 
     ``xy`` / ``x``: (N, 2 * pairs) float32 (typically memory-mapped); ``norms``: (2, N) their
     squared norms, float64.
@@ -72,8 +74,13 @@ class IslandSketch:
     def n(self) -> int:
         return int(self.xy.shape[0])
 
-    def matrix(self, mode: str) -> np.ndarray:
-        return self.xy if mode == "xy" else self.x
+    def matrix(self, kind: str) -> np.ndarray:
+        """The (N, 2 * pairs) sketches of ``kind`` ("joint" or "input")."""
+        return self.xy if check_kind(kind) == "joint" else self.x
+
+    def norms_of(self, kind: str) -> np.ndarray:
+        """The (N,) squared norms of :meth:`matrix`'s rows."""
+        return self.norms[0 if check_kind(kind) == "joint" else 1]
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ class SpecStack:
     """All specifications of one island, ready for batched queries.
 
     ``points``: (N, K, d) scaled coordinates; ``beta``: (N, K) with zero padding;
-    ``self_xy`` / ``self_x``: each spec's squared RKHS norm in the joint / input-only mode.
+    ``self_xy`` / ``self_x``: each spec's squared RKHS norm, joint / input-only (the index's
+    names, :data:`~.sketch.MODE_NAMES`).
     """
 
     metric: KernelMetric
@@ -94,30 +102,33 @@ class SpecStack:
     def n(self) -> int:
         return int(self.points.shape[0])
 
+    def selfs(self, kind: str) -> np.ndarray:
+        """The (N,) squared RKHS norms of ``kind`` ("joint" or "input")."""
+        return self.self_xy if check_kind(kind) == "joint" else self.self_x
+
+    def dims(self, kind: str) -> int:
+        """How many leading coordinates of the stacked points ``kind`` compares."""
+        return self.metric.dim if check_kind(kind) == "joint" else self.metric.n_inputs
+
 
 def _self_terms(points: np.ndarray, beta: np.ndarray, gamma: float, device) -> np.ndarray:
+    """Each stacked spec's squared RKHS norm (N,) float64, computed on ``device`` in the
+    stack's dtype; ``points`` (N, K, d) and ``beta`` (N, K) may be memory-mapped."""
     import torch
 
+    def load(lo: int, hi: int):
+        P = torch.from_numpy(np.array(points[lo:hi])).to(device)
+        return P, torch.from_numpy(np.array(beta[lo:hi])).to(device, P.dtype)
+
     N, K, _ = points.shape
-    out = np.empty(N, dtype=np.float64)
-    if K * K > CHUNK_ELEMENTS:   # one spec's K x K Gram alone is large: row blocks of it
-        for i in range(N):
-            P = torch.from_numpy(np.array(points[i])).to(device)
-            b = torch.from_numpy(np.array(beta[i])).to(device, P.dtype)
-            out[i] = float(kernel_inner(P, b, P, b, gamma))
-        return out
-    per = max(1, CHUNK_ELEMENTS // max(1, K * K))
-    for s in range(0, N, per):
-        P = torch.from_numpy(np.array(points[s : s + per])).to(device)
-        b = torch.from_numpy(np.array(beta[s : s + per])).to(device, P.dtype)
-        G = gram(P, P, gamma)
-        out[s : s + per] = torch.einsum("nk,nkl,nl->n", b, G, b).double().cpu().numpy()
-    return out
+    return stack_self_inner(load, N, K, gamma)
 
 
 def build_stack(specs: list[RKME], metric: KernelMetric, device=None,
                 dtype=np.float32) -> SpecStack:
-    """Stack the joint specifications of one island (all fitted under ``metric``)."""
+    """Stack the joint specifications of one island (all fitted under ``metric``): points
+    scaled and zero-padded to the largest K in ``dtype``, self terms computed on ``device``.
+    MetricMismatchError if a specification was fitted under another metric."""
     import torch
 
     device = device or torch.device("cpu")
@@ -140,7 +151,7 @@ def build_stack(specs: list[RKME], metric: KernelMetric, device=None,
 def stack_arrays(metric: KernelMetric, points: np.ndarray, beta: np.ndarray,
                  device=None) -> SpecStack:
     """A stack from already scaled, padded ``points`` (N, K, d) and ``beta`` (N, K): computes
-    both modes' self terms."""
+    both kinds' self terms ``||Phi_i||^2`` (the self terms of the MMD), float64 (N,) each."""
     self_xy = _self_terms(points, beta, metric.gamma, device)
     self_x = _self_terms(np.ascontiguousarray(points[:, :, : metric.n_inputs]), beta,
                          metric.gamma, device)
@@ -153,18 +164,20 @@ def island_basis(metric: KernelMetric, seed: int, pairs: int = SKETCH_PAIRS) -> 
 
 
 def build_sketch(stack: SpecStack, basis: SketchBasis, device=None) -> IslandSketch:
-    """Both modes' sketches of a stacked island, and their squared norms."""
-    xy = sketch_rkmes(stack.points, stack.beta, basis, "xy", device)
-    x = sketch_rkmes(stack.points, stack.beta, basis, "x", device)
+    """Both kinds' sketches of a stacked island, (N, 2 * pairs) float32 each, and their
+    squared norms (2, N) float64 (Rahimi & Recht 2007; see :mod:`.sketch`)."""
+    xy = sketch_rkmes(stack.points, stack.beta, basis, "joint", device)
+    x = sketch_rkmes(stack.points, stack.beta, basis, "input", device)
     return IslandSketch(basis, xy, x, np.stack([sketch_norms(xy), sketch_norms(x)]))
 
 
-def _user_mode(stack: SpecStack, user: RKME) -> str:
+def _user_kind(stack: SpecStack, user: RKME) -> str:
+    """"joint" or "input": which of the island's metrics the requirement was fitted under."""
     m = stack.metric
     if user.metric.digest() == m.digest():
-        return "xy"
+        return "joint"
     if user.metric.digest() == m.input_metric().digest():
-        return "x"
+        return "input"
     raise MetricMismatchError(
         f"the requirement was fitted with kernel metric {user.metric.digest()}, but this island "
         f"uses {m.digest()} (or {m.input_metric().digest()} for inputs only)",
@@ -174,7 +187,7 @@ def _user_mode(stack: SpecStack, user: RKME) -> str:
 
 @dataclass(frozen=True)
 class Ranking:
-    mode: str
+    kind: str                 # "joint" (label-aware) or "input" (inputs only)
     mmd2: np.ndarray          # (N,) squared RKHS distances, user to each learnware
     cross: np.ndarray         # (N,) <Phi_user, Phi_i>
     self_user: float
@@ -187,33 +200,26 @@ class Ranking:
         possible RKHS distance for a normalised kernel). Comparable across queries."""
         return 1.0 - np.sqrt(np.clip(mmd2, 0.0, 2.0) / 2.0)
 
+    @property
+    def mode(self) -> str:
+        """The kind as output names it: "xy" or "x"."""
+        return MODE_NAMES[self.kind]
 
-def _scaled_user(stack: SpecStack, user: RKME, mode: str):
-    m = stack.metric if mode == "xy" else stack.metric.input_metric()
+
+def _scaled_user(stack: SpecStack, user: RKME, kind: str):
+    m = stack.metric if kind == "joint" else stack.metric.input_metric()
     return user.points / np.asarray(m.scales), user.beta
-
-
-def _neg_gamma_sqdist_operands(P, U, gamma: float):
-    """Augmented operands whose product is ``-gamma * ||p - u||^2`` in a single matmul.
-
-    ``[p, |p|^2, 1] . [2 gamma u, -gamma, -gamma |u|^2]``: the kernel block then needs one
-    matmul, one in-place ``exp`` and one matrix-vector product — three passes over the
-    (points x user points) block instead of six, which is what bounds search time.
-    """
-    import torch
-
-    ones = torch.ones(P.shape[0], 1, dtype=P.dtype, device=P.device)
-    Pa = torch.cat([P, (P * P).sum(1, keepdim=True), ones], 1)
-    Ua = torch.cat([2.0 * gamma * U, torch.full((U.shape[0], 1), -gamma, dtype=U.dtype,
-                                                device=U.device),
-                    -gamma * (U * U).sum(1, keepdim=True)], 1)
-    return Pa, Ua
 
 
 def rank_single(stack: SpecStack, user: RKME, device=None, *, sketch: "IslandSketch | None" = None,
                 keep: int | None = None, allowed: np.ndarray | None = None,
                 candidates: int = SKETCH_CANDIDATES) -> Ranking:
-    """Squared MMD from the user's requirement to the island's learnwares, batched.
+    """Squared MMD (the seed's RKHS distance, sec. 3.3 and eq. 6) from the user's requirement to
+    the island's learnwares, batched: ``Ranking.mmd2`` (N,) float64, in squared RKHS units.
+
+    The requirement's metric picks the kind: the island's metric is label-aware ("joint"), its
+    input metric inputs only ("input"); MetricMismatchError for any other. UsageError if
+    ``allowed`` or ``sketch`` do not fit the stack.
 
     Exact by default: every learnware. With ``sketch``, the ``candidates`` learnwares nearest
     by sketch distance are shortlisted first and only they get an exact MMD (the others are
@@ -223,30 +229,28 @@ def rank_single(stack: SpecStack, user: RKME, device=None, *, sketch: "IslandSke
     import torch
 
     device = device or torch.device("cpu")
-    mode = _user_mode(stack, user)
+    kind = _user_kind(stack, user)
     gamma = stack.metric.gamma
     N, K, d = stack.points.shape
-    dm = d if mode == "xy" else stack.metric.n_inputs
-    U, bu = _scaled_user(stack, user, mode)
+    U, bu = _scaled_user(stack, user, kind)
     dt = torch.float32 if stack.points.dtype == np.float32 else torch.float64
     Ud = torch.as_tensor(U, dtype=torch.float64, device=device)
     bud = torch.as_tensor(bu, dtype=torch.float64, device=device)
-    if Ud.shape[0] ** 2 <= CHUNK_ELEMENTS:
-        self_user = float(bud @ gram(Ud, Ud, gamma) @ bud)
-    else:                         # a large requirement: row blocks, never K x K at once
-        self_user = float(kernel_inner(Ud, bud, Ud, bud, gamma))
+    self_user = float(kernel_inner(Ud, bud, Ud, bud, gamma))
     if allowed is not None:
         allowed = np.asarray(allowed, dtype=bool)
         if allowed.shape != (N,):
-            raise ValueError(f"allowed has shape {allowed.shape}, the island has {N} learnwares")
+            raise UsageError(f"allowed has shape {allowed.shape}, the island has {N} learnwares",
+                             "pass one boolean per learnware of the island")
     rows = None
     if sketch is not None:
         if sketch.n != N or sketch.basis.dim != d:
-            raise ValueError(f"the sketch ({sketch.n} x {sketch.basis.dim} coordinates) does not "
-                             f"match the island's stack ({N} x {d})")
-        rows = _sketch_shortlist(sketch, mode, U, bu, candidates, allowed, device)
-    cross_rows = _cross_terms(stack, Ud.to(dt), bud.to(dt), gamma, dm, device, rows)
-    selfs = stack.self_xy if mode == "xy" else stack.self_x
+            raise UsageError(f"the sketch ({sketch.n} x {sketch.basis.dim} coordinates) does not "
+                             f"match the island's stack ({N} x {d})",
+                             "pass the sketch built from this stack")
+        rows = _sketch_shortlist(sketch, kind, U, bu, candidates, allowed, device)
+    cross_rows = _cross_terms(stack, Ud.to(dt), bud.to(dt), gamma, stack.dims(kind), device, rows)
+    selfs = stack.selfs(kind)
     if rows is None:
         cross = cross_rows
         mmd2 = np.maximum(selfs + self_user - 2.0 * cross, 0.0)
@@ -257,7 +261,7 @@ def rank_single(stack: SpecStack, user: RKME, device=None, *, sketch: "IslandSke
         mmd2 = np.full(N, np.nan)
         mmd2[rows] = np.maximum(selfs[rows] + self_user - 2.0 * cross_rows, 0.0)
         pool = rows
-    return Ranking(mode, mmd2, cross, self_user, _best(mmd2, pool, keep),
+    return Ranking(kind, mmd2, cross, self_user, _best(mmd2, pool, keep),
                    None if rows is None else len(rows))
 
 
@@ -322,26 +326,17 @@ def _cross_terms(stack: SpecStack, Ut, but, gamma: float, dm: int, device,
                     torch.from_numpy(np.ascontiguousarray(bet[s:e])).to(device))
     n = N if rows is None else len(rows)
     size = SEARCH_BLOCK_ELEMENTS if device.type == "cpu" else SEARCH_BLOCK_ELEMENTS_GPU
-    per = max(1, size // max(1, Ut.shape[0] * K))                     # whole learnwares
-    out = torch.empty(n, dtype=torch.float64, device=device)
-    Ua = None
-    for s in range(0, n, per):
-        P, w = block(s, s + per)
-        P = P[:, :, :dm].reshape(-1, dm)
-        Pa, Ua_ = _neg_gamma_sqdist_operands(P, Ut, gamma)
-        Ua = Ua_ if Ua is None else Ua
-        kb = (Pa @ Ua.T).exp_() @ but                         # (rows,) = sum_j k(p, u_j) b_j
-        out[s : s + per] = (kb.reshape(-1, K) * w.to(kb.dtype)).sum(1).double()
+    out = stack_cross_inner(block, n, K, Ut, but, gamma, dims=dm, block_elements=size)
     return out.cpu().numpy()
 
 
-def _sketch_shortlist(sketch: "IslandSketch", mode: str, U: np.ndarray, bu: np.ndarray,
+def _sketch_shortlist(sketch: "IslandSketch", kind: str, U: np.ndarray, bu: np.ndarray,
                       candidates: int, allowed: np.ndarray | None, device) -> np.ndarray:
     """Indices (sorted) of the ``candidates`` learnwares nearest by sketch distance."""
     import torch
 
-    su = sketch_user(U, bu, sketch.basis, mode)
-    S, norms = sketch.matrix(mode), sketch.norms[0 if mode == "xy" else 1]
+    su = sketch_user(U, bu, sketch.basis, kind)
+    S, norms = sketch.matrix(kind), sketch.norms_of(kind)
     pool = sketch.n if allowed is None else int(allowed.sum())
     c = max(1, min(int(candidates), pool))
     if pool == 0:
@@ -361,6 +356,41 @@ def _sketch_shortlist(sketch: "IslandSketch", mode: str, U: np.ndarray, bu: np.n
             approx = np.where(allowed, approx, np.inf)
         idx = np.argpartition(approx, c - 1)[:c] if c < len(approx) else np.arange(len(approx))
     return np.sort(idx.astype(np.int64))
+
+
+def _greedy_support(H: np.ndarray, c: np.ndarray, su: float, floor: float, max_members: int,
+                    min_gain: float) -> tuple[list[int], np.ndarray, float]:
+    """Greedy forward selection for :func:`mixture_search`: ``H`` (M, M) inner products of
+    the candidates' embeddings, ``c`` (M,) theirs with the user's, ``su`` the user's squared
+    norm. Returns the chosen positions, their simplex weights and the squared MMD reached."""
+
+    def objective(idx: list[int]) -> tuple[np.ndarray, float]:
+        w = simplex_qp(H[np.ix_(idx, idx)], c[idx])
+        val = float(w @ H[np.ix_(idx, idx)] @ w - 2 * w @ c[idx] + su)
+        return w, max(val, 0.0)
+
+    M = len(c)
+    chosen = [0]
+    w, cur = objective(chosen)
+    while len(chosen) < max_members:
+        best = None
+        for j in range(M):
+            if j in chosen:
+                continue
+            wj, vj = objective(chosen + [j])
+            if best is None or vj < best[2]:
+                best = (j, wj, vj)
+        if best is None:
+            break
+        gain = cur - best[2]
+        if gain <= max(min_gain * cur, floor):
+            break
+        chosen.append(best[0])
+        w, cur = best[1], best[2]
+        keep = w > 1e-12
+        chosen = [i for i, k in zip(chosen, keep) if k]
+        w = w[keep] / w[keep].sum()
+    return chosen, w, cur
 
 
 @dataclass(frozen=True)
@@ -393,49 +423,19 @@ def mixture_search(
     import torch
 
     device = device or torch.device("cpu")
-    mode = ranking.mode
     cand = ranking.order[: min(candidates, stack.n)]
     M = len(cand)
-    N, K, d = stack.points.shape
-    dm = d if mode == "xy" else stack.metric.n_inputs
+    dm = stack.dims(ranking.kind)
     # float32 Gram through the one-matmul form; H's absolute error (~1e-6) sits far below the
     # sampling-noise floor (~1e-3) that decides membership.
     P = torch.from_numpy(np.ascontiguousarray(stack.points[cand][:, :, :dm], dtype=np.float32)
-                         .reshape(M * K, dm)).to(device)
+                         ).to(device)
     B = torch.from_numpy(np.ascontiguousarray(stack.beta[cand], dtype=np.float32)).to(device)
-    Pa, Qa = _neg_gamma_sqdist_operands(P, P, stack.metric.gamma)
-    G = (Pa @ Qa.T).exp_().reshape(M, K, M, K)
-    H = torch.einsum("ak,akbl,bl->ab", B, G, B).double().cpu().numpy()
-    H = 0.5 * (H + H.T)
-    c = ranking.cross[cand]
+    H = stack_inner_matrix(P, B, stack.metric.gamma)
     su = ranking.self_user
     floor = max(1.0 - su, 0.0) / max(user.n_rows, 1)
-
-    def objective(idx: list[int]) -> tuple[np.ndarray, float]:
-        w = simplex_qp(H[np.ix_(idx, idx)], c[idx])
-        val = float(w @ H[np.ix_(idx, idx)] @ w - 2 * w @ c[idx] + su)
-        return w, max(val, 0.0)
-
-    chosen = [0]
-    w, cur = objective(chosen)
-    while len(chosen) < min(max_members, M):
-        best = None
-        for j in range(M):
-            if j in chosen:
-                continue
-            wj, vj = objective(chosen + [j])
-            if best is None or vj < best[2]:
-                best = (j, wj, vj)
-        if best is None:
-            break
-        gain = cur - best[2]
-        if gain <= max(min_gain * cur, floor):
-            break
-        chosen.append(best[0])
-        w, cur = best[1], best[2]
-        keep = w > 1e-12
-        chosen = [i for i, k in zip(chosen, keep) if k]
-        w = w[keep] / w[keep].sum()
+    chosen, w, cur = _greedy_support(H, ranking.cross[cand], su, floor, min(max_members, M),
+                                     min_gain)
     order = np.argsort(-w, kind="stable")
     members = cand[np.asarray(chosen)[order]]
     return Mixture(members=members, weights=w[order], mmd2=cur, noise_floor=floor)
@@ -505,7 +505,7 @@ def rerank(order: np.ndarray, user: RKME, outputs_of, shortlist: int = RERANK_SH
     return Reranked(np.concatenate([ranked, rest]), losses, np.asarray(skipped, dtype=np.int64))
 
 
-__all__ = ["SpecStack", "IslandSketch", "build_stack", "stack_arrays", "build_sketch", "island_basis", "rank_single", "mixture_search", "Ranking", "Mixture",
-           "Reranked", "rerank", "requirement_loss", "requirement_sample",
+__all__ = ["SpecStack", "IslandSketch", "build_stack", "stack_arrays", "build_sketch",
+           "island_basis", "rank_single", "mixture_search", "Ranking", "Mixture", "Reranked", "rerank", "requirement_loss", "requirement_sample",
            "RERANK_SHORTLIST", "SKETCH_MIN_LEARNWARES", "SKETCH_CANDIDATES",
            "MIXTURE_CANDIDATES"]

@@ -8,9 +8,9 @@ with frequencies ``omega_j ~ N(0, 2 gamma I)``, the map
 embeddings. Both sketches share the frequencies, so the estimate's error shrinks with the MMD
 itself: close matches, the ones a search must not miss, are the best estimated.
 
-Input-only ("x") sketches use the same frequencies restricted to the input coordinates: the
-Gaussian's spectral density factorises over coordinates, so they estimate the input kernel that
-an unlabelled requirement is compared under.
+Input-only sketches (kind ``"input"``) use the same frequencies restricted to the input
+coordinates: the Gaussian's spectral density factorises over coordinates, so they estimate the
+input kernel that an unlabelled requirement is compared under.
 
 Everything here is pure: arrays in, arrays out. The island's seed and size are recorded with
 the index, so a user's sketch is computed with exactly the learnwares' frequencies.
@@ -23,10 +23,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import CHUNK_ELEMENTS
+from ..errors import UsageError
+from .kernel import CHUNK_ELEMENTS
 
-SKETCH_PAIRS = 256          # 512 floats (2 KiB) per learnware and mode; see the benchmark
-MODES = ("xy", "x")
+SKETCH_PAIRS = 256          # 512 floats (2 KiB) per learnware and kind; see the benchmark
+# What an embedding covers, in the words of a specification's kind: inputs and outputs, or
+# inputs only. The engine says these everywhere.
+KINDS = ("joint", "input")
+# The one place they meet the names lw writes: a search's JSON "mode" ("xy" / "x") and the
+# index's per-kind arrays (``self_xy``, ``sketch.xy``, ...).
+MODE_NAMES = {"joint": "xy", "input": "x"}
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` if it is one of :data:`KINDS`, else a UsageError."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown embedding kind {kind!r}: expected one of {', '.join(KINDS)}",
+                         "pass 'joint' (inputs and outputs) or 'input' (inputs only)")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -39,13 +53,13 @@ class SketchBasis:
     n_inputs: int
     gamma: float
 
-    def omega(self, mode: str) -> np.ndarray:
-        """(pairs, coordinates) frequencies for ``mode`` ("xy": all coordinates, "x": inputs)."""
-        if mode not in MODES:
-            raise ValueError(f"unknown sketch mode {mode!r}")
+    def omega(self, kind: str) -> np.ndarray:
+        """(pairs, coordinates) frequencies, in 1 / scaled unit, for ``kind`` ("joint": all
+        coordinates, "input": the inputs). UsageError for another kind."""
+        check_kind(kind)
         W = np.random.default_rng(self.seed).standard_normal((self.pairs, self.dim))
         W *= math.sqrt(2.0 * self.gamma)
-        return W if mode == "xy" else np.ascontiguousarray(W[:, : self.n_inputs])
+        return W if kind == "joint" else np.ascontiguousarray(W[:, : self.n_inputs])
 
     def to_dict(self) -> dict:
         return {"seed": int(self.seed), "pairs": int(self.pairs), "dim": int(self.dim),
@@ -58,21 +72,23 @@ class SketchBasis:
                    float(d["gamma"]))
 
 
-def sketch_rkmes(points: np.ndarray, beta: np.ndarray, basis: SketchBasis, mode: str,
+def sketch_rkmes(points: np.ndarray, beta: np.ndarray, basis: SketchBasis, kind: str,
                  device=None) -> np.ndarray:
     """Sketches of stacked, *scaled* reduced sets: ``points`` (N, K, d), ``beta`` (N, K).
 
-    ``d`` may be the joint dimension in either mode (input-only sketches use the first
-    ``n_inputs`` coordinates). Returns (N, 2 * pairs) float32, computed in chunks.
+    ``d`` may be the joint dimension for either ``kind`` (input-only sketches use the first
+    ``n_inputs`` coordinates). Returns (N, 2 * pairs) float32, computed in chunks of
+    ``CHUNK_ELEMENTS`` projections. UsageError if the points have too few coordinates.
     """
     import torch
 
     device = device or torch.device("cpu")
     N, K, d = points.shape
-    W = basis.omega(mode)
+    W = basis.omega(kind)
     dm = W.shape[1]
     if d < dm:
-        raise ValueError(f"points have {d} coordinates, the {mode!r} sketch needs {dm}")
+        raise UsageError(f"points have {d} coordinates, the {kind!r} sketch needs {dm}",
+                         "pass the island's scaled points")
     Wt = torch.as_tensor(W.T, dtype=torch.float32, device=device)
     m = basis.pairs
     out = np.empty((N, 2 * m), dtype=np.float32)
@@ -100,12 +116,14 @@ def sketch_norms(sketches: np.ndarray) -> np.ndarray:
 
 
 def sketch_user(points_scaled: np.ndarray, beta: np.ndarray, basis: SketchBasis,
-                mode: str) -> np.ndarray:
-    """The sketch of one requirement (its scaled points for ``mode``), float64."""
-    W = basis.omega(mode)
+                kind: str) -> np.ndarray:
+    """The sketch (2 * pairs,) float64 of one requirement: its scaled points (K, d) for
+    ``kind``, weights ``beta`` (K,)."""
+    W = basis.omega(kind)
     proj = np.asarray(points_scaled, dtype=np.float64) @ W.T
     b = np.asarray(beta, dtype=np.float64)
     return np.concatenate([b @ np.cos(proj), b @ np.sin(proj)]) / math.sqrt(basis.pairs)
 
 
-__all__ = ["SketchBasis", "sketch_rkmes", "sketch_norms", "sketch_user", "SKETCH_PAIRS", "MODES"]
+__all__ = ["SketchBasis", "sketch_rkmes", "sketch_norms", "sketch_user", "SKETCH_PAIRS", "KINDS",
+           "MODE_NAMES", "check_kind"]
