@@ -118,7 +118,7 @@ def build_market(root: Path, n: int, seed: int = 0, device=None, jitter: float =
     with market_lock(mk.layout):
         mk.reload()
         if iid not in mk.islands():
-            mk._add_island(Island(iid, KEY, metric, utcnow(), ids[0]))
+            mk.add_island(Island(iid, KEY, metric, utcnow(), ids[0]))
     fam = Family(n, seed, jitter)
     t0 = time.perf_counter()
     points, beta = fam.arrays()

@@ -83,7 +83,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
         try:
             point("submit:intent", mk.layout.intent(lw_id))
             if created:
-                mk._add_island(Island(iid, pkg.manifest.island_key(), metric, utcnow(), lw_id))
+                mk.add_island(Island(iid, pkg.manifest.island_key(), metric, utcnow(), lw_id))
                 point("submit:island", mk.layout.market_toml)
             record = {"id": lw_id, "island": iid, "submitted_at": utcnow(),
                       "lw_version": __version__, "trusted_load": bool(trust), "qa": qa.to_dict()}

@@ -387,7 +387,7 @@ class Market:
                                 f"known islands: {', '.join(self.islands()) or 'none'}")
         return isl
 
-    def _add_island(self, island: Island) -> None:
+    def add_island(self, island: Island) -> None:
         """Record a new island (caller holds the lock and has reloaded the config)."""
         cfg = dict(self.config)
         cfg["islands"] = dict(cfg.get("islands", {}))
