@@ -22,7 +22,7 @@ from .market import market_info, market_init, market_ls, market_refresh, market_
 from .pack import pack
 from .reuse import load_learnwares, reuse
 from .search import search
-from .spec import build_spec, build_specs, write_spec  # noqa: F401 (build_specs: public, not in __all__)
+from .spec import build_spec, build_specs, write_spec  # noqa: F401 (build_specs: public)
 from .submit import submit
 
 __all__ = ["build_spec", "write_spec", "pack", "submit", "search", "reuse", "load_learnwares",

@@ -11,15 +11,22 @@ from ..errors import NotFoundError
 
 @dataclass(frozen=True)
 class PackResult:
+    """The package written: its path, learnware id, size in bytes and model format."""
+
     path: str
     id: str
     size: int
     model_format: str
 
+    def to_dict(self) -> dict:
+        return {"path": self.path, "id": self.id, "size": self.size,
+                "model_format": self.model_format}
+
 
 def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path, *,
          trust: bool = False) -> PackResult:
     """Bundle model + specification + learnware.toml into one ``.lw`` package."""
+    import contextlib
     from dataclasses import replace
 
     from ..market.checks import check_consistency
@@ -47,10 +54,10 @@ def pack(model: str | Path, spec: str | Path, meta: str | Path, out: str | Path,
             "pass --trust to package it anyway (users will need --trust too), or use skops/ONNX")
     if man.model_format == "skops":
         data = canonical_skops(data)  # same model, same bytes, same id
-    try:   # refuses untrusted types, and inputs the model names otherwise than the manifest
+    # refuses untrusted types, and inputs the model names otherwise than the manifest; without
+    # onnxruntime here (MissingExtraError) the market checks the model at submit
+    with contextlib.suppress(MissingExtraError):
         load_learnware_model(data, man.model_format, man.features, trust=trust)
-    except MissingExtraError:
-        pass   # no onnxruntime here: the market checks the model at submit
     expected_ext = MODEL_EXTENSIONS[man.model_format]
     model_file = man.model_file if man.model_file.endswith(expected_ext) else f"model{expected_ext}"
     man = replace(man, model_file=model_file, package={

@@ -66,78 +66,39 @@ def build_spec(
     - with neither (a user without labels): embeds ``x``.
     With ``market``, the island's kernel metric is used (and must be, for the spec to be
     comparable); without it a metric is fitted from the data. ``clamp_k`` lowers ``k`` to the
-    row count instead of failing (search does this for small user samples).
+    row count instead of failing (search does this for small user samples). ``k`` reduced
+    points summarise the rows (the RKME of seed sec. 3.3, eq. 1:
+    :func:`lwcli.engine.rkme.fit_rkme`).
+    A user's task, when no island or manifest declares it, is inferred from the labels
+    (:func:`lwcli.engine.task.infer_task`).
+
+    Raises :class:`UsageError` for options that do not go together, :class:`NotFoundError`
+    for a missing model file or no island taking the columns, :class:`DataError` for ``k``
+    above the row count and labels that do not fit the task.
     """
     from ..device import resolve_device
     from ..engine.kernels import fit_metric
     from ..engine.rkme import fit_rkme
     from ..io import read_table
-    from ..labels import encode_outputs, label_str
-    from ..market.manifest import read_manifest
 
-    if model is not None and target is not None:
-        raise UsageError("--model and --target both given",
-                         "a developer passes --model (outputs come from it); a user passes --target")
-    man = read_manifest(meta) if meta is not None else None
-    if model is not None and man is None:
-        raise UsageError("--model needs --meta learnware.toml",
-                         "pass the manifest so lw knows the task, features and outputs")
-    isl = None
+    man = _developer_manifest(model, target, meta)
     features = list(man.features) if man else None
     table = read_table(data, target=target, features=features, min_rows=1)
+    isl = None
     if market is not None:
-        from ..market.store import Market
-
-        mk = Market.open(market)
-        if island is not None:
-            isl = mk.island(island)
-            if man is not None and man.island_id() != isl.id:
-                raise UsageError(f"--meta places the model on island {man.island_id()}, not "
-                                 f"{island}", "drop --island or fix the manifest")
-        elif man is not None:
-            isl = mk.islands().get(man.island_id())  # None: this spec will found a new island
-        else:
-            isl = _resolve_island_for_features(mk, table.features, island, task)
-        if isl is not None and man is None:  # reorder the columns to the island's order
-            table = table.select(isl.key["features"])
+        isl, table = _spec_island(market, table, man, island, task)
     if clamp_k:
         k = min(k, table.n_rows)
     if k > table.n_rows:
         raise DataError(f"--k {k} reduced points asked for, but {table.path} has {table.n_rows} rows",
                         f"use --k {table.n_rows} or fewer, or pass more rows")
     dev = resolve_device(device)
-    task = outputs = source = None
-    Y = None
+    task = outputs = source = Y = None
     if model is not None:
-        from ..market.manifest import MODEL_EXTENSIONS
-        from ..market.models import load_learnware_model, model_outputs
-
-        mp = Path(model)
-        if not mp.is_file():
-            raise NotFoundError(f"model file {mp} does not exist", "check the path")
-        fmt = model_format or man.model_format
-        if fmt not in MODEL_EXTENSIONS:
-            raise UsageError(f"unknown model format {fmt!r}", "use skops, onnx, pickle or joblib")
-        mdl = load_learnware_model(mp.read_bytes(), fmt, man.features, trust=trust)
-        task, outputs, source = man.task, tuple(man.outputs), "model"
-        Y = model_outputs(mdl, table.X, task, outputs)
+        task, outputs, Y = _model_outputs(model, model_format, man, table, trust)
+        source = "model"
     elif target is not None:
-        if isl is not None:
-            task, outputs = isl.key["task"], tuple(isl.key["outputs"])
-        elif man is not None:
-            task, outputs = man.task, tuple(man.outputs)
-        else:
-            y = table.y
-            # numbers are classes when they are few integers that repeat: 20 integral
-            # PM2.5 readings with 19 distinct values are a regression target
-            numeric = y.dtype.kind in "iuf"
-            distinct = len(np.unique(y))
-            task = "classification" if not numeric or (
-                distinct <= 20 and 2 * distinct <= len(y) and np.allclose(y, np.round(y))) \
-                else "regression"
-            outputs = (tuple(sorted({label_str(v) for v in y})) if task == "classification"
-                       else (target,))
-        Y = encode_outputs(table.y, task, outputs, f"target column {target!r}")
+        task, outputs, Y = _target_outputs(table, target, isl, man)
         source = "target"
     if isl is not None:
         metric = isl.metric if Y is not None else isl.metric.input_metric()
@@ -148,6 +109,75 @@ def build_spec(
     return Spec(rkme=rkme, features=tuple(table.features), task=task,
                 outputs=tuple(outputs) if outputs else (), output_source=source,
                 island=isl.id if isl is not None else None)
+
+
+def _developer_manifest(model, target, meta):
+    """The manifest ``meta`` (``None`` without one), which ``model`` needs; a spec embeds
+    a model's outputs or the user's labels, not both."""
+    from ..market.manifest import read_manifest
+
+    if model is not None and target is not None:
+        raise UsageError("--model and --target both given",
+                         "a developer passes --model (outputs come from it); a user passes --target")
+    man = read_manifest(meta) if meta is not None else None
+    if model is not None and man is None:
+        raise UsageError("--model needs --meta learnware.toml",
+                         "pass the manifest so lw knows the task, features and outputs")
+    return man
+
+
+def _spec_island(market, table, man, island: str | None, task: str | None):
+    """The island a spec is fitted for (``None``: the manifest's island does not exist yet,
+    this spec will found it) and the table, its columns in that island's order for a user."""
+    from ..market.store import Market
+
+    mk = Market.open(market)
+    if island is not None:
+        isl = mk.island(island)
+        if man is not None and man.island_id() != isl.id:
+            raise UsageError(f"--meta places the model on island {man.island_id()}, not "
+                             f"{island}", "drop --island or fix the manifest")
+    elif man is not None:
+        isl = mk.islands().get(man.island_id())
+    else:
+        isl = _resolve_island_for_features(mk, table.features, island, task)
+    if isl is not None and man is None:  # reorder the columns to the island's order
+        table = table.select(isl.key["features"])
+    return isl, table
+
+
+def _model_outputs(model, model_format, man, table, trust: bool):
+    """A developer's spec: task and outputs from the manifest, the model's outputs on the
+    table's rows (values, or class probabilities in the manifest's class order)."""
+    from ..market.manifest import MODEL_EXTENSIONS
+    from ..market.models import load_learnware_model, model_outputs
+
+    mp = Path(model)
+    if not mp.is_file():
+        raise NotFoundError(f"model file {mp} does not exist", "check the path")
+    fmt = model_format or man.model_format
+    if fmt not in MODEL_EXTENSIONS:
+        raise UsageError(f"unknown model format {fmt!r}", "use skops, onnx, pickle or joblib")
+    mdl = load_learnware_model(mp.read_bytes(), fmt, man.features, trust=trust)
+    outputs = tuple(man.outputs)
+    return man.task, outputs, model_outputs(mdl, table.X, man.task, outputs)
+
+
+def _target_outputs(table, target: str, isl, man):
+    """A user's label-aware spec: task and outputs from the island, else the manifest, else
+    inferred from the labels (:func:`lwcli.engine.task.infer_task`); the labels encoded."""
+    from ..engine.task import infer_task
+    from ..labels import encode_outputs, label_str
+
+    if isl is not None:
+        task, outputs = isl.key["task"], tuple(isl.key["outputs"])
+    elif man is not None:
+        task, outputs = man.task, tuple(man.outputs)
+    else:
+        task = infer_task(table.y)
+        outputs = (tuple(sorted({label_str(v) for v in table.y})) if task == "classification"
+                   else (target,))
+    return task, outputs, encode_outputs(table.y, task, outputs, f"target column {target!r}")
 
 
 @dataclass(frozen=True)
@@ -171,9 +201,7 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     ``force``. A file that fails is reported in ``failed`` and the others go on.
     ``progress(done, total, path, status)`` is called after each file."""
     from ..errors import LwError
-    from ..market.store import sha256_file
-    from ..specbatch import SpecFolder, expand_inputs, output_names, params_digest
-    from ..specfile import FORMAT, VERSION
+    from ..specbatch import SpecFolder, expand_inputs, output_names
 
     defaults = {n: p.default for n, p in inspect.signature(build_spec).parameters.items()
                 if n != "data"}
@@ -185,13 +213,7 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     inputs = expand_inputs(data)
     names = output_names(inputs)
     market = opts["market"]
-    params = {**{n: v for n, v in opts.items() if n not in ("model", "meta", "market",
-                                                            "device", "trust")},
-              "format": [FORMAT, VERSION],
-              "model_sha256": sha256_file(Path(opts["model"])) if opts["model"] else None,
-              "meta_sha256": sha256_file(Path(opts["meta"])) if opts["meta"] else None,
-              "market": str(Path(market).resolve()) if market is not None else None}
-    digest = params_digest(params)
+    digest = _options_digest(opts)
     islands = None
     if market is not None:
         from ..market.store import Market
@@ -226,7 +248,52 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     return BatchSpecResult(str(folder.root), written, skipped, failed)
 
 
-def write_spec(spec: Spec, out: str | Path) -> Path:
+@dataclass(frozen=True)
+class SpecWritten:
+    """A specification written to ``output``, and its summary: kind (``"joint"`` or
+    ``"input"``), ``k`` reduced points from ``n_rows`` rows, approximation error (the RKHS
+    distance between the data's and the reduced set's kernel means), metric digest, island."""
+
+    output: str
+    kind: str
+    k: int
+    n_rows: int
+    approx_error: float
+    metric_digest: str
+    island: str | None
+
+    def __fspath__(self) -> str:
+        return self.output
+
+    def to_dict(self) -> dict:
+        return {"output": self.output, "kind": self.kind, "k": self.k, "n_rows": self.n_rows,
+                "approx_error": self.approx_error, "metric_digest": self.metric_digest,
+                "island": self.island}
+
+
+def _options_digest(opts: dict) -> str:
+    """What decides a batch's specs, as a digest: the options but the paths, the files'
+    contents (model, manifest), the spec format, and the market's absolute path."""
+    from ..market.store import sha256_file
+    from ..specbatch import params_digest
+    from ..specfile import FORMAT, VERSION
+
+    market = opts["market"]
+    return params_digest({
+        **{n: v for n, v in opts.items() if n not in ("model", "meta", "market", "device",
+                                                      "trust")},
+        "format": [FORMAT, VERSION],
+        "model_sha256": sha256_file(Path(opts["model"])) if opts["model"] else None,
+        "meta_sha256": sha256_file(Path(opts["meta"])) if opts["meta"] else None,
+        "market": str(Path(market).resolve()) if market is not None else None})
+
+
+def write_spec(spec: Spec, out: str | Path) -> SpecWritten:
+    """Write ``spec`` to ``out`` (atomically; ``-`` is stdout) and summarise it. A path-like
+    result: ``Path(write_spec(...))`` is the file written."""
     from ..market.store import write_output
 
-    return write_output(out, spec.to_bytes())
+    path = write_output(out, spec.to_bytes())
+    r = spec.rkme
+    return SpecWritten(str(path), spec.kind, r.k, r.n_rows, r.approx_error, r.metric.digest(),
+                       spec.island)

@@ -11,11 +11,18 @@ from ..errors import MarketError, MetricMismatchError
 
 @dataclass(frozen=True)
 class SubmitResult:
+    """The learnware's id and island, whether it was ``"added"`` or already ``"exists"``,
+    whether its island was created, and the quality check's record (empty when it existed)."""
+
     id: str
     island: str
     status: str                 # "added" | "exists"
     island_created: bool = False
     qa: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "island": self.island, "status": self.status,
+                "island_created": self.island_created, "qa": self.qa}
 
 
 def submit(package: str | Path, market: str | Path, *, trust: bool = False,
@@ -28,18 +35,14 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
     died is completed or undone by the next lw process that writes (or opens a writable
     market), or by the same submit again."""
     from ..device import resolve_device
-    from ..faults import crash_point, point
+    from ..faults import point
     from ..market.checks import quality_check
-    from ..market.index import add_to_index, load_index
+    from ..market.index import add_to_index
     from ..market.package import read_package
-    from ..market.store import Island, Market, utcnow
+    from ..market.store import Market
 
     def indexed(mk) -> bool:
-        try:
-            idx = load_index(mk)
-            return idx is not None and idx.row_of(lw_id) is not None
-        except MarketError:
-            return False
+        return _indexed(mk, lw_id)
 
     mk = Market.open(market)
     pkg = read_package(package)
@@ -78,24 +81,50 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
         created = current is None
         if qa is None:                  # it was stored, and is gone again: check it after all
             qa = quality_check(pkg, trust=trust, timeout=timeout)
-        before = mk.layout.market_toml.read_bytes() if created else None
-        mk.write_intent(lw_id, iid, created)
-        try:
-            point("submit:intent", mk.layout.intent(lw_id))
-            if created:
-                mk.add_island(Island(iid, pkg.manifest.island_key(), metric, utcnow(), lw_id))
-                point("submit:island", mk.layout.market_toml)
-            record = {"id": lw_id, "island": iid, "submitted_at": utcnow(),
-                      "lw_version": __version__, "trusted_load": bool(trust), "qa": qa.to_dict()}
-            added = mk.commit_learnware(lw_id, pkg.files, record)
-            point("submit:committed", mk.layout.learnware(lw_id))
-            add_to_index(mk, lw_id, dev)
-            crash_point("submit:indexed")
-        except BaseException:
-            try:                        # leave the market as it was; else the next writer will
-                mk.undo_submit(lw_id, iid, created, before)
-            except Exception:           # noqa: BLE001 - the intent stays for recovery
-                pass
-            raise
-        mk.clear_intent(lw_id)
+        added = _store(mk, pkg, qa, created, trust, dev)
     return SubmitResult(lw_id, iid, "added" if added else "exists", created, qa.to_dict())
+
+
+def _indexed(mk, lw_id: str) -> bool:
+    """Whether the market's index lists ``lw_id`` (a damaged index lists nothing)."""
+    from ..market.index import load_index
+
+    try:
+        idx = load_index(mk)
+        return idx is not None and idx.row_of(lw_id) is not None
+    except MarketError:
+        return False
+
+
+def _store(mk, pkg, qa, created: bool, trust: bool, dev) -> bool:
+    """Store the checked package under the writers' lock (the caller holds it): intent
+    record, the island if ``created``, the learnware, its index row; on any failure undo
+    it all (or leave the intent for the next writer's recovery). Whether it was added."""
+    import contextlib
+
+    from ..faults import crash_point, point
+    from ..market.index import add_to_index
+    from ..market.store import Island, utcnow
+
+    lw_id, iid = pkg.learnware_id, pkg.manifest.island_id()
+    before = mk.layout.market_toml.read_bytes() if created else None
+    mk.write_intent(lw_id, iid, created)
+    try:
+        point("submit:intent", mk.layout.intent(lw_id))
+        if created:
+            mk.add_island(Island(iid, pkg.manifest.island_key(), pkg.spec.rkme.metric, utcnow(),
+                                 lw_id))
+            point("submit:island", mk.layout.market_toml)
+        record = {"id": lw_id, "island": iid, "submitted_at": utcnow(),
+                  "lw_version": __version__, "trusted_load": bool(trust), "qa": qa.to_dict()}
+        added = mk.commit_learnware(lw_id, pkg.files, record)
+        point("submit:committed", mk.layout.learnware(lw_id))
+        add_to_index(mk, lw_id, dev)
+        crash_point("submit:indexed")
+    except BaseException:
+        # leave the market as it was; if that fails too, the intent stays for recovery
+        with contextlib.suppress(Exception):
+            mk.undo_submit(lw_id, iid, created, before)
+        raise
+    mk.clear_intent(lw_id)
+    return added

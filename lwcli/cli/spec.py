@@ -73,16 +73,13 @@ def spec(
     sp = api.build_spec(data, target=target, model=model, model_format=model_format, trust=trust,
                         meta=meta, k=k, seed=seed, device=device, market=market, island=island,
                         clamp_k=clamp_k)
-    path = api.write_spec(sp, output)
-    summary = {"output": str(path), "kind": sp.kind, "k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
-               "approx_error": sp.rkme.approx_error, "metric_digest": sp.rkme.metric.digest(),
-               "island": sp.island}
+    res = api.write_spec(sp, output)
     if as_json:
-        print_json(summary, "spec")
+        print_json(res.to_dict(), "spec")
     else:
-        info(f"wrote {path}: {sp.kind} RKME, K={sp.rkme.k} from {sp.rkme.n_rows} rows, "
-             f"approximation error {sp.rkme.approx_error:.4f}"
-             + (f", island {sp.island}" if sp.island else ""))
+        info(f"wrote {res.output}: {res.kind} RKME, K={res.k} from {res.n_rows} rows, "
+             f"approximation error {res.approx_error:.4f}"
+             + (f", island {res.island}" if res.island else ""))
 
 
 def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
