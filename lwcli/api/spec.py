@@ -67,10 +67,8 @@ def build_spec(
     With ``market``, the island's kernel metric is used (and must be, for the spec to be
     comparable); without it a metric is fitted from the data. ``clamp_k`` lowers ``k`` to the
     row count instead of failing (search does this for small user samples). ``k`` reduced
-    points summarise the rows (the RKME of seed sec. 3.3, eq. 1:
-    :func:`lwcli.engine.rkme.fit_rkme`).
-    A user's task, when no island or manifest declares it, is inferred from the labels
-    (:func:`lwcli.engine.task.infer_task`).
+    points summarise the rows (the RKME of seed sec. 3.3, eq. 1). A user's task, when no
+    island or manifest declares it, is inferred from the labels (``engine.task.infer_task``).
 
     Raises :class:`UsageError` for options that do not go together, :class:`NotFoundError`
     for a missing model file or no island taking the columns, :class:`DataError` for ``k``
@@ -87,11 +85,7 @@ def build_spec(
     isl = None
     if market is not None:
         isl, table = _spec_island(market, table, man, island, task)
-    if clamp_k:
-        k = min(k, table.n_rows)
-    if k > table.n_rows:
-        raise DataError(f"--k {k} reduced points asked for, but {table.path} has {table.n_rows} rows",
-                        f"use --k {table.n_rows} or fewer, or pass more rows")
+    k = _reduced_points(k, table, clamp_k)
     dev = resolve_device(device)
     task = outputs = source = Y = None
     if model is not None:
@@ -100,15 +94,23 @@ def build_spec(
     elif target is not None:
         task, outputs, Y = _target_outputs(table, target, isl, man)
         source = "target"
-    if isl is not None:
-        metric = isl.metric if Y is not None else isl.metric.input_metric()
-    else:
-        metric = fit_metric(table.X, Y, task=task, seed=seed)
+    metric = fit_metric(table.X, Y, task=task, seed=seed) if isl is None else \
+        isl.metric if Y is not None else isl.metric.input_metric()
     Z = table.X if Y is None else np.hstack([table.X, Y])
     rkme = fit_rkme(Z, metric, k=k, seed=seed, device=dev)
     return Spec(rkme=rkme, features=tuple(table.features), task=task,
                 outputs=tuple(outputs) if outputs else (), output_source=source,
                 island=isl.id if isl is not None else None)
+
+
+def _reduced_points(k: int, table, clamp_k: bool) -> int:
+    """``k``, lowered to the row count with ``clamp_k``; :class:`DataError` above it."""
+    if clamp_k:
+        k = min(k, table.n_rows)
+    if k > table.n_rows:
+        raise DataError(f"--k {k} reduced points asked for, but {table.path} has {table.n_rows} rows",
+                        f"use --k {table.n_rows} or fewer, or pass more rows")
+    return k
 
 
 def _developer_manifest(model, target, meta):

@@ -70,13 +70,9 @@ def reuse(
     lw reuse --model reuser.lwr --data more.csv -o pred.csv
     """
     from .. import api
-    from ..errors import UsageError
 
     w = _weights(weights)
-    to_stdout = str(output) == "-"
-    if to_stdout and as_json:
-        raise UsageError("-o - writes the CSV to stdout, --json a summary",
-                         "write the predictions to a file to use --json")
+    to_stdout = _to_stdout(output, as_json)
     res = api.reuse(market, list(ids or []), data=data, method=method, train=train,
                     target=target, weights=w, voting=voting, proba=proba,
                     out=None if to_stdout else output, save_model=save_model, model=model,
@@ -86,6 +82,21 @@ def reuse(
     if as_json:
         print_json(res.to_dict(), "reuse")
         return
+    info(_summary(res, to_stdout))
+
+
+def _to_stdout(output: Path, as_json: bool) -> bool:
+    """Whether the predictions go to stdout (``-o -``), which leaves no room for --json."""
+    from ..errors import UsageError
+
+    if str(output) == "-" and as_json:
+        raise UsageError("-o - writes the CSV to stdout, --json a summary",
+                         "write the predictions to a file to use --json")
+    return str(output) == "-"
+
+
+def _summary(res, to_stdout: bool) -> str:
+    """One line on what the reuser did: weights, cross-validated losses, fallback, scores."""
     msg = f"{res.method}: {res.n_rows} predictions from {len(res.ids)} learnware(s)"
     if not to_stdout:
         msg += f" -> {res.output}"
@@ -113,4 +124,4 @@ def reuse(
             msg += " (your model alone: " + ", ".join(f"{k} {v:.4g}" for k, v in own.items()) + ")"
     if res.saved_model:
         msg += f"; reuser saved to {res.saved_model}"
-    info(msg)
+    return msg

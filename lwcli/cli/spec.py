@@ -63,16 +63,22 @@ def spec(
                model_format=model_format, trust=trust, meta=meta, k=k, seed=seed,
                market=market, island=island, device=device, clamp_k=clamp_k)
         return
+    _one(api, paths, output, from_list, as_json, target=target, model=model,
+         model_format=model_format, trust=trust, meta=meta, k=k, seed=seed, device=device,
+         market=market, island=island, clamp_k=clamp_k)
+
+
+def _one(api, paths, output, from_list, as_json: bool, **kw) -> None:
+    """One data file to one spec file (``-o``), summarised."""
+    from ..errors import UsageError
+
     if from_list is not None or len(paths) != 1 or paths[0].is_dir():
         raise UsageError(f"{'a folder' if len(paths) == 1 else f'{len(paths)} data paths'} "
                          f"given without --out-dir", "pass one data file with -o FILE, or "
                                                      "several files or folders with --out-dir DIR")
     if output is None:
         raise UsageError("no --output given", "pass -o FILE (or --out-dir DIR for a batch)")
-    data = paths[0]
-    sp = api.build_spec(data, target=target, model=model, model_format=model_format, trust=trust,
-                        meta=meta, k=k, seed=seed, device=device, market=market, island=island,
-                        clamp_k=clamp_k)
+    sp = api.build_spec(paths[0], **kw)
     res = api.write_spec(sp, output)
     if as_json:
         print_json(res.to_dict(), "spec")
