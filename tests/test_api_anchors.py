@@ -25,9 +25,8 @@ SCORES = [{"id": "a", "name": "A", "scores": {"rmse": 1.0, "mae": 0.9}},
 
 
 def test_the_best_anchor_of_an_mae_island_is_the_best_by_mae():
-    """lw anchor-eval's summary named the best anchor by RMSE on every regression island;
-    an island whose objective is MAE is ranked by MAE (README: the bounds hold per metric),
-    so its best anchor is the lowest MAE: here B, though A has the lower RMSE."""
+    """An island whose objective is MAE is ranked by MAE (README: the bounds hold per
+    metric), so its best anchor is the lowest MAE: here B, though A has the lower RMSE."""
     metric, _ = anchor_metric("regression", "mae")
     assert best_scored(SCORES, metric)["id"] == "b"
     assert best_scored(SCORES, anchor_metric("regression", "rmse")[0])["id"] == "a"
