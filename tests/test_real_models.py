@@ -115,7 +115,7 @@ def test_a_model_whose_columns_differ_from_the_manifest_is_refused_at_pack_and_s
                                              skops_bytes(model)))
     with pytest.raises(ModelCheckError, match="g3"):
         api.submit(d / "pkg.lw", market)
-    assert api.market_ls(market).rows == []
+    assert api.market_ls(market) == []
 
 
 def test_a_pipeline_whose_column_transformer_selects_by_name_runs(tmp_path, market):
@@ -361,7 +361,7 @@ def test_a_graph_without_class_labels_is_checked_against_its_own_labels_at_qa(tm
     with pytest.raises(ModelCheckError) as err:
         api.submit(d / "pkg.lw", market)
     assert "order ['no', 'yes']" in str(err.value) and err.value.exit_code == 7
-    assert api.market_ls(market).rows == []
+    assert api.market_ls(market) == []
 
 
 # ----------------------------------------------------------------------------- multi-output
@@ -387,7 +387,7 @@ def test_multi_output_regression_is_refused_at_pack_and_at_submit(tmp_path, mark
     (d / "pkg.lw").write_bytes(build_package(man, sp, skops_bytes(Ridge().fit(train, Y))))
     with pytest.raises(ManifestError, match="2 regression outputs"):
         api.submit(d / "pkg.lw", market)
-    assert api.market_ls(market).rows == []
+    assert api.market_ls(market) == []
 
 
 # ----------------------------------------------------------------------------- the library

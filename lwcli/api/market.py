@@ -22,17 +22,24 @@ class InitResult(DictView):
         return {"market": self.market, "islands": self.islands, "learnwares": self.learnwares}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LsResult:
     """Catalog rows (:func:`lwcli.market.index.learnware_summary`'s keys), sorted by island,
-    name and id, and notes on how they were read. Iterates, indexes and counts like the list
-    of rows it replaced."""
+    name and id, and notes on how they were read. Iterates, indexes, counts and compares
+    like the list of rows it replaced."""
 
     rows: list[dict]
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"learnwares": self.rows}
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, LsResult):
+            return (self.rows, self.notes) == (other.rows, other.notes)
+        return self.rows == other if isinstance(other, list) else NotImplemented
+
+    __hash__ = None
 
     def __iter__(self):
         return iter(self.rows)
