@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lwcli.device import resolve_device  # noqa: E402
-from lwcli.engine.kernels import fit_metric, mmd2  # noqa: E402
+from lwcli.engine.kernel import fit_metric, mmd2  # noqa: E402
 from lwcli.engine.rkme import EXACT_ERROR_ROWS as RKME_EXACT_ERROR_ROWS  # noqa: E402
 from lwcli.engine.rkme import RFF_FEATURES as RKME_RFF_FEATURES  # noqa: E402
 from lwcli.engine.rkme import RKME, fit_rkme  # noqa: E402
@@ -45,6 +45,7 @@ from lwcli.engine.search import (SKETCH_CANDIDATES, SKETCH_MIN_LEARNWARES, mixtu
                                  rank_single)
 from lwcli.engine.sketch import SKETCH_PAIRS  # noqa: E402
 from lwcli.market.index import island_view  # noqa: E402
+from lwcli.market.layout import Layout  # noqa: E402
 from lwcli.api import write_spec  # noqa: E402
 from synthetic import FAMILIES, Family, build_market, requirement_spec  # noqa: E402
 
@@ -294,7 +295,7 @@ def bench_open(root: Path, repeats: int) -> dict:
     return {"open_s": summary([r["open_s"] for r in runs]),
             "rss_gib": max(r["rss_bytes"] for r in runs) / 2**30,
             "rss_added_gib": max(r["rss_added_bytes"] for r in runs) / 2**30,
-            "index_bytes": sum(p.stat().st_size for p in (root / "index").rglob("*")
+            "index_bytes": sum(p.stat().st_size for p in Layout(root).index.rglob("*")
                                if p.is_file())}
 
 

@@ -101,11 +101,12 @@ def run_station(args) -> list[dict]:
     station, sizes, seeds = args
     from lwcli.engine.anchors import choose_anchors, default_n_anchors, distances, \
         rank_from_anchors
-    from lwcli.engine.kernels import fit_metric  # noqa: F401  (import cost outside timings)
+    from lwcli.engine.kernel import fit_metric  # noqa: F401  (import cost outside timings)
     from lwcli.engine.reuse import FeatureAugmentReuser, JobSelectorReuser, WithUserReuser
     from lwcli.engine.reuse.user_model import fit_estimator, make_folds, select_user_model
     from lwcli.engine.rkme import fit_rkme
-    from lwcli.engine.search import SpecStack, mixture_search, rank_single, rerank
+    from lwcli.engine.search import SpecStack
+    from lwcli.engine.search_pipeline import run_search
 
     isl = _island()
     cand = np.array([j for j, s in enumerate(isl.station) if s != station.lower()])
@@ -139,18 +140,19 @@ def run_station(args) -> list[dict]:
             # RKME search with a label-aware requirement
             Z = np.hstack([X, y[:, None]])
             req = fit_rkme(Z, isl.island.metric, k=min(100, n), seed=seed)
-            ranking = rank_single(sub, req)
-            order = rerank(ranking.order, req, lambda j, Z: isl.learnwares[cand[j]]
-                           .predict_values(Z)).order
+            # what lw search does: rank, re-rank the best 20 by their loss, the mixture
+            found = run_search(sub, req, top=3, outputs_of=lambda idx, Z: [
+                isl.learnwares[cand[j]].predict_values(Z) for j in idx])
+            order = found.order
             r["top1"] = float(test_rmse[order[0]])
-            r["top1-rkme"] = float(test_rmse[ranking.order[0]])
+            r["top1-rkme"] = float(test_rmse[found.rkme_order[0]])
             r["top3"] = rmse(pred_t[order[:3]].mean(0), yt)
             lw = [isl.learnwares[j] for j in cand[order[:3]]]
             wu = WithUserReuser(lw[:2], user_model=choice.estimator, cv=5,
                                 random_state=seed).fit(X, y)
             r["top2+user"] = rmse(wu.predict(Xt), yt)
             r["top2+user_weights"] = [float(w) for w in wu.weights_]
-            mix = mixture_search(sub, req, ranking)
+            mix = found.mixture
             if len(mix.members) >= 2:
                 js_lw, js_w = [isl.learnwares[j] for j in cand[mix.members]], mix.weights
             else:

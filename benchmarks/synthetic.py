@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lwcli.engine.kernels import KernelMetric
+from lwcli.engine.kernel import KernelMetric
 from lwcli.engine.rkme import RKME
 from lwcli.engine.search import build_sketch, island_basis, stack_arrays
 from lwcli.market.index import IslandTable, publish_index, sketch_seed

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.kernels import KernelMetric
+from .engine.kernel import KernelMetric
 from .engine.rkme import RKME
 from .errors import NotFoundError, SpecError
 from .validation import (FLOAT32_MAX, MAX_FEATURES, MAX_K, MAX_NAME_CHARS, MAX_OUTPUTS,

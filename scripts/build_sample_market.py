@@ -209,7 +209,7 @@ def build(out: Path) -> None:
          "name": "beijing-guanyuan-pm25-hgb",
          "description": "PM2.5 at the Guanyuan station, from the other pollutants and the "
                         "weather."}).to_toml())
-    print(api.market_refresh(market))
+    print(api.market_refresh(market).to_dict())
     versions = {m: __import__(m).__version__ for m in ("numpy", "scipy", "pandas", "torch",
                                                         "skops")}
     versions["scikit-learn"] = sklearn.__version__

@@ -84,7 +84,7 @@ def test_the_report_holds_scores_only(fam, tmp_path):
     rep = api.anchor_eval(root, write_user(tmp_path / "u.csv", X, y), "y",
                           out=tmp_path / "r.json")
     on_disk = json.loads((tmp_path / "r.json").read_text())
-    assert on_disk == json.loads(json.dumps(rep))
+    assert on_disk == json.loads(json.dumps(rep.to_dict()))
     assert set(on_disk) == {"format", "version", "created_with", "island", "anchor_set", "task",
                             "objective", "n_rows", "metrics", "baseline", "scores"}
     numbers = []

@@ -29,16 +29,15 @@ def anchor_eval(
     """
     from .. import api
 
-    rep = api.anchor_eval(market, data, target, island=island, task=task, trust=trust,
+    res = api.anchor_eval(market, data, target, island=island, task=task, trust=trust,
                           out=output)
+    rep = res.to_dict()
     if rep["n_rows"] < 20:
         warn(f"only {rep['n_rows']} labelled rows: the anchors' scores are noisy")
     if as_json:
         print_json(rep, "anchor-eval")
         return
-    metric = {"classification": "accuracy"}.get(rep["task"], "rmse")
-    best = max(rep["scores"], key=lambda s: (s["scores"][metric] * (1 if metric == "accuracy"
-                                                                    else -1)))
+    best, metric = res.best, res.metric
     info(f"wrote {output}: {len(rep['scores'])} anchors scored on {rep['n_rows']} rows; best "
          f"{best['name']} {metric} {best['scores'][metric]:.4g} (constant prediction: "
          f"{rep['baseline'][metric]:.4g})")

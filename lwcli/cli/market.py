@@ -22,9 +22,9 @@ def init(directory: Path = typer.Argument(..., help="The market directory to cre
 
     res = api.market_init(directory)
     if as_json:
-        print_json(res, "market-init")
+        print_json(res.to_dict(), "market-init")
     else:
-        info(f"market ready at {res['market']} ({res['learnwares']} learnwares)")
+        info(f"market ready at {res.market} ({res.learnwares} learnwares)")
 
 
 @app.command("ls")
@@ -41,13 +41,13 @@ def ls(market: Optional[Path] = options.Market,
     from .. import api
 
     fmt = options.row_format(fmt, quiet, as_json)
-    notes: list[str] = []
-    rows = api.market_ls(market, island=island, tags=tag, notes=notes)
-    for n in notes:
+    res = api.market_ls(market, island=island, tags=tag)
+    for n in res.notes:
         warn(n)
     if as_json:
-        print_json({"learnwares": rows}, "market-ls")
+        print_json(res.to_dict(), "market-ls")
         return
+    rows = res.rows
     if not rows and fmt is Format.table and not quiet:
         info("the market has no learnwares")
         return
@@ -68,7 +68,7 @@ def info_cmd(lw_id: str = typer.Argument(..., metavar="ID"),
     """Show one learnware: manifest, QA record, specification summary."""
     from .. import api
 
-    res = api.market_info(market, lw_id)
+    res = api.market_info(market, lw_id).to_dict()
     if as_json:
         print_json(res, "market-info")
         return
@@ -103,7 +103,7 @@ def refresh(market: Optional[Path] = options.Market,
     from .. import api
 
     res = api.market_refresh(market, device=device, force=force, trust=trust,
-                             n_anchors=anchors)
+                             n_anchors=anchors).to_dict()
     if as_json:
         print_json(res, "market-refresh")
         return

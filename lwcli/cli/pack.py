@@ -23,7 +23,7 @@ def pack(
 
     res = api.pack(model, spec, meta, output, trust=trust)
     if as_json:
-        print_json(res.__dict__, "pack")
+        print_json(res.to_dict(), "pack")
     else:
         info(f"wrote {res.path} ({res.size} bytes, {res.model_format})")
         typer.echo(res.id)

@@ -22,30 +22,6 @@ def _weights(text: Optional[str]) -> Optional[list[float]]:
                          "e.g. --weights 0.7,0.3 (one per id, in order)") from None
 
 
-def _from_search(path: Path, top: Optional[int]) -> tuple[list[str], Optional[list[float]]]:
-    """The mixture (ids and weights) of a saved ``lw search --json`` result, or with ``top``
-    the ids of its ``top`` best single matches."""
-    import json
-
-    from ..errors import InvalidInputError, NotFoundError
-
-    if not path.is_file():
-        raise NotFoundError(f"search result {path} does not exist", "check the path")
-    try:
-        doc = json.loads(path.read_text())
-        if top is not None:
-            return [str(r["id"]) for r in doc["single"][:top]], None
-        mix = doc["mixture"]
-        if mix is None and isinstance(doc.get("single"), list):
-            raise InvalidInputError(f"{path} is a ranking from anchor scores, which has no "
-                                    "mixture", "pass --top N to reuse its N best learnwares")
-        ids, weights = [str(i) for i in mix["ids"]], [float(w) for w in mix["weights"]]
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise InvalidInputError(f"{path} is not the JSON of lw search with a mixture ({exc!r})",
-                                "save it with lw search --data ... --json > FILE") from exc
-    return ids, weights
-
-
 @handle_errors
 def reuse(
     ids: Optional[List[str]] = typer.Argument(None, metavar="[ID]...",
@@ -94,31 +70,33 @@ def reuse(
     lw reuse --model reuser.lwr --data more.csv -o pred.csv
     """
     from .. import api
-    from ..errors import UsageError
 
-    ids = list(ids or [])
     w = _weights(weights)
-    if from_search is not None:
-        if ids or w is not None:
-            raise UsageError("--from-search gives the ids and weights",
-                             "drop the ids and --weights")
-        ids, w = _from_search(from_search, top)
-        if w is not None and len(ids) == 1 and method in (None, "single"):
-            w = None                     # a one-member mixture is that learnware, applied directly
-    elif top is not None:
-        raise UsageError("--top goes with --from-search", "drop --top, or pass --from-search")
-    to_stdout = str(output) == "-"
-    if to_stdout and as_json:
-        raise UsageError("-o - writes the CSV to stdout, --json a summary",
-                         "write the predictions to a file to use --json")
-    res = api.reuse(market, ids, data=data, method=method, train=train, target=target,
-                    weights=w, voting=voting, proba=proba, out=None if to_stdout else output,
-                    save_model=save_model, model=model, trust=trust, cv=cv, seed=seed)
+    to_stdout = _to_stdout(output, as_json)
+    res = api.reuse(market, list(ids or []), data=data, method=method, train=train,
+                    target=target, weights=w, voting=voting, proba=proba,
+                    out=None if to_stdout else output, save_model=save_model, model=model,
+                    trust=trust, cv=cv, seed=seed, from_search=from_search, top=top)
     if to_stdout:
         print_csv(res.predictions)
     if as_json:
         print_json(res.to_dict(), "reuse")
         return
+    info(_summary(res, to_stdout))
+
+
+def _to_stdout(output: Path, as_json: bool) -> bool:
+    """Whether the predictions go to stdout (``-o -``), which leaves no room for --json."""
+    from ..errors import UsageError
+
+    if str(output) == "-" and as_json:
+        raise UsageError("-o - writes the CSV to stdout, --json a summary",
+                         "write the predictions to a file to use --json")
+    return str(output) == "-"
+
+
+def _summary(res, to_stdout: bool) -> str:
+    """One line on what the reuser did: weights, cross-validated losses, fallback, scores."""
     msg = f"{res.method}: {res.n_rows} predictions from {len(res.ids)} learnware(s)"
     if not to_stdout:
         msg += f" -> {res.output}"
@@ -146,4 +124,4 @@ def reuse(
             msg += " (your model alone: " + ", ".join(f"{k} {v:.4g}" for k, v in own.items()) + ")"
     if res.saved_model:
         msg += f"; reuser saved to {res.saved_model}"
-    info(msg)
+    return msg

@@ -65,22 +65,31 @@ def search(
         print_json(res.to_dict(), "search")
         return
     rows = [{"rank": i, **r} for i, r in enumerate(res.single, 1)]
-    table = fmt is Format.table and not quiet
     if res.mode == "anchors":
-        a = res.anchors
-        print_rows(rows, _anchor_columns(a["metric"]), fmt=fmt, quiet=quiet,
-                   title=f"island {res.island} — ranked from {len(a['ids'])} anchors' "
-                         f"{a['metric']} on {a['n_rows']} rows")
-        if table:
-            out.print("* an anchor: its score was measured on your rows", highlight=False)
-            out.print(res.assessment["message"], highlight=False)
-        return
+        _render_anchors(res, rows, fmt, quiet)
+    else:
+        _render_rkme(res, rows, fmt, quiet)
+
+
+def _render_anchors(res, rows, fmt, quiet: bool) -> None:
+    """The ranking from an anchor report, and (as a table) the hope assessment."""
+    a = res.anchors
+    print_rows(rows, _anchor_columns(a["metric"]), fmt=fmt, quiet=quiet,
+               title=f"island {res.island} — ranked from {len(a['ids'])} anchors' "
+                     f"{a['metric']} on {a['n_rows']} rows")
+    if fmt is Format.table and not quiet:
+        out.print("* an anchor: its score was measured on your rows", highlight=False)
+        out.print(res.assessment["message"], highlight=False)
+
+
+def _render_rkme(res, rows, fmt, quiet: bool) -> None:
+    """The single matches and (as a table) the mixture and how the island was searched."""
     mode = "inputs and labels" if res.mode == "xy" else "inputs only"
     how = ("; ranked by loss on your requirement's points"
            if res.ranked_by == "requirement-loss" else "")
     print_rows(rows, _columns(res.requirement.get("loss_metric")), fmt=fmt, quiet=quiet,
                title=f"island {res.island} — matched on {mode}{how}")
-    if not table:
+    if fmt is not Format.table or quiet:
         return
     mix = res.mixture
     parts = ", ".join(f"{n} ({w:.2f})" for n, w in zip(mix["names"], mix["weights"]))

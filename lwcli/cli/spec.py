@@ -63,26 +63,29 @@ def spec(
                model_format=model_format, trust=trust, meta=meta, k=k, seed=seed,
                market=market, island=island, device=device, clamp_k=clamp_k)
         return
+    _one(api, paths, output, from_list, as_json, target=target, model=model,
+         model_format=model_format, trust=trust, meta=meta, k=k, seed=seed, device=device,
+         market=market, island=island, clamp_k=clamp_k)
+
+
+def _one(api, paths, output, from_list, as_json: bool, **kw) -> None:
+    """One data file to one spec file (``-o``), summarised."""
+    from ..errors import UsageError
+
     if from_list is not None or len(paths) != 1 or paths[0].is_dir():
         raise UsageError(f"{'a folder' if len(paths) == 1 else f'{len(paths)} data paths'} "
                          f"given without --out-dir", "pass one data file with -o FILE, or "
                                                      "several files or folders with --out-dir DIR")
     if output is None:
         raise UsageError("no --output given", "pass -o FILE (or --out-dir DIR for a batch)")
-    data = paths[0]
-    sp = api.build_spec(data, target=target, model=model, model_format=model_format, trust=trust,
-                        meta=meta, k=k, seed=seed, device=device, market=market, island=island,
-                        clamp_k=clamp_k)
-    path = api.write_spec(sp, output)
-    summary = {"output": str(path), "kind": sp.kind, "k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
-               "approx_error": sp.rkme.approx_error, "metric_digest": sp.rkme.metric.digest(),
-               "island": sp.island}
+    sp = api.build_spec(paths[0], **kw)
+    res = api.write_spec(sp, output)
     if as_json:
-        print_json(summary, "spec")
+        print_json(res.to_dict(), "spec")
     else:
-        info(f"wrote {path}: {sp.kind} RKME, K={sp.rkme.k} from {sp.rkme.n_rows} rows, "
-             f"approximation error {sp.rkme.approx_error:.4f}"
-             + (f", island {sp.island}" if sp.island else ""))
+        info(f"wrote {res.output}: {res.kind} RKME, K={res.k} from {res.n_rows} rows, "
+             f"approximation error {res.approx_error:.4f}"
+             + (f", island {res.island}" if res.island else ""))
 
 
 def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:

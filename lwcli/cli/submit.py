@@ -30,7 +30,7 @@ def submit(
 
     res = api.submit(package, market, trust=trust, timeout=timeout, device=device)
     if as_json:
-        print_json(res.__dict__, "submit")
+        print_json(res.to_dict(), "submit")
         return
     for w in res.qa.get("warnings", []):
         warn(w)

@@ -241,3 +241,67 @@ def rank_from_anchors(D: np.ndarray, anchor_loss: np.ndarray, anchor_pos: np.nda
 
 __all__ = ["DISTANCES", "default_n_anchors", "probe_inputs", "distances", "k_medoids",
            "choose_anchors", "Medoids", "AnchorRanking", "rank_from_anchors"]
+
+
+# ------------------------------------------------ which score ranks an island; is there hope
+
+HOPELESS_SKILL = 0.1        # the best anchor beats a constant prediction by less than 10%
+INCONSISTENT_SHARE = 0.25   # warn when the bounds cross for more than this share of learnwares
+
+
+def anchor_metric(task: str, objective: str) -> tuple[str, str]:
+    """``(score, distance)`` for an island: the report score that ranks it, and the functional
+    distance that bounds that score (module docstring; seed sec. 3.3). Classification:
+    accuracy and disagreement; regression: MAE and mean absolute difference when the island's
+    objective is ``"mae"``, else RMSE and RMS difference (R² is ranked as RMSE: same order on
+    the same rows)."""
+    if task == "classification":
+        return "accuracy", "disagreement"
+    return ("mae", "mae") if objective == "mae" else ("rmse", "rms")
+
+
+def as_loss(values, metric: str) -> np.ndarray:
+    """Scores of ``metric`` as losses (lower is better), float64 of the same shape:
+    ``1 - accuracy`` for accuracy, the values themselves for RMSE and MAE."""
+    v = np.asarray(values, dtype=np.float64)
+    return 1.0 - v if metric == "accuracy" else v
+
+
+def best_scored(scores: list[dict], metric: str) -> dict:
+    """The entry of ``scores`` (``{"scores": {metric: value}, ...}`` each, as in an anchor
+    report) with the best ``metric``: the highest accuracy, the lowest RMSE or MAE; the first
+    one on ties."""
+    sign = -1.0 if metric == "accuracy" else 1.0
+    return min(scores, key=lambda s: sign * s["scores"][metric])
+
+
+def assess_hope(skills: dict[str, float], names: dict[str, str]) -> dict:
+    """Is there hope in this market for the user's task? ``skills``: anchor id -> its skill
+    over the constant prediction (:func:`lwcli.engine.metrics.skill`, 1 is perfect, 0 no
+    better than a constant); ``names``: anchor id -> name. Hope is ``"low"`` when even the
+    best anchor's skill is under :data:`HOPELESS_SKILL` (seed sec. 3.3: the anchors tell the
+    user early that the market may hold nothing for her)."""
+    best = max(skills, key=skills.get)
+    pct = f"{100 * skills[best]:.0f}%"
+    if skills[best] < HOPELESS_SKILL:
+        return {"hope": "low", "best_anchor": best, "best_anchor_skill": skills[best],
+                "message": f"every anchor performs poorly on your task (the best, {names[best]},"
+                           f" is {pct} better than a constant prediction): there may be little "
+                           "hope in this market for this task"}
+    return {"hope": "ok", "best_anchor": best, "best_anchor_skill": skills[best],
+            "message": f"the best anchor, {names[best]}, is {pct} better than a constant "
+                       "prediction"}
+
+
+def inconsistency_warning(inconsistent: float) -> str | None:
+    """A warning when more than :data:`INCONSISTENT_SHARE` of an island's learnwares have
+    crossing bounds (:attr:`AnchorRanking.inconsistent`), else ``None``."""
+    if inconsistent <= INCONSISTENT_SHARE:
+        return None
+    return (f"for {100 * inconsistent:.0f}% of the learnwares the anchors' scores contradict "
+            "their functional distances: your data may lie away from the island's probe "
+            "inputs; trust the ranking less")
+
+
+__all__ += ["HOPELESS_SKILL", "INCONSISTENT_SHARE", "anchor_metric", "as_loss", "best_scored",
+            "assess_hope", "inconsistency_warning"]

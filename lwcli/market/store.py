@@ -37,7 +37,7 @@ from pathlib import Path
 from contextlib import contextmanager
 
 from .. import __version__, _toml
-from ..engine.kernels import KernelMetric
+from ..engine.kernel import KernelMetric
 from ..errors import InvalidInputError, MarketError, NotFoundError, SpecError
 from ..faults import crash_point, point, storage_guard
 from ..locks import exclusive, held_by_another
@@ -341,8 +341,13 @@ class Market:
         """Open an existing market. With ``recover`` (the default), a writable market whose
         lock is free is first tidied after a writer that died (:meth:`recover`); readers never
         fail for that: on a read-only market, or when another process holds the lock, or
-        when tidying fails, the market is opened as it is."""
+        when tidying fails, the market is opened as it is. ``root`` None means
+        ``$LW_MARKET`` (:func:`lwcli.settings.market`), as the CLI's ``--market`` does."""
+        from ..settings import market as market_setting
+
         if root is None or str(root) == "":
+            root = market_setting()
+        if root is None:
             raise NotFoundError("no market given", "pass --market DIR or set LW_MARKET")
         root = Path(root)
         lay = Layout(root)
@@ -750,9 +755,6 @@ class Market:
                         _remove(p)
                     removed.append(str(p.relative_to(self.root)))
         return removed
-
-    # the API's spelling until lwcli/api.py calls add_island; remove it then
-    _add_island = add_island
 
     def _recover_if_free(self) -> None:
         """:meth:`recover` if there is something to do, the market is writable and no other

@@ -28,6 +28,8 @@ from ...validation import check_float32_range, nfc
 from ..rkme import RKME
 
 TASKS = ("classification", "regression")
+# the options of lw reuse that a reuser may take (see ``Reuser.reuse_params``)
+REUSE_PARAMS = ("weights", "voting", "random_state", "cv")
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +158,34 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
     # fitted attributes saved with a reuser (JSON-able) and fitted scikit-learn parts (skops)
     _state_attrs: tuple[str, ...] = ()
     _estimator_attrs: tuple[str, ...] = ()
+    # which of lw reuse's options this method takes, by parameter name (a subset of
+    # :data:`REUSE_PARAMS`): ``make_reuser`` passes these and refuses a stray ``weights``
+    reuse_params: tuple[str, ...] = ()
+    # fitted attributes that :meth:`details` reports, in this order
+    _detail_attrs: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ report
+    def weight_names(self) -> list[str]:
+        """What each entry of ``weights_`` weighs: the learnware ids, in order."""
+        return list(self.learnware_ids_)
+
+    def details(self) -> dict:
+        """What the fit decided, JSON-able: ``weights`` (by :meth:`weight_names`) where the
+        method has weights, then each of ``_detail_attrs`` that is set, named without its
+        trailing ``_`` (a non-finite float is ``None``)."""
+        d: dict = {}
+        if hasattr(self, "weights_"):
+            d["weights"] = dict(zip(self.weight_names(), [float(w) for w in self.weights_]))
+        for a in self._detail_attrs:
+            if hasattr(self, a):
+                v = getattr(self, a)
+                d[a.rstrip("_")] = None if isinstance(v, float) and not np.isfinite(v) else v
+        return d
+
+    def comparison_model(self):
+        """The user's own fitted model, for methods that blend one in (its scores are shown
+        next to the reuser's); ``None`` otherwise."""
+        return None
 
     # ------------------------------------------------------------------ set-up
     def _learnware_list(self) -> list[Learnware]:

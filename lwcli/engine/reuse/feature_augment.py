@@ -16,6 +16,8 @@ class FeatureAugmentReuser(Reuser):
     method = "feature-augment"
     needs_labels = True
     _state_attrs = ("cv_losses_", "final_model_name_")
+    _detail_attrs = ("cv_losses_", "final_model_name_")
+    reuse_params = ("random_state", "cv")
     _estimator_attrs = ("final_model_",)
 
     def __init__(self, learnwares=(), final_model=None, cv=5, random_state=0):

@@ -27,6 +27,7 @@ ROUTING = ("hard", "soft")
 class JobSelectorReuser(Reuser):
     method = "job-selector"
     _state_attrs = ("weights_",)
+    reuse_params = ("weights", "random_state")
     _estimator_attrs = ("selector_",)
 
     def __init__(self, learnwares=(), weights=None, n_samples=4000, noise=0.5, classifier=None,

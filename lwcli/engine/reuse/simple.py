@@ -51,6 +51,7 @@ class AverageReuser(Reuser):
 
     method = "average"
     _state_attrs = ("weights_",)
+    reuse_params = ("weights", "voting")
 
     def __init__(self, learnwares=(), weights=None, voting="soft"):
         self.learnwares = learnwares

@@ -75,6 +75,15 @@ class WithUserReuser(Reuser):
     # blend_gain_z_ (the guard's statistic) is a fit diagnostic, not needed to predict: it is
     # not saved, so reusers saved before it existed still load
     _estimator_attrs = ("user_model_",)
+    _detail_attrs = ("cv_losses_", "user_model_name_", "fallback_", "blend_gain_z_")
+    reuse_params = ("random_state", "cv")
+
+    def weight_names(self) -> list[str]:
+        """``weights_[0]`` weighs the user's model, then one per learnware."""
+        return ["user_model", *self.learnware_ids_]
+
+    def comparison_model(self):
+        return self.user_model_
 
     def __init__(self, learnwares=(), user_model=None, cv=5, random_state=0):
         self.learnwares = learnwares

@@ -1,0 +1,214 @@
+"""Use cases: create, list, inspect, refresh and verify a market."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import MarketError, UsageError
+from ._result import DictView
+
+
+@dataclass(frozen=True)
+class InitResult(DictView):
+    """A market ready at ``market`` (an absolute path) and what it holds."""
+
+    market: str
+    islands: int
+    learnwares: int
+
+    def to_dict(self) -> dict:
+        return {"market": self.market, "islands": self.islands, "learnwares": self.learnwares}
+
+
+@dataclass(frozen=True, eq=False)
+class LsResult:
+    """Catalog rows (:func:`lwcli.market.index.learnware_summary`'s keys), sorted by island,
+    name and id, and notes on how they were read. Iterates, indexes, counts and compares
+    like the list of rows it replaced."""
+
+    rows: list[dict]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"learnwares": self.rows}
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, LsResult):
+            return (self.rows, self.notes) == (other.rows, other.notes)
+        return self.rows == other if isinstance(other, list) else NotImplemented
+
+    __hash__ = None
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+@dataclass(frozen=True)
+class InfoResult(DictView):
+    """One learnware: its manifest (as a dict), its QA record and its specification's
+    summary (``k`` reduced points from ``n_rows`` rows, approximation error, metric digest)."""
+
+    id: str
+    island: str
+    manifest: dict
+    record: dict
+    spec: dict
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "island": self.island, "manifest": self.manifest,
+                "record": self.record, "spec": self.spec}
+
+
+@dataclass(frozen=True)
+class RefreshResult(DictView):
+    """The index generation now live, whether anything was written (``changed``: the index
+    or the anchors), counts, and :func:`lwcli.market.anchors.publish_anchors`'s report."""
+
+    generation: str
+    changed: bool
+    index_changed: bool
+    learnwares: int
+    islands: int
+    anchors: dict
+
+    def to_dict(self) -> dict:
+        return {"generation": self.generation, "changed": self.changed,
+                "index_changed": self.index_changed, "learnwares": self.learnwares,
+                "islands": self.islands, "anchors": self.anchors}
+
+
+@dataclass(frozen=True)
+class VerifyResult(DictView):
+    """What ``lw market verify`` found: ``problems`` (damage: exit 5) and ``warnings``, each
+    ``{"kind", "path", "message"}``, over ``checked`` learnwares."""
+
+    checked: int
+    problems: list[dict]
+    warnings: list[dict]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "checked": self.checked, "problems": self.problems,
+                "warnings": self.warnings}
+
+
+def market_init(root: str | Path) -> InitResult:
+    """Create an empty market at ``root`` (idempotent: an existing one is left as it is)."""
+    from ..market.store import Market
+
+    mk = Market.init(root)
+    return InitResult(str(mk.root), len(mk.islands()), len(mk.ids()))
+
+
+def market_ls(market: str | Path, *, island: str | None = None,
+              tags: Sequence[str] = (), notes: list[str] | None = None) -> LsResult:
+    """The learnwares' catalog rows, from the index, of ``island`` only and with every tag
+    of ``tags`` when given. A damaged index is not used: the rows are then read from
+    ``learnwares/`` directly (every file checked against its recorded sha256), and a
+    sentence saying so, with the repair, is in the result's ``notes`` (and appended to
+    ``notes`` when given). Raises :class:`NotFoundError` for an unknown island."""
+    from ..market.index import learnware_summary, load_index
+    from ..market.store import Market
+
+    mk = Market.open(market)
+    if island:
+        mk.island(island)             # an unknown island is "not found", not an empty list
+    rows, said = None, []
+    try:
+        idx = load_index(mk)
+        if idx is not None:
+            rows = list(idx.iter_summaries(island if island and idx.has_island(island) else None))
+    except MarketError as exc:
+        said.append(f"the index is damaged ({exc.message}); listed learnwares/ directly: "
+                    "repair the index with lw market refresh --force")
+        rows = None
+    if rows is None:
+        rows = [learnware_summary(mk, i) for i in mk.ids()]
+    if island:
+        rows = [r for r in rows if r["island"] == island]
+    if tags:
+        rows = [r for r in rows if set(tags) <= set(r["tags"])]
+    if notes is not None:
+        notes.extend(said)
+    return LsResult(sorted(rows, key=lambda r: (r["island"], r["name"], r["id"])), said)
+
+
+def market_info(market: str | Path, lw_id: str) -> InfoResult:
+    """One learnware, every stored file of it checked first (the model too: info describes
+    a learnware that can be used). Raises :class:`NotFoundError` for an unknown id and
+    :class:`MarketError` for damage."""
+    from ..market.store import Market
+
+    mk = Market.open(market)
+    man = mk.manifest(lw_id)
+    rec = mk.record(lw_id)
+    sp = mk.spec(lw_id)
+    mk.check_files(lw_id)        # the model too: info describes a learnware that can be used
+    return InfoResult(lw_id, man.island_id(), man.to_dict(), rec,
+                      {"k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
+                       "approx_error": sp.rkme.approx_error,
+                       "metric_digest": sp.rkme.metric.digest(),
+                       "output_source": sp.output_source})
+
+
+def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False,
+                   trust: bool = False, n_anchors: int | None = None) -> RefreshResult:
+    """Rebuild the derived data: the search index and each island's anchors.
+
+    Idempotent: an unchanged market writes nothing (``changed`` is false) and takes no lock,
+    so it works on a read-only market. Anchors run every learnware on the island's probe
+    inputs; pickle/joblib learnwares join only with ``trust``. ``force`` rebuilds both into
+    new generations and switches to them atomically (the repair for damaged derived data).
+    """
+    from ..device import resolve_device
+    from ..faults import crash_point, point
+    from ..market.anchors import plan_anchors, publish_anchors
+    from ..market.index import build_index, index_state
+    from ..market.store import Market, current_generation_in
+
+    if n_anchors is not None and n_anchors < 1:
+        raise UsageError(f"--anchors must be >= 1, got {n_anchors}", "pass a positive number")
+    mk = Market.open(market)
+    dev = resolve_device(device)
+    *_, fresh = index_state(mk)
+    if fresh and not force and not mk.needs_recovery():
+        gen, changed = current_generation_in(mk.layout.index), False      # nothing to write
+    else:
+        with mk.writing(device=dev):
+            point("refresh:locked", mk.root)
+            gen, changed = build_index(mk, dev, force=force)
+            point("refresh:indexed", mk.layout.index)
+    # running every model for the anchors can take a while: not under the writers' lock
+    # (learnwares are immutable; the plan's name is a digest of the members it used)
+    plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force)
+    crash_point("refresh:planned")
+    if plan.changed:
+        with mk.writing(device=dev):
+            anchors = publish_anchors(mk, plan, force=force)
+            crash_point("refresh:published")
+    else:
+        anchors = publish_anchors(mk, plan, force=force)    # unchanged: writes nothing
+    return RefreshResult(gen, changed or anchors["changed"], changed, len(mk.ids()),
+                         len(mk.islands()), anchors)
+
+
+def market_verify(market: str | Path, *, device: str | None = None) -> VerifyResult:
+    """Check hashes, manifests, specs and the index (:func:`lwcli.market.checks.verify_market`);
+    damage is reported in ``problems``, not raised."""
+    from ..device import resolve_device
+    from ..market.checks import verify_market
+    from ..market.store import Market
+
+    rep = verify_market(Market.open(market), resolve_device(device))
+    return VerifyResult(rep.checked, list(rep.problems), list(rep.warnings))

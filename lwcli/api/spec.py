@@ -1,0 +1,301 @@
+"""Use cases: fit a specification of a data file (or many), write one to disk."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import DataError, NotFoundError, UsageError
+from ..specfile import Spec
+
+
+def _resolve_island_for_features(market, features: Sequence[str], island: str | None,
+                                 task: str | None):
+    """Find the one island whose input space matches ``features`` (any column order)."""
+    isl = market.islands()
+    if island:
+        return market.island(island)
+    fs = set(features)
+    matches = [i for i in isl.values() if set(i.key["features"]) == fs]
+    if task:
+        matches = [i for i in matches if i.key["task"] == task]
+    if not matches:
+        for i in isl.values():    # the label column left among the features?
+            extra = fs - set(i.key["features"])
+            if set(i.key["features"]) <= fs and len(extra) == 1:
+                (col,) = extra
+                raise NotFoundError(
+                    f"no island of this market takes the {len(fs)} input columns; island "
+                    f"{i.id} takes all of them but {col!r}",
+                    f"if {col!r} is your label column, pass --target {col}")
+        known = "; ".join(f"{i.id}: {len(i.key['features'])} features" for i in isl.values())
+        raise NotFoundError(
+            f"no island of this market takes the {len(fs)} input columns {sorted(fs)[:6]}"
+            f"{'...' if len(fs) > 6 else ''}", f"islands: {known or 'none'}; check column names")
+    if len(matches) > 1:
+        raise UsageError(f"{len(matches)} islands take these columns: "
+                         f"{', '.join(i.id for i in matches)}", "pick one with --island or --task")
+    return matches[0]
+
+
+def build_spec(
+    data: str | Path,
+    *,
+    target: str | None = None,
+    model: str | Path | None = None,
+    model_format: str | None = None,
+    trust: bool = False,
+    meta: str | Path | None = None,
+    k: int = 100,
+    seed: int = 0,
+    device: str | None = None,
+    market: str | Path | None = None,
+    island: str | None = None,
+    task: str | None = None,
+    clamp_k: bool = False,
+) -> Spec:
+    """Fit an RKME specification of ``data``.
+
+    - with ``model`` (a developer): embeds ``(x, model(x))``; task and outputs come from
+      ``meta`` (learnware.toml), which is then required;
+    - with ``target`` only (a user with labels): embeds ``(x, y)``, a label-aware requirement;
+    - with neither (a user without labels): embeds ``x``.
+    With ``market``, the island's kernel metric is used (and must be, for the spec to be
+    comparable); without it a metric is fitted from the data. ``clamp_k`` lowers ``k`` to the
+    row count instead of failing (search does this for small user samples). ``k`` reduced
+    points summarise the rows (the RKME of seed sec. 3.3, eq. 1). A user's task, when no
+    island or manifest declares it, is inferred from the labels (``engine.task.infer_task``).
+
+    Raises :class:`UsageError` for options that do not go together, :class:`NotFoundError`
+    for a missing model file or no island taking the columns, :class:`DataError` for ``k``
+    above the row count and labels that do not fit the task.
+    """
+    from ..device import resolve_device
+    from ..engine.kernel import fit_metric
+    from ..engine.rkme import fit_rkme
+    from ..io import read_table
+
+    man = _developer_manifest(model, target, meta)
+    features = list(man.features) if man else None
+    table = read_table(data, target=target, features=features, min_rows=1)
+    isl = None
+    if market is not None:
+        isl, table = _spec_island(market, table, man, island, task)
+    k = _reduced_points(k, table, clamp_k)
+    dev = resolve_device(device)
+    task = outputs = source = Y = None
+    if model is not None:
+        task, outputs, Y = _model_outputs(model, model_format, man, table, trust)
+        source = "model"
+    elif target is not None:
+        task, outputs, Y = _target_outputs(table, target, isl, man)
+        source = "target"
+    metric = fit_metric(table.X, Y, task=task, seed=seed) if isl is None else \
+        isl.metric if Y is not None else isl.metric.input_metric()
+    Z = table.X if Y is None else np.hstack([table.X, Y])
+    rkme = fit_rkme(Z, metric, k=k, seed=seed, device=dev)
+    return Spec(rkme=rkme, features=tuple(table.features), task=task,
+                outputs=tuple(outputs) if outputs else (), output_source=source,
+                island=isl.id if isl is not None else None)
+
+
+def _reduced_points(k: int, table, clamp_k: bool) -> int:
+    """``k``, lowered to the row count with ``clamp_k``; :class:`DataError` above it."""
+    if clamp_k:
+        k = min(k, table.n_rows)
+    if k > table.n_rows:
+        raise DataError(f"--k {k} reduced points asked for, but {table.path} has {table.n_rows} rows",
+                        f"use --k {table.n_rows} or fewer, or pass more rows")
+    return k
+
+
+def _developer_manifest(model, target, meta):
+    """The manifest ``meta`` (``None`` without one), which ``model`` needs; a spec embeds
+    a model's outputs or the user's labels, not both."""
+    from ..market.manifest import read_manifest
+
+    if model is not None and target is not None:
+        raise UsageError("--model and --target both given",
+                         "a developer passes --model (outputs come from it); a user passes --target")
+    man = read_manifest(meta) if meta is not None else None
+    if model is not None and man is None:
+        raise UsageError("--model needs --meta learnware.toml",
+                         "pass the manifest so lw knows the task, features and outputs")
+    return man
+
+
+def _spec_island(market, table, man, island: str | None, task: str | None):
+    """The island a spec is fitted for (``None``: the manifest's island does not exist yet,
+    this spec will found it) and the table, its columns in that island's order for a user."""
+    from ..market.store import Market
+
+    mk = Market.open(market)
+    if island is not None:
+        isl = mk.island(island)
+        if man is not None and man.island_id() != isl.id:
+            raise UsageError(f"--meta places the model on island {man.island_id()}, not "
+                             f"{island}", "drop --island or fix the manifest")
+    elif man is not None:
+        isl = mk.islands().get(man.island_id())
+    else:
+        isl = _resolve_island_for_features(mk, table.features, island, task)
+    if isl is not None and man is None:  # reorder the columns to the island's order
+        table = table.select(isl.key["features"])
+    return isl, table
+
+
+def _model_outputs(model, model_format, man, table, trust: bool):
+    """A developer's spec: task and outputs from the manifest, the model's outputs on the
+    table's rows (values, or class probabilities in the manifest's class order)."""
+    from ..market.manifest import MODEL_EXTENSIONS
+    from ..market.models import load_learnware_model, model_outputs
+
+    mp = Path(model)
+    if not mp.is_file():
+        raise NotFoundError(f"model file {mp} does not exist", "check the path")
+    fmt = model_format or man.model_format
+    if fmt not in MODEL_EXTENSIONS:
+        raise UsageError(f"unknown model format {fmt!r}", "use skops, onnx, pickle or joblib")
+    mdl = load_learnware_model(mp.read_bytes(), fmt, man.features, trust=trust)
+    outputs = tuple(man.outputs)
+    return man.task, outputs, model_outputs(mdl, table.X, man.task, outputs)
+
+
+def _target_outputs(table, target: str, isl, man):
+    """A user's label-aware spec: task and outputs from the island, else the manifest, else
+    inferred from the labels (:func:`lwcli.engine.task.infer_task`); the labels encoded."""
+    from ..engine.task import infer_task
+    from ..labels import encode_outputs, label_str
+
+    if isl is not None:
+        task, outputs = isl.key["task"], tuple(isl.key["outputs"])
+    elif man is not None:
+        task, outputs = man.task, tuple(man.outputs)
+    else:
+        task = infer_task(table.y)
+        outputs = (tuple(sorted({label_str(v) for v in table.y})) if task == "classification"
+                   else (target,))
+    return task, outputs, encode_outputs(table.y, task, outputs, f"target column {target!r}")
+
+
+@dataclass(frozen=True)
+class BatchSpecResult:
+    out_dir: str
+    written: list[dict]
+    skipped: list[dict]
+    failed: list[dict]          # {"data", "error", "exit_code"}
+
+    def to_dict(self) -> dict:
+        return {"out_dir": self.out_dir, "written": self.written, "skipped": self.skipped,
+                "failed": self.failed}
+
+
+def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool = False,
+                progress=None, **options) -> BatchSpecResult:
+    """:func:`build_spec` for many data files (folders give their ``.csv``, ``.parquet`` and
+    ``.npy`` files), writing ``<out_dir>/<stem>.rkme.json`` each; ``options`` are
+    :func:`build_spec`'s keywords, the same for every file. A spec that is up to date (same
+    data, same options, file untouched: see :mod:`lwcli.specbatch`) is skipped unless
+    ``force``. A file that fails is reported in ``failed`` and the others go on.
+    ``progress(done, total, path, status)`` is called after each file."""
+    from ..errors import LwError
+    from ..specbatch import SpecFolder, expand_inputs, output_names
+
+    defaults = {n: p.default for n, p in inspect.signature(build_spec).parameters.items()
+                if n != "data"}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise UsageError(f"unknown spec options {unknown}", f"use some of {sorted(defaults)}")
+    opts = {**defaults, **options}
+    folder = SpecFolder(out_dir)
+    inputs = expand_inputs(data)
+    names = output_names(inputs)
+    market = opts["market"]
+    digest = _options_digest(opts)
+    islands = None
+    if market is not None:
+        from ..market.store import Market
+
+        islands = Market.open(market).islands()
+
+    def metric_ok(island_id, metric_digest) -> bool:
+        if islands is None or island_id is None:
+            return islands is None and island_id is None
+        isl = islands.get(island_id)
+        return isl is not None and isl.metric.digest() == metric_digest
+
+    written, skipped, failed = [], [], []
+    for i, (path, name) in enumerate(zip(inputs, names), 1):
+        status = "skipped"
+        if not force and folder.is_current(name, path, digest, metric_ok):
+            skipped.append({"data": str(path), "output": str(folder.root / name)})
+        else:
+            try:
+                sp = build_spec(path, **opts)
+                out = folder.record(name, path, digest, sp)
+                written.append({"data": str(path), "output": str(out), "kind": sp.kind,
+                                "k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
+                                "approx_error": sp.rkme.approx_error, "island": sp.island})
+                status = "written"
+            except LwError as exc:
+                failed.append({"data": str(path), "error": str(exc),
+                               "exit_code": exc.exit_code})
+                status = "failed"
+        if progress is not None:
+            progress(i, len(inputs), path, status)
+    return BatchSpecResult(str(folder.root), written, skipped, failed)
+
+
+@dataclass(frozen=True)
+class SpecWritten:
+    """A specification written to ``output``, and its summary: kind (``"joint"`` or
+    ``"input"``), ``k`` reduced points from ``n_rows`` rows, approximation error (the RKHS
+    distance between the data's and the reduced set's kernel means), metric digest, island."""
+
+    output: str
+    kind: str
+    k: int
+    n_rows: int
+    approx_error: float
+    metric_digest: str
+    island: str | None
+
+    def __fspath__(self) -> str:
+        return self.output
+
+    def to_dict(self) -> dict:
+        return {"output": self.output, "kind": self.kind, "k": self.k, "n_rows": self.n_rows,
+                "approx_error": self.approx_error, "metric_digest": self.metric_digest,
+                "island": self.island}
+
+
+def _options_digest(opts: dict) -> str:
+    """What decides a batch's specs, as a digest: the options but the paths, the files'
+    contents (model, manifest), the spec format, and the market's absolute path."""
+    from ..market.store import sha256_file
+    from ..specbatch import params_digest
+    from ..specfile import FORMAT, VERSION
+
+    market = opts["market"]
+    return params_digest({
+        **{n: v for n, v in opts.items() if n not in ("model", "meta", "market", "device",
+                                                      "trust")},
+        "format": [FORMAT, VERSION],
+        "model_sha256": sha256_file(Path(opts["model"])) if opts["model"] else None,
+        "meta_sha256": sha256_file(Path(opts["meta"])) if opts["meta"] else None,
+        "market": str(Path(market).resolve()) if market is not None else None})
+
+
+def write_spec(spec: Spec, out: str | Path) -> SpecWritten:
+    """Write ``spec`` to ``out`` (atomically; ``-`` is stdout) and summarise it. A path-like
+    result: ``Path(write_spec(...))`` is the file written."""
+    from ..market.store import write_output
+
+    path = write_output(out, spec.to_bytes())
+    r = spec.rkme
+    return SpecWritten(str(path), spec.kind, r.k, r.n_rows, r.approx_error, r.metric.digest(),
+                       spec.island)
