@@ -43,10 +43,38 @@ def run_lw(*args, check: int | None = 0, env: dict | None = None, timeout: float
     e.update(env or {})
     proc = subprocess.run([str(LW), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=e, stdin=subprocess.DEVNULL)
+    return _checked(proc, check)
+
+
+def _checked(proc: subprocess.CompletedProcess, check: int | None):
+    """``proc``, or an AssertionError with its output when its exit status is not ``check``."""
     if check is not None and proc.returncode != check:
-        raise AssertionError(f"lw {' '.join(map(str, args))} exited {proc.returncode}, "
+        raise AssertionError(f"lw {' '.join(map(str, proc.args[1:]))} exited {proc.returncode}, "
                              f"expected {check}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
     return proc
+
+
+def run_cli(*args, check: int | None = 0, env: dict | None = None, input: str | None = None):
+    """Run ``lw`` in this process (typer's CliRunner on :data:`lwcli.cli.main.app`); return a
+    CompletedProcess like :func:`run_lw`. The same error boundary maps exceptions to exit codes,
+    so exit codes, stdout and stderr are the command's own; only what needs a real process (the
+    entry point's exit 141, signals, crashes, imports) must go through :func:`run_lw`. ``env``
+    is set for the call only; Python warnings are ignored as ``PYTHONWARNINGS=ignore`` does."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from lwcli.cli.main import app
+
+    argv = [str(a) for a in args]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = CliRunner().invoke(app, argv, env={"LW_DEVICE": "cpu", **(env or {})}, input=input)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise AssertionError(f"lw {' '.join(argv)} raised outside its error boundary") \
+            from res.exception
+    return _checked(subprocess.CompletedProcess(["lw", *argv], res.exit_code, res.stdout,
+                                                res.stderr), check)
 
 
 def market_tree(root: Path) -> dict[str, str]:
