@@ -31,6 +31,7 @@ def mk(tmp_path_factory):
     return root, ids, work
 
 
+@pytest.mark.system
 def test_help_does_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from lwcli.cli.main import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
@@ -191,6 +192,7 @@ def test_usage_errors(mk, tmp_path):
     run_cli("search", "--data", "x.csv", "--rerank", "-1", "--market", root, check=2)
 
 
+@pytest.mark.system
 def test_unknown_id_and_missing_market(mk, tmp_path):
     root, _, _ = mk
     assert "no learnware" in run_lw("market", "info", "0123456789abcdef", "--market", root,

@@ -22,30 +22,10 @@ from lwcli import api, faults
 from lwcli.market.checks import verify_market
 from lwcli.market.store import Market
 
-from conftest import LW, build_learnware, domain_data, run_lw, write_user
+from conftest import LW, run_lw
 
+pytestmark = pytest.mark.system
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A market with one learnware and anchors, a package for its island (``same``) and one
-    that creates a new island (``new``)."""
-    w = tmp_path_factory.mktemp("crash")
-    base = w / "base"
-    api.market_init(base)
-    X, y = domain_data(0, 300, seed=0)
-    first = api.submit(build_learnware(w / "work", "a", X, y, k=20).package, base).id
-    api.market_refresh(base)
-    X, y = domain_data(1, 300, seed=1)
-    same = build_learnware(w / "work", "b", X, y, market=base, k=20)
-    X3, y3 = domain_data(2, 300, seed=2, d=3)
-    new = build_learnware(w / "work", "c", X3, y3, k=20)
-    users = {"same": write_user(w / "u_same.csv", *domain_data(1, 120, seed=7)),
-             "new": write_user(w / "u_new.csv", *domain_data(2, 120, seed=7, d=3))}
-    ids = {k: api.pack(b.model, b.spec, b.meta, w / f"{k}.lw").id
-           for k, b in (("same", same), ("new", new))}
-    islands = {k: b.meta for k, b in (("same", same), ("new", new))}
-    return {"base": base, "first": first, "pkg": {"same": same.package, "new": new.package}, "ids": ids,
-            "users": users, "work": w, "islands": islands}
 
 
 def _env(crash: str | None = None) -> dict:

@@ -7,6 +7,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import ROOT, run_lw
@@ -18,6 +19,7 @@ import synthetic  # noqa: E402
 from lwcli import api  # noqa: E402
 
 
+@pytest.mark.system
 def test_synthetic_island_is_a_market_searched_like_any_other(tmp_path):
     mk, iid, timings = synthetic.build_market(tmp_path / "m", 600)
     assert set(timings) == {"generate_s", "self_terms_s", "sketch_s", "write_s"}
