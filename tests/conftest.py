@@ -1,4 +1,5 @@
-"""Shared fixtures: real temporary markets, a learnware factory, the real `lw` entry point."""
+"""Shared fixtures: real temporary markets (one session market, `world`, to copy), a learnware
+factory, lw in process (`run_cli`) and through its real entry point (`run_lw`)."""
 
 from __future__ import annotations
 

@@ -166,6 +166,7 @@ def test_piped_tables_never_fold_an_id(sm):
             assert r["name"] in line and ", ".join(r["tags"]) in line
 
 
+@pytest.mark.slow
 def test_search_formats_give_the_search_result_ids(sm, req):
     res = api.search(sm, spec=req, top=6, rerank=8)
     assert res.ranked_by == "requirement-loss"
@@ -282,6 +283,7 @@ def test_the_schemas_are_the_json_outputs():
         assert not v.is_valid({"schema_version": 2}) and not v.is_valid([])
 
 
+@pytest.mark.slow
 def test_every_json_output_validates_against_its_schema(tmp_path):
     from lwcli.cli._output import SCHEMAS as NAMES
 

@@ -38,6 +38,7 @@ def test_synthetic_island_is_a_market_searched_like_any_other(tmp_path):
     assert exact.single[0]["id"] == f"{member:016x}"
 
 
+@pytest.mark.slow
 def test_report_renders_from_a_small_run(tmp_path):
     cpu = torch.device("cpu")
     row = bench.bench_search_size(1_000, cpu, tmp_path, repeats=1, queries=1)

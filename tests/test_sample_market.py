@@ -88,6 +88,7 @@ def test_make_sample_market_rebuilds_it(tmp_path):
     assert api.market_verify(tmp_path / "market").ok
 
 
+@pytest.mark.slow
 def test_reuse_beats_the_users_own_model_on_new_hours():
     train = pd.read_csv(USER / "wanshouxigong_200h.csv")
     new = pd.read_csv(USER / "wanshouxigong_new_hours.csv")

@@ -23,7 +23,7 @@ import pytest
 from lwcli import api, faults
 from lwcli.errors import StorageError
 
-from conftest import LW, build_learnware, domain_data, market_tree, run_lw
+from conftest import LW, build_learnware, domain_data, market_tree, run_cli, run_lw
 
 
 tree = market_tree
@@ -121,7 +121,6 @@ def test_a_stray_storage_oserror_is_exit_9_at_the_cli_boundary(capsys):
 
 # ------------------------------------------------------------------ nothing created, nothing left
 
-@pytest.mark.system
 def test_rejected_and_successful_submits_leave_no_tmp_folder(world, tmp_path):
     market = _copy(world, tmp_path)
     assert not (market / "tmp").exists()
@@ -129,9 +128,9 @@ def test_rejected_and_successful_submits_leave_no_tmp_folder(world, tmp_path):
     # a package fitted with another metric is refused, after reading the market only
     X, y = domain_data(1, 300, seed=3)
     other = build_learnware(tmp_path / "w", "other", X, y, k=20)      # its own metric
-    run_lw("submit", other.package, "--market", market, check=5)
+    run_cli("submit", other.package, "--market", market, check=5)
     assert tree(market) == before
-    run_lw("submit", world["pkg"]["same"], "--market", market)
+    run_cli("submit", world["pkg"]["same"], "--market", market)
     assert not (market / "tmp").exists()
     assert api.market_verify(market).ok
 
@@ -158,13 +157,13 @@ def test_stale_temporaries_are_collected_but_never_one_in_use(world, tmp_path):
             """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        run_lw("market", "ls", "--market", market)       # a reader on a writable market tidies
+        run_cli("market", "ls", "--market", market)      # a reader on a writable market tidies
         assert sorted(p.name for p in tmp.iterdir()) == ["live-job", "live-job.owner"]
         assert not gen.exists()
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
-    run_lw("submit", world["pkg"]["same"], "--market", market)                # the owner died: gone
+    run_cli("submit", world["pkg"]["same"], "--market", market)               # the owner died: gone
     assert not tmp.exists()
     rep = api.market_verify(market)
     assert rep.ok and [w for w in rep.warnings if w["kind"] != "stale-anchors"] == []
