@@ -7,7 +7,7 @@ TORCH   := torch==2.13.0
 MARKET  := sample_market/market
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test fuzz bench bench-quality bench-reference sample-market clean
+.PHONY: install demo test test-fast fuzz bench bench-quality bench-reference sample-market clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,8 +39,13 @@ demo: $(STAMP)
 	$(BIN)/lw anchor-eval --market $(MARKET) --data $(USERDIR)/wanshouxigong_20h.csv --target PM2.5 -o $(DEMO)/anchor_report.json
 	$(BIN)/lw search --market $(MARKET) --anchor-report $(DEMO)/anchor_report.json --top 5
 
+## test: every test (what CI runs). test-fast: the edit loop, without the whole-system tests
+## (real lw processes, crashes, kills, storage faults, containment) and the slow ones.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not system and not slow"
 
 ## fuzz: tests/test_fuzz.py with fresh random examples (hypothesis profile "fuzz"): package
 ## bytes, rkme.json, learnware.toml, requirement specs and data files through the CLI; each

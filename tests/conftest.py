@@ -1,10 +1,12 @@
-"""Shared fixtures: real temporary markets, a learnware factory, the real `lw` entry point."""
+"""Shared fixtures: real temporary markets (one session market, `world`, to copy), a learnware
+factory, lw in process (`run_cli`) and through its real entry point (`run_lw`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -43,10 +45,38 @@ def run_lw(*args, check: int | None = 0, env: dict | None = None, timeout: float
     e.update(env or {})
     proc = subprocess.run([str(LW), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=e, stdin=subprocess.DEVNULL)
+    return _checked(proc, check)
+
+
+def _checked(proc: subprocess.CompletedProcess, check: int | None):
+    """``proc``, or an AssertionError with its output when its exit status is not ``check``."""
     if check is not None and proc.returncode != check:
-        raise AssertionError(f"lw {' '.join(map(str, args))} exited {proc.returncode}, "
+        raise AssertionError(f"lw {' '.join(map(str, proc.args[1:]))} exited {proc.returncode}, "
                              f"expected {check}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
     return proc
+
+
+def run_cli(*args, check: int | None = 0, env: dict | None = None, input: str | None = None):
+    """Run ``lw`` in this process (typer's CliRunner on :data:`lwcli.cli.main.app`); return a
+    CompletedProcess like :func:`run_lw`. The same error boundary maps exceptions to exit codes,
+    so exit codes, stdout and stderr are the command's own; only what needs a real process (the
+    entry point's exit 141, signals, crashes, imports) must go through :func:`run_lw`. ``env``
+    is set for the call only; Python warnings are ignored as ``PYTHONWARNINGS=ignore`` does."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from lwcli.cli.main import app
+
+    argv = [str(a) for a in args]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = CliRunner().invoke(app, argv, env={"LW_DEVICE": "cpu", **(env or {})}, input=input)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise AssertionError(f"lw {' '.join(argv)} raised outside its error boundary") \
+            from res.exception
+    return _checked(subprocess.CompletedProcess(["lw", *argv], res.exit_code, res.stdout,
+                                                res.stderr), check)
 
 
 def market_tree(root: Path) -> dict[str, str]:
@@ -134,6 +164,45 @@ def build_learnware(workdir: Path, name: str, X, y, *, market: Path | None = Non
     api.write_spec(sp, d / "rkme.json")
     api.pack(mpath, d / "rkme.json", d / "learnware.toml", d / "pkg.lw", trust=trust)
     return Built(d, d / "pkg.lw", mpath, d / "learnware.toml", d / "rkme.json", d / "train.csv")
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> dict:
+    """One small market and the packages around it, built once per session and shared: never
+    write to its paths; copy ``base`` (``shutil.copytree``, or :func:`market_copy`) to change it.
+
+    base     market: learnware "a" (domain 0, 300 rows, k=20) submitted, refreshed (anchors)
+    first    the id of "a"
+    same     Built "b": domain 1, 300 rows, k=20, fitted for base's island; not submitted
+    new      Built "c": domain 2 in 3 features (a new island), 300 rows, k=20; not submitted
+    pkg      {"same": b's package, "new": c's package}; ids: their ids
+    islands  {"same": b's manifest, "new": c's manifest}
+    users    CSV files with y: "same" and "new" (120 rows of their domains), "home" (domain 0)
+    work     the folder of it all
+    """
+    w = tmp_path_factory.mktemp("world")
+    base = w / "base"
+    api.market_init(base)
+    X, y = domain_data(0, 300, seed=0)
+    first = api.submit(build_learnware(w / "work", "a", X, y, k=20).package, base).id
+    api.market_refresh(base)
+    same = build_learnware(w / "work", "b", *domain_data(1, 300, seed=1), market=base, k=20)
+    new = build_learnware(w / "work", "c", *domain_data(2, 300, seed=2, d=3), k=20)
+    users = {"same": write_user(w / "u_same.csv", *domain_data(1, 120, seed=7)),
+             "new": write_user(w / "u_new.csv", *domain_data(2, 120, seed=7, d=3)),
+             "home": write_user(w / "user.csv", *domain_data(0, 120, seed=5))}
+    built = {"same": same, "new": new}
+    return {"base": base, "first": first, "same": same, "new": new, "users": users, "work": w,
+            "pkg": {k: b.package for k, b in built.items()},
+            "ids": {k: api.pack(b.model, b.spec, b.meta, w / f"{k}.lw").id
+                    for k, b in built.items()},
+            "islands": {k: b.meta for k, b in built.items()}}
+
+
+def market_copy(world: dict, dest: Path) -> Path:
+    """A copy of the shared market ``world["base"]`` at ``dest``, to change."""
+    shutil.copytree(world["base"], dest)
+    return dest
 
 
 def write_user(path: Path, X, y=None, target: str = "y") -> Path:

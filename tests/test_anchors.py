@@ -10,7 +10,7 @@ import pytest
 from lwcli import api
 from lwcli.errors import NotFoundError
 
-from conftest import build_learnware, domain_data, run_lw, snapshot, write_user
+from conftest import build_learnware, domain_data, run_cli, snapshot, write_user
 
 FAMILIES = {0: "A", 1: "B"}
 
@@ -112,9 +112,9 @@ def test_when_every_anchor_is_poor_the_user_is_told(fam, tmp_path):
     X, _ = domain_data(0, 40, seed=3)
     noise = np.random.default_rng(0).normal(size=40) * 50    # labels no learnware can predict
     f = write_user(tmp_path / "u.csv", X, noise)
-    run_lw("anchor-eval", "--data", f, "--target", "y", "-o", tmp_path / "r.json",
+    run_cli("anchor-eval", "--data", f, "--target", "y", "-o", tmp_path / "r.json",
            "--market", root)
-    proc = run_lw("search", "--anchor-report", tmp_path / "r.json", "--market", root, "--json")
+    proc = run_cli("search", "--anchor-report", tmp_path / "r.json", "--market", root, "--json")
     doc = json.loads(proc.stdout)
     assert doc["assessment"]["hope"] == "low"
     assert "little hope" in doc["assessment"]["message"]
@@ -125,17 +125,17 @@ def test_anchor_search_through_the_cli(fam, tmp_path):
     root, family, _, _ = fam
     X, y = domain_data(1, 30, seed=5)
     f = write_user(tmp_path / "u.csv", X, y)
-    out = run_lw("anchor-eval", "--data", f, "--target", "y", "-o", tmp_path / "r.json",
+    out = run_cli("anchor-eval", "--data", f, "--target", "y", "-o", tmp_path / "r.json",
                  "--market", root, "--json")
     printed = json.loads(out.stdout)
     assert printed.pop("schema_version") == 1                # the file is the report alone
     assert printed == json.loads((tmp_path / "r.json").read_text())
-    doc = json.loads(run_lw("search", "--anchor-report", tmp_path / "r.json", "--market", root,
+    doc = json.loads(run_cli("search", "--anchor-report", tmp_path / "r.json", "--market", root,
                             "--json", "--top", "2").stdout)
     assert [family[r["id"]] for r in doc["single"]] == ["B", "B"]
     assert set(doc["single"][0]) == {"id", "name", "predicted", "lower", "upper", "confidence",
                                      "anchor", "observed"}
-    table = run_lw("search", "--anchor-report", tmp_path / "r.json", "--market", root)
+    table = run_cli("search", "--anchor-report", tmp_path / "r.json", "--market", root)
     assert "anchor" in table.stdout and "rmse" in table.stdout
 
 
@@ -236,7 +236,7 @@ def test_search_with_a_bad_report(fam, tmp_path, label, make, code, needle):
     good = tmp_path / "good.json"
     api.anchor_eval(root, write_user(tmp_path / "u.csv", X, y), "y", out=good)
     before = snapshot(root)
-    proc = run_lw("search", "--anchor-report", make(tmp_path, good), "--market", root, "--json",
+    proc = run_cli("search", "--anchor-report", make(tmp_path, good), "--market", root, "--json",
                   check=code)
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -272,7 +272,7 @@ def test_anchor_eval_errors(fam, tmp_path, label, args, code, needle):
     if "-o" not in a:
         a += ["-o", tmp_path / "r.json"]
     before = snapshot(root)
-    proc = run_lw("anchor-eval", *a, "--market", root, "--json", check=code)
+    proc = run_cli("anchor-eval", *a, "--market", root, "--json", check=code)
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
@@ -285,7 +285,7 @@ def test_search_takes_one_kind_of_requirement(fam, tmp_path):
     X, y = domain_data(0, 20, seed=2)
     f = write_user(tmp_path / "u.csv", X, y)
     api.anchor_eval(root, f, "y", out=tmp_path / "r.json")
-    proc = run_lw("search", "--data", f, "--anchor-report", tmp_path / "r.json", "--market", root,
+    proc = run_cli("search", "--data", f, "--anchor-report", tmp_path / "r.json", "--market", root,
                   check=2)
     assert "exactly one of --data, --spec and --anchor-report" in proc.stderr
 
@@ -301,7 +301,7 @@ def test_verify_catches_damaged_anchors_and_refresh_repairs_them(fam, tmp_path):
     dist.write_bytes(dist.read_bytes()[:40])
     rep = api.market_verify(copy)
     assert not rep.ok and rep.problems[0]["kind"] == "anchors"
-    proc = run_lw("market", "verify", "--market", copy, check=5)
+    proc = run_cli("market", "verify", "--market", copy, check=5)
     assert "anchors" in proc.stdout
     api.market_refresh(copy, force=True)
     assert api.market_verify(copy).ok

@@ -113,7 +113,7 @@ def test_unknown_label_is_a_clear_error(heart, tmp_path):
 def test_anchors_and_reuse_on_the_classification_island(heart, tmp_path):
     import json
 
-    from conftest import run_lw
+    from conftest import run_cli
 
     root, ids, held_out = heart
     refreshed = api.market_refresh(root)["anchors"]
@@ -121,13 +121,13 @@ def test_anchors_and_reuse_on_the_classification_island(heart, tmp_path):
     assert isl["members"] == 3 and len(isl["anchors"]) == 2
     f = tmp_path / "user.csv"
     held_out["hungarian"].head(30).to_csv(f, index=False)
-    run_lw("anchor-eval", "--data", f, "--target", "disease", "-o", tmp_path / "r.json",
+    run_cli("anchor-eval", "--data", f, "--target", "disease", "-o", tmp_path / "r.json",
            "--market", root)
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["task"] == "classification" and rep["n_rows"] == 30
     assert set(rep["scores"][0]["scores"]) == {"accuracy", "f1", "log_loss"}
     assert 0.0 < rep["baseline"]["accuracy"] <= 1.0
-    doc = json.loads(run_lw("search", "--anchor-report", tmp_path / "r.json", "--market", root,
+    doc = json.loads(run_cli("search", "--anchor-report", tmp_path / "r.json", "--market", root,
                             "--json").stdout)
     assert doc["anchors"]["metric"] == "accuracy" and doc["anchors"]["distance"] == "disagreement"
     preds = [r["predicted"] for r in doc["single"]]
@@ -137,7 +137,7 @@ def test_anchors_and_reuse_on_the_classification_island(heart, tmp_path):
         if r["anchor"]:
             observed = next(s["scores"]["accuracy"] for s in rep["scores"] if s["id"] == r["id"])
             assert r["observed"] == r["predicted"] == observed
-    out = run_lw("reuse", ids["hungarian"], ids["va"], "--data", f, "--target", "disease",
+    out = run_cli("reuse", ids["hungarian"], ids["va"], "--data", f, "--target", "disease",
                  "--proba", "-o", tmp_path / "p.csv", "--market", root, "--json")
     res = json.loads(out.stdout)
     assert res["columns"] == ["prediction", "proba_no", "proba_yes"]

@@ -1,4 +1,5 @@
-"""The CLI through its real entry point: output contracts and every error path."""
+"""The CLI: output contracts and every error path, in process (``run_cli``); the entry point
+itself (``run_lw``) for the version, exit code 3 and the README examples."""
 
 from __future__ import annotations
 
@@ -14,22 +15,23 @@ import pandas as pd
 import pytest
 
 
-from conftest import ROOT, build_learnware, domain_data, run_lw, snapshot, write_user
+from conftest import ROOT, build_learnware, domain_data, run_cli, run_lw, snapshot, write_user
 
 
 @pytest.fixture(scope="module")
 def mk(tmp_path_factory):
     work = tmp_path_factory.mktemp("cli")
     root = work / "market"
-    run_lw("market", "init", root)
+    run_cli("market", "init", root)
     ids = []
     for dom in range(3):
         X, y = domain_data(dom, 400, seed=dom)
         b = build_learnware(work, f"d{dom}", X, y, market=root, k=20)
-        ids.append(run_lw("submit", b.package, "--market", root).stdout.strip())
+        ids.append(run_cli("submit", b.package, "--market", root).stdout.strip())
     return root, ids, work
 
 
+@pytest.mark.system
 def test_help_does_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from lwcli.cli.main import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
@@ -43,12 +45,12 @@ def test_every_command_has_help():
     for cmd in (["spec"], ["pack"], ["submit"], ["search"], ["reuse"], ["anchor-eval"],
                 ["market"], ["market", "init"],
                 ["market", "ls"], ["market", "info"], ["market", "refresh"], ["market", "verify"]):
-        assert "Usage" in run_lw(*cmd, "--help").stdout
+        assert "Usage" in run_cli(*cmd, "--help").stdout
 
 
 def test_submit_prints_only_the_id_and_is_idempotent(mk):
     root, ids, work = mk
-    out = run_lw("submit", work / "d0" / "pkg.lw", "--market", root)
+    out = run_cli("submit", work / "d0" / "pkg.lw", "--market", root)
     assert out.stdout.strip() == ids[0]
     assert "already" in out.stderr
 
@@ -57,7 +59,7 @@ def test_search_json_is_the_documented_object(mk, tmp_path):
     root, ids, _ = mk
     X, y = domain_data(1, 150, seed=11)
     f = write_user(tmp_path / "u.csv", X, y)
-    out = run_lw("search", "--data", f, "--target", "y", "--market", root, "--json")
+    out = run_cli("search", "--data", f, "--target", "y", "--market", root, "--json")
     doc = json.loads(out.stdout)                         # stdout is JSON and nothing else
     assert set(doc) >= {"island", "mode", "ranked_by", "single", "mixture", "requirement"}
     assert doc["ranked_by"] == "requirement-loss" and doc["requirement"]["loss_metric"] == "rmse"
@@ -65,7 +67,7 @@ def test_search_json_is_the_documented_object(mk, tmp_path):
     assert set(doc["mixture"]) >= {"ids", "weights", "mmd2"}
     assert doc["single"][0]["id"] == ids[1]
     assert doc["mixture"]["ids"] == [ids[1]]
-    plain = json.loads(run_lw("search", "--data", f, "--target", "y", "--market", root,
+    plain = json.loads(run_cli("search", "--data", f, "--target", "y", "--market", root,
                               "--rerank", "0", "--json").stdout)
     assert plain["ranked_by"] == "rkme"
     assert set(plain["single"][0]) == {"id", "name", "mmd2", "score"}
@@ -74,7 +76,7 @@ def test_search_json_is_the_documented_object(mk, tmp_path):
 def test_search_uses_lw_market_env_and_prints_a_table(mk, tmp_path):
     root, ids, _ = mk
     X, _ = domain_data(2, 150, seed=12)
-    out = run_lw("search", "--data", write_user(tmp_path / "u.csv", X), env={"LW_MARKET": str(root)})
+    out = run_cli("search", "--data", write_user(tmp_path / "u.csv", X), env={"LW_MARKET": str(root)})
     assert ids[2] in out.stdout and "mixture" in out.stdout
 
 
@@ -82,25 +84,25 @@ def test_spec_then_search_with_spec(mk, tmp_path):
     root, ids, _ = mk
     X, y = domain_data(0, 150, seed=13)
     f = write_user(tmp_path / "u.csv", X, y)
-    run_lw("spec", f, "--target", "y", "--market", root, "--k", "50", "-o", tmp_path / "req.json")
-    doc = json.loads(run_lw("search", "--spec", tmp_path / "req.json", "--market", root,
+    run_cli("spec", f, "--target", "y", "--market", root, "--k", "50", "-o", tmp_path / "req.json")
+    doc = json.loads(run_cli("search", "--spec", tmp_path / "req.json", "--market", root,
                             "--json").stdout)
     assert doc["single"][0]["id"] == ids[0]
 
 
 def test_market_ls_info_refresh_verify_json(mk):
     root, ids, _ = mk
-    listing = json.loads(run_lw("market", "ls", "--market", root, "--json").stdout)
+    listing = json.loads(run_cli("market", "ls", "--market", root, "--json").stdout)
     assert listing["schema_version"] == 1               # an object, not a bare list
     assert sorted(r["id"] for r in listing["learnwares"]) == sorted(ids)
-    info = json.loads(run_lw("market", "info", ids[0], "--market", root, "--json").stdout)
+    info = json.loads(run_cli("market", "info", ids[0], "--market", root, "--json").stdout)
     assert info["manifest"]["name"] == "d0"
-    first = json.loads(run_lw("market", "refresh", "--market", root, "--json").stdout)
+    first = json.loads(run_cli("market", "refresh", "--market", root, "--json").stdout)
     assert first["index_changed"] is False          # submit keeps the index current
     assert len(first["anchors"]["islands"]) == 1    # anchors are chosen on refresh
-    ref = json.loads(run_lw("market", "refresh", "--market", root, "--json").stdout)
+    ref = json.loads(run_cli("market", "refresh", "--market", root, "--json").stdout)
     assert ref["changed"] is False                  # nothing new: nothing written
-    ver = json.loads(run_lw("market", "verify", "--market", root, "--json").stdout)
+    ver = json.loads(run_cli("market", "verify", "--market", root, "--json").stdout)
     assert ver["ok"] and ver["checked"] == 3
 
 
@@ -108,13 +110,13 @@ def test_developer_flow_through_the_cli(mk, tmp_path):
     root, _, work = mk
     X, y = domain_data(5, 300, seed=5)
     b = build_learnware(tmp_path, "dev", X, y, market=root)
-    run_lw("spec", b.train, "--model", b.model, "--meta", b.meta, "--market", root, "--k", "20",
+    run_cli("spec", b.train, "--model", b.model, "--meta", b.meta, "--market", root, "--k", "20",
            "-o", tmp_path / "rkme.json")
-    pid = run_lw("pack", "--model", b.model, "--spec", tmp_path / "rkme.json", "--meta", b.meta,
+    pid = run_cli("pack", "--model", b.model, "--spec", tmp_path / "rkme.json", "--meta", b.meta,
                  "-o", tmp_path / "dev.lw").stdout.strip()
     fresh = tmp_path / "fresh"
-    run_lw("market", "init", fresh)
-    assert run_lw("submit", tmp_path / "dev.lw", "--market", fresh).stdout.strip() == pid
+    run_cli("market", "init", fresh)
+    assert run_cli("submit", tmp_path / "dev.lw", "--market", fresh).stdout.strip() == pid
 
 
 # ------------------------------------------------------------------------- error paths
@@ -165,7 +167,7 @@ SEARCH_ERRORS = [
 def test_search_bad_data(mk, tmp_path, label, make, code, needle):
     root, _, _ = mk
     before = snapshot(root)
-    proc = run_lw("search", "--data", make(tmp_path), "--target", "y", "--market", root,
+    proc = run_cli("search", "--data", make(tmp_path), "--target", "y", "--market", root,
                   "--json", check=code)
     assert proc.stdout == ""                               # --json: nothing on stdout on error
     lines = proc.stderr.strip().splitlines()
@@ -175,7 +177,7 @@ def test_search_bad_data(mk, tmp_path, label, make, code, needle):
 
 def test_spec_k_larger_than_rows(tmp_path):
     X, _ = domain_data(0, 30, seed=0)
-    proc = run_lw("spec", write_user(tmp_path / "u.csv", X), "--k", "31", "-o", tmp_path / "s.json",
+    proc = run_cli("spec", write_user(tmp_path / "u.csv", X), "--k", "31", "-o", tmp_path / "s.json",
                   check=4)
     assert "--k 31" in proc.stderr and "30 rows" in proc.stderr
     assert not (tmp_path / "s.json").exists()
@@ -183,13 +185,14 @@ def test_spec_k_larger_than_rows(tmp_path):
 
 def test_usage_errors(mk, tmp_path):
     root, _, _ = mk
-    proc = run_lw("search", "--market", root, check=2)
+    proc = run_cli("search", "--market", root, check=2)
     assert "exactly one of --data, --spec and --anchor-report" in proc.stderr
-    run_lw("search", "--data", "x.csv", "--bogus", check=2)
-    run_lw("search", "--data", "x.csv", "--top", "0", "--market", root, check=2)
-    run_lw("search", "--data", "x.csv", "--rerank", "-1", "--market", root, check=2)
+    run_cli("search", "--data", "x.csv", "--bogus", check=2)
+    run_cli("search", "--data", "x.csv", "--top", "0", "--market", root, check=2)
+    run_cli("search", "--data", "x.csv", "--rerank", "-1", "--market", root, check=2)
 
 
+@pytest.mark.system
 def test_unknown_id_and_missing_market(mk, tmp_path):
     root, _, _ = mk
     assert "no learnware" in run_lw("market", "info", "0123456789abcdef", "--market", root,
@@ -206,10 +209,10 @@ def test_cuda_without_cuda_is_a_clear_error(mk, tmp_path):
         pytest.skip("a CUDA device is present")
     root, _, _ = mk
     X, _ = domain_data(0, 50, seed=0)
-    proc = run_lw("search", "--data", write_user(tmp_path / "u.csv", X), "--market", root,
+    proc = run_cli("search", "--data", write_user(tmp_path / "u.csv", X), "--market", root,
                   "--device", "cuda", check=6)
     assert "no CUDA device" in proc.stderr
-    assert "unknown device" in run_lw("search", "--data", tmp_path / "u.csv", "--market", root,
+    assert "unknown device" in run_cli("search", "--data", tmp_path / "u.csv", "--market", root,
                                       "--device", "tpu", check=6).stderr
 
 
@@ -249,7 +252,7 @@ def _write(p: Path, data: bytes) -> Path:
 def test_submit_bad_packages(mk, tmp_path, label, make, code, needle):
     root, _, work = mk
     before = snapshot(root)
-    proc = run_lw("submit", make(tmp_path, work), "--market", root, "--json", check=code)
+    proc = run_cli("submit", make(tmp_path, work), "--market", root, "--json", check=code)
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
@@ -262,7 +265,7 @@ def test_oversized_member_is_refused(mk, tmp_path):
     members["model.skops"] = b"\0" * (3 << 20)          # 3 MiB of zeros, compresses to ~3 KiB
     p = _zip(tmp_path, "big.lw", members)
     before = snapshot(root)
-    proc = run_lw("submit", p, "--market", root, check=4, env={"LW_MAX_MODEL_MB": "1"})
+    proc = run_cli("submit", p, "--market", root, check=4, env={"LW_MAX_MODEL_MB": "1"})
     assert "limit" in proc.stderr
     assert snapshot(root) == before
 
@@ -293,6 +296,7 @@ def test_readme_documents_every_command():
         assert f"| {code} " in readme
 
 
+@pytest.mark.system
 def test_readme_python_examples_run():
     import re
 
@@ -305,6 +309,7 @@ def test_readme_python_examples_run():
         assert proc.returncode == 0, (code, proc.stderr[-2000:])
 
 
+@pytest.mark.system
 def test_readme_shell_examples_run(tmp_path):
     """The user's and the developer's journeys in the README, command by command."""
     import os

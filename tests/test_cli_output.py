@@ -1,5 +1,6 @@
 """The CLI's output contracts on the shipped sample market: a closed pipe, the row formats for
-scripts, damaged stored learnwares, and the versioned JSON documents with their schemas."""
+scripts, damaged stored learnwares, and the versioned JSON documents with their schemas. A
+closed pipe and $COLUMNS need the real entry point (``system``); the rest runs in process."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_lw
+from conftest import ROOT, run_cli, run_lw
 from lwcli import api
 
 SAMPLE = ROOT / "sample_market"
@@ -60,6 +61,7 @@ def _lw(args, **kw) -> subprocess.Popen:
 
 # ------------------------------------------------------------------------- a closed pipe
 
+@pytest.mark.system
 @pytest.mark.parametrize("extra", [[], ["--json"]], ids=["table", "json"])
 def test_market_ls_into_head_exits_141_quietly(sm, extra):
     """`lw market ls | head -c 1`: the reader takes one byte and goes away."""
@@ -114,6 +116,7 @@ CLOSED_PIPE = [
 ]
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("label,args", CLOSED_PIPE, ids=[c[0] for c in CLOSED_PIPE])
 def test_every_output_into_a_closed_pipe_exits_141(sm, req, label, args):
     code, stderr = _into_closed_pipe(args(sm, req) if label.startswith("search") else args(sm))
@@ -126,7 +129,7 @@ def test_every_output_into_a_closed_pipe_exits_141(sm, req, label, args):
 # ------------------------------------------------------------------------- formats for scripts
 
 def _out(args, check=0) -> str:
-    return run_lw(*args, check=check).stdout
+    return run_cli(*args, check=check).stdout
 
 
 def test_market_ls_formats_give_exactly_the_ids(sm):
@@ -151,6 +154,7 @@ def test_market_ls_formats_give_exactly_the_ids(sm):
     assert only == [r["id"] for r in rows if r["island"] == rows[0]["island"]]
 
 
+@pytest.mark.system
 def test_piped_tables_never_fold_an_id(sm):
     """Not a terminal: the table is as wide as its content, whatever $COLUMNS says."""
     rows = api.market_ls(sm)
@@ -162,6 +166,7 @@ def test_piped_tables_never_fold_an_id(sm):
             assert r["name"] in line and ", ".join(r["tags"]) in line
 
 
+@pytest.mark.slow
 def test_search_formats_give_the_search_result_ids(sm, req):
     res = api.search(sm, spec=req, top=6, rerank=8)
     assert res.ranked_by == "requirement-loss"
@@ -179,6 +184,13 @@ def test_search_formats_give_the_search_result_ids(sm, req):
     jsonl = [json.loads(line) for line in _out([*base, "--format", "jsonl"]).splitlines()]
     assert [j.pop("rank") for j in jsonl] == list(range(1, 7))
     assert jsonl == res.single
+
+
+@pytest.mark.system
+def test_a_piped_search_table_shows_the_search_result_ids(sm, req):
+    """Not a terminal: every id of the table whole, whatever $COLUMNS says."""
+    ids = [r["id"] for r in api.search(sm, spec=req, top=6, rerank=8).single]
+    base = ["search", "--spec", req, "--market", sm, "--top", "6", "--rerank", "8"]
     table = run_lw(*base, env={"COLUMNS": "40"}).stdout
     assert [m for m in ID.findall(table) if m in ids][:6] == ids and "mixture" in table
 
@@ -186,9 +198,9 @@ def test_search_formats_give_the_search_result_ids(sm, req):
 def test_format_flags_that_conflict_are_usage_errors(sm):
     ls = ["market", "ls", "--market", sm]
     for extra in (["--json", "-q"], ["--json", "--format", "csv"], ["-q", "--format", "tsv"]):
-        proc = run_lw(*ls, *extra, check=2)
+        proc = run_cli(*ls, *extra, check=2)
         assert proc.stdout == "" and proc.stderr.startswith("lw: error:"), extra
-    assert "xml" in run_lw(*ls, "--format", "xml", check=2).stderr
+    assert "xml" in run_cli(*ls, "--format", "xml", check=2).stderr
 
 
 # ------------------------------------------------------------------------- damaged learnwares
@@ -201,20 +213,20 @@ def test_market_info_of_a_learnware_without_its_spec_is_exit_5(damaged):
     lw_id = _island_ids(damaged, "regression")[0]
     (damaged / "learnwares" / lw_id / "rkme.json").unlink()
     for extra in ([], ["--json"]):
-        proc = run_lw("market", "info", lw_id, "--market", damaged, *extra, check=5)
+        proc = run_cli("market", "info", lw_id, "--market", damaged, *extra, check=5)
         assert proc.stdout == ""
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith(f"lw: error: learnware {lw_id} is damaged: its rkme.json is "
                                "missing")
         assert str(damaged / "learnwares" / lw_id / "rkme.json") in line
         assert "lw market verify" in line
-    assert run_lw("market", "verify", "--market", damaged, check=5).stdout
+    assert run_cli("market", "verify", "--market", damaged, check=5).stdout
 
 
 def test_reuse_of_a_learnware_without_its_model_is_exit_5(damaged, tmp_path):
     lw_id = _island_ids(damaged, "regression")[0]
     (damaged / "learnwares" / lw_id / "model.skops").unlink()
-    proc = run_lw("reuse", lw_id, "--data", USER / "wanshouxigong_new_hours.csv", "--target",
+    proc = run_cli("reuse", lw_id, "--data", USER / "wanshouxigong_new_hours.csv", "--target",
                   "PM2.5", "--market", damaged, "-o", tmp_path / "p.csv", check=5)
     assert "model.skops is missing" in proc.stderr and "lw market verify" in proc.stderr
     assert "internal error" not in proc.stderr
@@ -224,19 +236,19 @@ def test_reuse_of_a_learnware_without_its_model_is_exit_5(damaged, tmp_path):
 def test_damaged_manifest_and_record_are_exit_5(damaged):
     a, b = _island_ids(damaged, "regression")[:2]
     (damaged / "learnwares" / a / "learnware.toml").write_bytes(b"\xff\xfe not toml")
-    proc = run_lw("market", "info", a, "--market", damaged, check=5)
+    proc = run_cli("market", "info", a, "--market", damaged, check=5)
     # checked against its recorded sha256 before it is parsed
     assert "learnware.toml does not match its recorded sha256" in proc.stderr
     assert "lw market verify" in proc.stderr and len(proc.stderr.splitlines()) == 1
     (damaged / "learnwares" / b / "record.json").unlink()
-    proc = run_lw("market", "info", b, "--market", damaged, check=5)
+    proc = run_cli("market", "info", b, "--market", damaged, check=5)
     assert "record.json is missing" in proc.stderr
 
 
 def test_search_that_reranks_a_learnware_without_its_model_is_exit_5(damaged):
     for lw_id in _island_ids(damaged, "regression"):
         (damaged / "learnwares" / lw_id / "model.skops").unlink()
-    proc = run_lw("search", "--data", USER / "wanshouxigong_200h.csv", "--target", "PM2.5",
+    proc = run_cli("search", "--data", USER / "wanshouxigong_200h.csv", "--target", "PM2.5",
                   "--market", damaged, "--json", check=5)
     assert proc.stdout == ""                            # --json: nothing on stdout on error
     assert "is damaged: its model.skops is missing" in proc.stderr
@@ -271,6 +283,7 @@ def test_the_schemas_are_the_json_outputs():
         assert not v.is_valid({"schema_version": 2}) and not v.is_valid([])
 
 
+@pytest.mark.slow
 def test_every_json_output_validates_against_its_schema(tmp_path):
     from lwcli.cli._output import SCHEMAS as NAMES
 
@@ -279,7 +292,7 @@ def test_every_json_output_validates_against_its_schema(tmp_path):
     seen: dict[str, dict] = {}
 
     def lw(name, *args, check=0):
-        doc = _check(name, run_lw(*args, "--json", check=check).stdout)
+        doc = _check(name, run_cli(*args, "--json", check=check).stdout)
         seen.setdefault(name, doc)
         return doc
 
@@ -297,12 +310,12 @@ def test_every_json_output_validates_against_its_schema(tmp_path):
                "--target", "PM2.5", "--market", mk, "--clamp-k", "--out-dir",
                tmp_path / "reqs", check=4)
     assert len(batch["written"]) == 2 and len(batch["failed"]) == 1    # no PM2.5 column
-    run_lw("spec", DEV / "train.csv", "--model", DEV / "model.skops", "--meta",
+    run_cli("spec", DEV / "train.csv", "--model", DEV / "model.skops", "--meta",
            DEV / "learnware.toml", "--market", mk, "--k", "30", "-o", tmp_path / "rkme.json")
     pkg = lw("pack", "pack", "--model", DEV / "model.skops", "--spec", tmp_path / "rkme.json",
              "--meta", DEV / "learnware.toml", "-o", tmp_path / "g.lw")
     assert lw("submit", "submit", tmp_path / "g.lw", "--market", mk)["id"] == pkg["id"]
-    assert _check("submit", run_lw("submit", tmp_path / "g.lw", "--market", mk,
+    assert _check("submit", run_cli("submit", tmp_path / "g.lw", "--market", mk,
                                    "--json").stdout)["status"] == "exists"
     search = lw("search", "search", "--data", USER / "wanshouxigong_200h.csv", "--target",
                 "PM2.5", "--market", mk)
@@ -312,14 +325,14 @@ def test_every_json_output_validates_against_its_schema(tmp_path):
        "--market", mk, "--rerank", "0")
     lw("market-refresh", "market", "refresh", "--market", mk)
     lw("market-verify", "market", "verify", "--market", mk)
-    report = run_lw("anchor-eval", "--data", USER / "wanshouxigong_20h.csv", "--target",
+    report = run_cli("anchor-eval", "--data", USER / "wanshouxigong_20h.csv", "--target",
                     "PM2.5", "--market", mk, "-o", tmp_path / "report.json", "--json").stdout
     seen["anchor-eval"] = _check("anchor-eval", report)
     (tmp_path / "printed.json").write_text(report)   # the --json output is a report too
-    ranked = _check("search", run_lw("search", "--anchor-report", tmp_path / "printed.json",
+    ranked = _check("search", run_cli("search", "--anchor-report", tmp_path / "printed.json",
                                      "--market", mk, "--json").stdout)
     assert ranked["mode"] == "anchors"
-    tsv = run_lw("search", "--anchor-report", tmp_path / "report.json", "--market", mk,
+    tsv = run_cli("search", "--anchor-report", tmp_path / "report.json", "--market", mk,
                  "--format", "tsv").stdout.splitlines()
     assert tsv[0].split("\t")[:3] == ["rank", "id", "name"]
     assert [t.split("\t")[1] for t in tsv[1:]] == [r["id"] for r in ranked["single"]]
@@ -328,15 +341,16 @@ def test_every_json_output_validates_against_its_schema(tmp_path):
        tmp_path / "p.csv")
     assert set(seen) == set(NAMES)
     # a failure: stdout stays empty, so `lw ... --json | jq` never reads half a document
-    proc = run_lw("search", "--data", tmp_path / "absent.csv", "--market", mk, "--json",
+    proc = run_cli("search", "--data", tmp_path / "absent.csv", "--market", mk, "--json",
                   check=3)
     assert proc.stdout == "" and proc.stderr.startswith("lw: error:")
     shutil.rmtree(mk / "learnwares" / pkg["id"])
     (mk / "learnwares" / ls["learnwares"][0]["id"] / "learnware.toml").unlink()
-    proc = run_lw("market", "verify", "--market", mk, "--json", check=5)
+    proc = run_cli("market", "verify", "--market", mk, "--json", check=5)
     assert not _check("market-verify", proc.stdout)["ok"]      # verify's report is its output
 
 
+@pytest.mark.system
 def test_readme_output_for_scripts_examples_run():
     text = (ROOT / "README.md").read_text()
     part = text[text.index("### Output for scripts"):text.index("### JSON output")]

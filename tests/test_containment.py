@@ -28,6 +28,8 @@ from lwcli.market.contained import STDERR_KEEP, Item, _Tail, run_contained
 
 LW = Path(sys.executable).parent / "lw"
 
+pytestmark = pytest.mark.system
+
 HOSTILE_MODULE = '''
 import os, subprocess, sys, time
 import numpy as np

@@ -1,9 +1,9 @@
 """Crashes: a real `lw submit` / `lw market refresh --force` is killed with SIGKILL at every
 named crash point (``LW_CRASH_AT``, :mod:`lwcli.faults`) and at random times; then one
-ordinary lw operation runs, and the market must be whole: `verify` clean (no problem, no
-stale temporary, no unused generation), the learnware either fully usable (listed, found by
-search) or absent (its island too, if the submit created it), no process of the killed one
-left, ``tmp/`` gone.
+ordinary lw operation runs (in process: only the killed lw needs a process of its own), and
+the market must be whole: `verify` clean (no problem, no stale temporary, no unused
+generation), the learnware either fully usable (listed, found by search) or absent (its island
+too, if the submit created it), no process of the killed one left, ``tmp/`` gone.
 """
 
 from __future__ import annotations
@@ -22,30 +22,10 @@ from lwcli import api, faults
 from lwcli.market.checks import verify_market
 from lwcli.market.store import Market
 
-from conftest import LW, build_learnware, domain_data, run_lw, write_user
+from conftest import LW, run_cli, run_lw
 
+pytestmark = pytest.mark.system
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A market with one learnware and anchors, a package for its island (``same``) and one
-    that creates a new island (``new``)."""
-    w = tmp_path_factory.mktemp("crash")
-    base = w / "base"
-    api.market_init(base)
-    X, y = domain_data(0, 300, seed=0)
-    first = api.submit(build_learnware(w / "work", "a", X, y, k=20).package, base).id
-    api.market_refresh(base)
-    X, y = domain_data(1, 300, seed=1)
-    same = build_learnware(w / "work", "b", X, y, market=base, k=20)
-    X3, y3 = domain_data(2, 300, seed=2, d=3)
-    new = build_learnware(w / "work", "c", X3, y3, k=20)
-    users = {"same": write_user(w / "u_same.csv", *domain_data(1, 120, seed=7)),
-             "new": write_user(w / "u_new.csv", *domain_data(2, 120, seed=7, d=3))}
-    ids = {k: api.pack(b.model, b.spec, b.meta, w / f"{k}.lw").id
-           for k, b in (("same", same), ("new", new))}
-    islands = {k: b.meta for k, b in (("same", same), ("new", new))}
-    return {"base": base, "first": first, "pkg": {"same": same.package, "new": new.package}, "ids": ids,
-            "users": users, "work": w, "islands": islands}
 
 
 def _env(crash: str | None = None) -> dict:
@@ -105,7 +85,7 @@ def assert_whole(market: Path, lw_id: str, user: Path, island_meta: Path | None 
     rep = verify_market(Market.open(market, recover=False))    # as it is, nothing tidied now
     assert rep.ok, rep.problems
     assert [w for w in rep.warnings if w["kind"] != "stale-anchors"] == []
-    listed = run_lw("market", "ls", "--market", market, "-q").stdout.split()
+    listed = run_cli("market", "ls", "--market", market, "-q").stdout.split()
     stored = (market / "learnwares" / lw_id).is_dir()
     assert stored == (lw_id in listed)
     if stored:
@@ -145,7 +125,7 @@ def test_submit_killed_at_a_crash_point_then_one_ls_leaves_the_market_whole(worl
     market = tmp_path / "m"
     shutil.copytree(world["base"], market)
     _run_killed(["submit", world["pkg"][kind], "--market", market], crash)
-    run_lw("market", "ls", "--market", market)               # one ordinary (reading) operation
+    run_cli("market", "ls", "--market", market)              # one ordinary (reading) operation
     assert_whole(market, world["ids"][kind], world["users"][kind],
                  world["islands"][kind] if kind == "new" else None)
 
@@ -155,7 +135,7 @@ def test_the_same_submit_again_completes_a_killed_one(world, tmp_path, crash):
     market = tmp_path / "m"
     shutil.copytree(world["base"], market)
     _run_killed(["submit", world["pkg"]["same"], "--market", market], crash)
-    again = run_lw("submit", world["pkg"]["same"], "--market", market, "--json")
+    again = run_cli("submit", world["pkg"]["same"], "--market", market, "--json")
     import json
 
     doc = json.loads(again.stdout)
@@ -170,7 +150,7 @@ def test_a_crash_during_recovery_is_recovered_by_the_next_operation(world, tmp_p
     _run_killed(["submit", world["pkg"]["same"], "--market", market], "commit:renamed")
     # the ls that recovers is killed in the middle of publishing the completed index
     _run_killed(["market", "ls", "--market", market], "generation:renamed")
-    run_lw("market", "ls", "--market", market)
+    run_cli("market", "ls", "--market", market)
     assert_whole(market, world["ids"]["same"], world["users"]["same"])
 
 
@@ -180,7 +160,7 @@ def test_refresh_force_killed_at_a_crash_point_then_one_ls_leaves_the_market_who
     market = tmp_path / "m"
     shutil.copytree(world["base"], market)
     _run_killed(["market", "refresh", "--force", "--market", market], crash)
-    run_lw("market", "ls", "--market", market)
+    run_cli("market", "ls", "--market", market)
     assert_whole(market, world["first"], world["users"]["same"])
     # CURRENT always names a whole generation: anchors still load
     res = api.anchor_eval(market, world["users"]["same"], "y")
@@ -198,7 +178,7 @@ def test_a_writer_recovers_even_when_readers_could_not(world, tmp_path):
     with FileLock(market / ".lock"):
         run_lw("market", "ls", "--market", market, timeout=120)
         assert (market / "tmp").is_dir()
-    refreshed = run_lw("market", "refresh", "--market", market, "--json")
+    refreshed = run_cli("market", "refresh", "--market", market, "--json")
     assert '"changed": true' in refreshed.stdout
     assert_whole(market, world["ids"]["same"], world["users"]["same"])
 
@@ -232,7 +212,7 @@ def test_random_kills_of_submit_and_refresh_leave_the_market_whole(world, tmp_pa
             proc.communicate(timeout=120)
         assert proc.returncode in (0, -signal.SIGKILL), (i, proc.returncode)
         assert _no_process_left(proc.pid), (i, what, _group(proc.pid))
-        run_lw("market", "ls", "--market", market)
+        run_cli("market", "ls", "--market", market)
         lw_id = world["ids"]["same"] if what == "submit" else world["first"]
         assert_whole(market, lw_id, world["users"]["same"])
         shutil.rmtree(market)
@@ -249,7 +229,7 @@ def test_a_stray_intent_file_never_names_what_recovery_acts_on(world, tmp_path, 
     (market / "tmp").mkdir(exist_ok=True)
     (market / "tmp" / name).write_bytes(b"")
     for _ in range(2):
-        run_lw("market", "ls", "--market", market)
+        run_cli("market", "ls", "--market", market)
     assert sorted(p.name for p in (market / "learnwares").iterdir()) == ids
     assert not (market / "tmp").exists()
     assert verify_market(Market.open(market)).ok

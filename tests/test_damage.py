@@ -1,5 +1,5 @@
 """Damage and tampering (issue 13, points 12-14): a real market is damaged one way at a time;
-readers through the real CLI report it (exit 5, one line on stderr, the repair named) or fall
+readers through the CLI (in process, its error boundary) report it (exit 5, one line on stderr, the repair named) or fall
 back cleanly and say so (never exit 1); `lw market verify` reports every case; `lw market
 refresh --force` repairs the derived ones."""
 
@@ -17,7 +17,7 @@ import pytest
 from lwcli import api
 from lwcli.market.store import record_checksum, sha256
 
-from conftest import build_learnware, domain_data, market_tree, run_lw, write_user
+from conftest import build_learnware, domain_data, market_tree, run_cli, write_user
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_damage_is_reported_never_an_internal_error(base, tmp_path, case):
     damage(m, ids)
     if cmd is not None:
         args = [a.format(id0=ids[0], out=tmp_path / "pred.csv", **files) for a in cmd]
-        proc = run_lw(*args, "--market", m, check=None)
+        proc = run_cli(*args, "--market", m, check=None)
         assert proc.returncode == code, (proc.returncode, proc.stderr)
         assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
         assert needle in proc.stderr, proc.stderr
@@ -190,7 +190,7 @@ def test_damage_is_reported_never_an_internal_error(base, tmp_path, case):
             assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         if cmd == LS:         # the clean fallback lists every learnware, from learnwares/
             assert sorted(proc.stdout.split()) == ids
-    proc = run_lw("market", "verify", "--json", "--market", m, check=5)
+    proc = run_cli("market", "verify", "--json", "--market", m, check=5)
     assert "internal error" not in proc.stderr
     problems = json.loads(proc.stdout)["problems"]
     assert any(p["kind"] == kind and message in p["message"] for p in problems), problems
@@ -220,7 +220,7 @@ def test_a_consistent_forgery_of_the_qa_figures_is_beyond_verify_after_a_refresh
     root, ids, _ = base
     m = tmp_path / "market"
     shutil.copytree(root, m)
-    before = json.loads(run_lw("market", "verify", "--json", "--market", m).stdout)
+    before = json.loads(run_cli("market", "verify", "--json", "--market", m).stdout)
     _edit_record(m, ids[0], agreement=0.5)
     assert not api.market_verify(m).ok          # the index rows no longer match the record
     api.market_refresh(m, force=True)
@@ -279,7 +279,7 @@ def test_a_market_entry_of_the_wrong_kind_is_exit_5_and_changes_nothing(base, tm
     else:
         p.mkdir()
     before = market_tree(m)
-    proc = run_lw("market", "refresh", "--force", "--market", m, check=5)
+    proc = run_cli("market", "refresh", "--force", "--market", m, check=5)
     (line,) = proc.stderr.strip().splitlines()
     assert f"{p} should be a" in line and "internal error" not in line
     assert market_tree(m) == before

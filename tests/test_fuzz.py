@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import build_learnware, domain_data, market_tree, write_user
+from conftest import domain_data, market_copy, market_tree, write_user
 from lwcli import api
 from lwcli.cli.main import app
 
@@ -56,21 +56,20 @@ def check(root: Path, *args) -> int:
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
+def fx(world, tmp_path_factory):
+    """A copy of the shared market (one learnware), a second valid package (bytes, members,
+    its folder's files), a user's CSV and a requirement fitted from it."""
     work = tmp_path_factory.mktemp("fuzz")
-    root = work / "market"
-    api.market_init(root)
-    X, y = domain_data(0, 300, seed=0)
-    api.submit(build_learnware(work, "z0", X, y, market=root, k=15).package, root)
-    X, y = domain_data(1, 300, seed=1)
-    b = build_learnware(work, "z1", X, y, market=root, k=15)
+    root = market_copy(world, work / "market")
+    b = world["same"]
     with zipfile.ZipFile(b.package) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
+    X, y = domain_data(1, 300, seed=1)
     user = write_user(work / "user.csv", X[:40], y[:40])
     req = work / "req.json"
     api.write_spec(api.build_spec(user, target="y", market=root, k=10, seed=0), req)
     return {"root": root, "work": work, "package": b.package.read_bytes(), "members": members,
-            "csv": user.read_text(), "req": json.loads(req.read_text())}
+            "csv": user.read_text(), "req": json.loads(req.read_text()), "built": b}
 
 
 # ------------------------------------------------------------------------ strategies
@@ -191,8 +190,8 @@ def test_fuzz_learnware_toml(fx, tmp_path_factory, data):
     (d / "p.lw").write_bytes(zip_members(m))
     check(fx["root"], "submit", d / "p.lw", "--market", fx["root"])
     (d / "learnware.toml").write_text(text)
-    work = fx["work"] / "z1"
-    check(fx["root"], "pack", "--model", work / "model.skops", "--spec", work / "rkme.json",
+    b = fx["built"]
+    check(fx["root"], "pack", "--model", b.model, "--spec", b.spec,
           "--meta", d / "learnware.toml", "-o", d / "x.lw")
 
 

@@ -21,8 +21,7 @@ import pytest
 import tomli_w
 from typer.testing import CliRunner
 
-from conftest import build_learnware, domain_data, market_tree, write_user
-from lwcli import api
+from conftest import domain_data, market_copy, market_tree, write_user
 from lwcli.cli.main import app
 from lwcli.validation import MAX_K
 
@@ -47,18 +46,15 @@ def refused(market: Path, *args, code: int = 4) -> str:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A market with one learnware, and a second valid package's members to edit."""
+def base(world, tmp_path_factory):
+    """A copy of the shared market (one learnware), the members of a second valid package and
+    a user's labelled file."""
     work = tmp_path_factory.mktemp("hostile")
-    root = work / "market"
-    api.market_init(root)
-    X, y = domain_data(0, 300, seed=0)
-    first = build_learnware(work, "h0", X, y, market=root, k=20)
-    api.submit(first.package, root)
-    X, y = domain_data(1, 300, seed=1)
-    b = build_learnware(work, "h1", X, y, market=root, k=20)
+    root = market_copy(world, work / "market")
+    b = world["same"]
     with zipfile.ZipFile(b.package) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
+    X, y = domain_data(1, 300, seed=1)
     write_user(work / "user.csv", X[:60], y[:60])
     return root, work, members, b
 
@@ -125,13 +121,12 @@ def test_manifest_fields_of_the_wrong_type_are_exit_4(base, tmp_path, field):
     "a = " + "1" * 5000,                               # an integer past Python's digit limit
 ])
 def test_deep_or_huge_toml_is_exit_4(base, tmp_path, text):
-    root, work, members, _ = base
+    root, work, members, b = base
     p = _zip(_with_manifest(members, text), tmp_path / "p.lw")
     assert "learnware.toml" in refused(root, "submit", p, "--market", root)
     (tmp_path / "learnware.toml").write_text(text)
-    refused(root, "pack", "--model", work / "h1" / "model.skops", "--spec",
-            work / "h1" / "rkme.json", "--meta", tmp_path / "learnware.toml", "-o",
-            tmp_path / "x.lw")
+    refused(root, "pack", "--model", b.model, "--spec", b.spec, "--meta",
+            tmp_path / "learnware.toml", "-o", tmp_path / "x.lw")
 
 
 def _spec(members) -> dict:
@@ -310,7 +305,7 @@ def test_self_norms_in_row_blocks_equal_the_dense_ones(monkeypatch):
                                   ".hidden.skops", "m\x1b[2J.skops", "a/b.skops", "..skops",
                                   "model.pkl", "x" * 200 + ".skops", "model.skops "])
 def test_model_file_names_that_collide_or_are_odd_are_refused(base, tmp_path, name):
-    root, work, members, _ = base
+    root, work, members, b = base
     m = _set(_manifest(members), "model.file", name)
     files = _with_manifest(members, m)
     files[name] = files.pop("model.skops")
@@ -319,9 +314,8 @@ def test_model_file_names_that_collide_or_are_odd_are_refused(base, tmp_path, na
     if name == "model.pkl":
         return                    # lw pack names the model file model.skops itself
     (tmp_path / "learnware.toml").write_text(tomli_w.dumps(m))
-    refused(root, "pack", "--model", work / "h1" / "model.skops", "--spec",
-            work / "h1" / "rkme.json", "--meta", tmp_path / "learnware.toml", "-o",
-            tmp_path / "x.lw")
+    refused(root, "pack", "--model", b.model, "--spec", b.spec, "--meta",
+            tmp_path / "learnware.toml", "-o", tmp_path / "x.lw")
 
 
 # --------------------------------------------------------------- 11. text shown raw

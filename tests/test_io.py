@@ -308,7 +308,7 @@ def test_a_value_beyond_float32_exits_4_through_the_cli_and_changes_nothing(tmp_
     """Field case 11: one finite 1e39 reached the QP solver and ended in exit 1."""
     import shutil
 
-    from conftest import ROOT, run_lw, snapshot
+    from conftest import ROOT, run_cli, snapshot
 
     market = tmp_path / "market"
     shutil.copytree(ROOT / "sample_market" / "market", market)
@@ -320,7 +320,7 @@ def test_a_value_beyond_float32_exits_4_through_the_cli_and_changes_nothing(tmp_
                  ["spec", tmp_path / "huge.csv", "--target", "PM2.5", "-o", tmp_path / "r.json"],
                  ["anchor-eval", "--data", tmp_path / "huge.csv", "--target", "PM2.5",
                   "-o", tmp_path / "a.json"]):
-        proc = run_lw(*args, "--market", market, check=4)
+        proc = run_cli(*args, "--market", market, check=4)
         assert "column 'PRES', data row 5, holds 1e+39" in proc.stderr
         assert proc.stderr.count("\n") == 1
     assert snapshot(market) == before

@@ -53,6 +53,7 @@ def test_market_lock_is_not_reentrant_across_calls(market):
         _times_out(market_lock(lay, timeout=0.3), 0.3)
 
 
+@pytest.mark.system
 def test_market_lock_held_by_another_process(market):
     lay = Layout(market)
     holder = subprocess.Popen(
@@ -125,6 +126,7 @@ def test_spec_batch_reports_a_held_folder_lock_as_a_failure_with_exit_code_5(tmp
     assert api.build_specs([data], out, target="y", k=10).written       # free again
 
 
+@pytest.mark.system
 def test_lw_imports_without_fcntl():
     """Neither lock imports fcntl: lw imports where there is none (Windows)."""
     code = ("import sys; sys.modules['fcntl'] = None; "

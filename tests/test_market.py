@@ -17,7 +17,7 @@ from lwcli import api
 from lwcli.errors import (MetricMismatchError, ModelCheckError, NotFoundError,
                           UntrustedModelError)
 
-from conftest import LW, build_learnware, domain_data, run_lw, snapshot
+from conftest import LW, build_learnware, domain_data, run_cli, snapshot
 
 HERE = Path(__file__).parent
 
@@ -77,6 +77,7 @@ def test_stored_learnware_round_trips(market, tmp_path):
     np.testing.assert_array_equal(stored.rkme.beta, orig.rkme.beta)
 
 
+@pytest.mark.system
 def test_parallel_submits_from_processes_leave_a_consistent_market(market, tmp_path):
     first = _pkgs(tmp_path, 1)[0]
     api.submit(first.package, market)          # the island exists; the others use its metric
@@ -98,6 +99,7 @@ def test_parallel_submits_from_processes_leave_a_consistent_market(market, tmp_p
                                           tmp_path / "x.lw").id}
 
 
+@pytest.mark.system
 def test_submit_killed_midway_leaves_nothing_half_visible(market, tmp_path):
     base = _pkgs(tmp_path, 1)[0]
     api.submit(base.package, market)
@@ -135,7 +137,7 @@ def test_verify_catches_a_flipped_byte(market, tmp_path, victim):
     rep = api.market_verify(market)
     assert not rep.ok
     assert any(p["kind"] == "tampered" for p in rep.problems)
-    proc = run_lw("market", "verify", "--market", market, check=5)
+    proc = run_cli("market", "verify", "--market", market, check=5)
     assert "tampered" in proc.stdout
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import ROOT, run_lw
@@ -18,6 +19,7 @@ import synthetic  # noqa: E402
 from lwcli import api  # noqa: E402
 
 
+@pytest.mark.system
 def test_synthetic_island_is_a_market_searched_like_any_other(tmp_path):
     mk, iid, timings = synthetic.build_market(tmp_path / "m", 600)
     assert set(timings) == {"generate_s", "self_terms_s", "sketch_s", "write_s"}
@@ -36,6 +38,7 @@ def test_synthetic_island_is_a_market_searched_like_any_other(tmp_path):
     assert exact.single[0]["id"] == f"{member:016x}"
 
 
+@pytest.mark.slow
 def test_report_renders_from_a_small_run(tmp_path):
     cpu = torch.device("cpu")
     row = bench.bench_search_size(1_000, cpu, tmp_path, repeats=1, queries=1)

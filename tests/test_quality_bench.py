@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_quick_quality_benchmark_top1_beats_a_random_learnware(tmp_path):
     spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
     quality = importlib.util.module_from_spec(spec)

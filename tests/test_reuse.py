@@ -15,7 +15,7 @@ from lwcli.engine.reuse import (AverageReuser, FeatureAugmentReuser, JobSelector
 from lwcli.engine.reuse.user_model import fit_estimator, make_folds, select_user_model
 from lwcli.reusefile import load_reuser
 
-from conftest import (build_classifier, build_learnware, domain_data, run_lw, snapshot,
+from conftest import (build_classifier, build_learnware, domain_data, run_cli, snapshot,
                       three_class_data, write_user)
 
 
@@ -296,7 +296,7 @@ def test_saved_reuser_with_a_pickle_learnware_needs_trust(tmp_path):
 def test_cli_reuse_writes_csv_json_and_stdout(reg, tmp_path):
     root, ids, _ = reg
     train, new, labelled, X, _ = _user_files(tmp_path)
-    out = run_lw("reuse", ids[(0, "ridge")], ids[(0, "rf")], "--method", "with-user",
+    out = run_cli("reuse", ids[(0, "ridge")], ids[(0, "rf")], "--method", "with-user",
                  "--train", train, "--target", "y", "--data", labelled, "-o", tmp_path / "p.csv",
                  "--save-model", tmp_path / "r.lwr", "--market", root, "--json")
     doc = json.loads(out.stdout)
@@ -305,10 +305,10 @@ def test_cli_reuse_writes_csv_json_and_stdout(reg, tmp_path):
     assert doc["scores"]["rmse"] > 0
     own = doc["details"]["user_model_scores"]               # the comparison on the same rows
     assert set(own) == {"rmse", "mae", "r2"} and own["rmse"] > 0
-    assert "your model alone" in run_lw(
+    assert "your model alone" in run_cli(
         "reuse", ids[(0, "ridge")], "--method", "with-user", "--train", train, "--target", "y",
         "--data", labelled, "-o", tmp_path / "q.csv", "--market", root).stderr
-    piped = run_lw("reuse", "--model", tmp_path / "r.lwr", "--data", new, "-o", "-")
+    piped = run_cli("reuse", "--model", tmp_path / "r.lwr", "--data", new, "-o", "-")
     assert piped.stdout == (tmp_path / "p.csv").read_text()      # stdout: the CSV only
     assert piped.stderr.strip().startswith("with-user: ")
 
@@ -318,17 +318,17 @@ def test_cli_reuse_from_a_saved_search(reg, tmp_path):
     Xa, ya = domain_data(0, 150, seed=8)
     Xb, yb = domain_data(1, 150, seed=9)
     user = write_user(tmp_path / "u.csv", np.vstack([Xa, Xb]), np.r_[ya, yb])   # 50/50 blend
-    s = run_lw("search", "--data", user, "--target", "y", "--market", root, "--json")
+    s = run_cli("search", "--data", user, "--target", "y", "--market", root, "--json")
     (tmp_path / "s.json").write_text(s.stdout)
     doc = json.loads(s.stdout)
     mix = doc["mixture"]
     assert len(mix["ids"]) == 2
-    out = json.loads(run_lw("reuse", "--from-search", tmp_path / "s.json", "--data", user,
+    out = json.loads(run_cli("reuse", "--from-search", tmp_path / "s.json", "--data", user,
                             "--target", "y", "-o", tmp_path / "p.csv", "--market", root,
                             "--json").stdout)
     assert out["method"] == "average" and out["ids"] == mix["ids"]
     assert list(out["details"]["weights"].values()) == pytest.approx(mix["weights"])
-    top = json.loads(run_lw("reuse", "--from-search", tmp_path / "s.json", "--top", "3",
+    top = json.loads(run_cli("reuse", "--from-search", tmp_path / "s.json", "--top", "3",
                             "--data", user, "--target", "y", "-o", tmp_path / "p.csv",
                             "--market", root, "--json").stdout)
     assert top["ids"] == [r["id"] for r in doc["single"][:3]]
@@ -336,7 +336,7 @@ def test_cli_reuse_from_a_saved_search(reg, tmp_path):
     # a one-member mixture is that learnware, applied directly
     doc["mixture"] = {**mix, "ids": mix["ids"][:1], "weights": [1.0]}
     (tmp_path / "one.json").write_text(json.dumps(doc))
-    one = json.loads(run_lw("reuse", "--from-search", tmp_path / "one.json", "--data", user,
+    one = json.loads(run_cli("reuse", "--from-search", tmp_path / "one.json", "--data", user,
                             "--target", "y", "-o", tmp_path / "p.csv", "--market", root,
                             "--json").stdout)
     assert one["method"] == "single" and one["ids"] == mix["ids"][:1]
@@ -425,7 +425,7 @@ def test_cli_reuse_errors(reg, tmp_path, label, args, code, needle):
     if label == "tampered saved reuser":
         files["tampered"] = _tampered(tmp_path, reg)
     before = snapshot(root)
-    proc = run_lw("reuse", *args(tmp_path, ids, files), "-o", tmp_path / "out.csv",
+    proc = run_cli("reuse", *args(tmp_path, ids, files), "-o", tmp_path / "out.csv",
                   "--market", root, "--json", check=code)
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -437,10 +437,10 @@ def test_cli_reuse_errors(reg, tmp_path, label, args, code, needle):
 def test_cli_reuse_mixed_tasks_and_output_folder(reg, clf, tmp_path):
     root, ids, _ = reg
     _, new, _, _, _ = _user_files(tmp_path)
-    proc = run_lw("reuse", ids[(0, "ridge")], "--data", new, "-o", tmp_path / "no" / "p.csv",
+    proc = run_cli("reuse", ids[(0, "ridge")], "--data", new, "-o", tmp_path / "no" / "p.csv",
                   "--market", root, check=3)
     assert "does not exist" in proc.stderr
-    proc = run_lw("reuse", ids[(0, "ridge")], "--data", new, "-o", "-", "--json",
+    proc = run_cli("reuse", ids[(0, "ridge")], "--data", new, "-o", "-", "--json",
                   "--market", root, check=2)
     assert proc.stdout == ""
     # learnwares of different tasks cannot be reused together (different markets here, so
@@ -451,7 +451,7 @@ def test_cli_reuse_mixed_tasks_and_output_folder(reg, clf, tmp_path):
     mixed = tmp_path / "mixed"
     shutil.copytree(root, mixed)
     api.submit(clf[2] / "abc" / "pkg.lw", mixed)
-    proc = run_lw("reuse", ids[(0, "ridge")], cids["abc"], "--data", new, "-o", tmp_path / "p.csv",
+    proc = run_cli("reuse", ids[(0, "ridge")], cids["abc"], "--data", new, "-o", tmp_path / "p.csv",
                   "--market", mixed, check=4)
     assert "reuse learnwares of one task together" in proc.stderr
 

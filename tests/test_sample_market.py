@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from lwcli import api
@@ -48,6 +49,7 @@ def _learnwares_by_name(market: Path) -> dict[str, Path]:
             for mk_name in [manifest_from_text((p / "learnware.toml").read_text()).name]}
 
 
+@pytest.mark.system
 def test_make_sample_market_rebuilds_it(tmp_path):
     """On the CPU model that built it: every file, bit for bit. On any other x86-64 CPU: the
     user's and developer's files, every manifest and every trained model bit for bit, and each
@@ -86,6 +88,7 @@ def test_make_sample_market_rebuilds_it(tmp_path):
     assert api.market_verify(tmp_path / "market").ok
 
 
+@pytest.mark.slow
 def test_reuse_beats_the_users_own_model_on_new_hours():
     train = pd.read_csv(USER / "wanshouxigong_200h.csv")
     new = pd.read_csv(USER / "wanshouxigong_new_hours.csv")

@@ -1,4 +1,4 @@
-"""`lw spec` over many files: through the real CLI, on real folders and a real market."""
+"""`lw spec` over many files: through the CLI (in process), on real folders and a real market."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import domain_data, read_json, run_lw, write_user
+from conftest import domain_data, read_json, run_cli, write_user
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def folder(tmp_path):
 
 
 def batch(*args, check=0):
-    return run_lw("spec", *args, "--target", "y", "--k", "20", "--json", check=check)
+    return run_cli("spec", *args, "--target", "y", "--k", "20", "--json", check=check)
 
 
 def snapshot(out):
@@ -44,7 +44,7 @@ def test_batch_writes_every_spec_then_skips_them(folder, tmp_path):
         ["late.rkme.json", "site0.rkme.json", "site1.rkme.json", "site2.rkme.json"]
     assert doc["skipped"] == [] and doc["failed"] == []
     # byte for byte what the one-file form writes
-    run_lw("spec", data / "site1.csv", "--target", "y", "--k", "20", "-o", tmp_path / "one.json")
+    run_cli("spec", data / "site1.csv", "--target", "y", "--k", "20", "-o", tmp_path / "one.json")
     assert (out / "site1.rkme.json").read_bytes() == (tmp_path / "one.json").read_bytes()
     before = snapshot(out)
     again = read_json(batch(data, "--from-list", lst, "--out-dir", out).stdout)
@@ -69,7 +69,7 @@ def test_batch_refits_exactly_what_changed(folder):
     assert after["site2.rkme.json"] == before["site2.rkme.json"]      # restored
     assert after["site1.rkme.json"] != before["site1.rkme.json"]
     # other parameters, or --force: everything again
-    k30 = read_json(run_lw("spec", data, "--target", "y", "--k", "30", "--out-dir", out,
+    k30 = read_json(run_cli("spec", data, "--target", "y", "--k", "30", "--out-dir", out,
                            "--json").stdout)
     assert len(k30["written"]) == 3
     forced = read_json(batch(data, "--out-dir", out, "--force").stdout)
@@ -90,10 +90,10 @@ def test_batch_goes_on_past_a_bad_file_and_exits_with_its_code(folder):
 
 def test_batch_usage_errors(folder, tmp_path):
     data, late, out = folder
-    assert "--out-dir" in run_lw("spec", data, "--target", "y", "-o", tmp_path / "x.json",
+    assert "--out-dir" in run_cli("spec", data, "--target", "y", "-o", tmp_path / "x.json",
                                  check=2).stderr
-    run_lw("spec", data / "site0.csv", data / "site1.csv", "-o", tmp_path / "x.json", check=2)
-    run_lw("spec", data / "site0.csv", "--out-dir", out, "-o", tmp_path / "x.json", check=2)
+    run_cli("spec", data / "site0.csv", data / "site1.csv", "-o", tmp_path / "x.json", check=2)
+    run_cli("spec", data / "site0.csv", "--out-dir", out, "-o", tmp_path / "x.json", check=2)
     twin = tmp_path / "twin"
     twin.mkdir()
     (twin / "site0.csv").write_bytes((data / "site0.csv").read_bytes())

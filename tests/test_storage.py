@@ -23,26 +23,10 @@ import pytest
 from lwcli import api, faults
 from lwcli.errors import StorageError
 
-from conftest import LW, build_learnware, domain_data, market_tree, run_lw, write_user
+from conftest import LW, build_learnware, domain_data, market_tree, run_cli, run_lw
 
 
 tree = market_tree
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    w = tmp_path_factory.mktemp("storage")
-    base = w / "base"
-    api.market_init(base)
-    X, y = domain_data(0, 300, seed=0)
-    first = api.submit(build_learnware(w / "work", "a", X, y, k=20).package, base).id
-    api.market_refresh(base)
-    same = build_learnware(w / "work", "b", *domain_data(1, 300, seed=1), market=base, k=20)
-    X3, y3 = domain_data(2, 300, seed=2, d=3)
-    new = build_learnware(w / "work", "c", X3, y3, k=20)
-    user = write_user(w / "user.csv", *domain_data(0, 120, seed=5))
-    return {"base": base, "first": first, "same": same.package, "new": new.package,
-            "user": user, "work": w}
 
 
 def _copy(world, tmp_path, name="m") -> Path:
@@ -60,6 +44,7 @@ def _one_line(stderr: str) -> str:
 
 # ------------------------------------------------------------------ injected write failures
 
+@pytest.mark.system
 @pytest.mark.parametrize("where", [
     ("same", "submit:intent"), ("same", "commit:staged"), ("same", "commit:renamed"),
     ("same", "generation:staged"), ("same", "generation:renamed"),
@@ -69,17 +54,18 @@ def test_a_full_disk_during_submit_is_exit_9_and_changes_nothing(world, tmp_path
     kind, point = where
     market = _copy(world, tmp_path)
     before = tree(market)
-    proc = run_lw("submit", world[kind], "--market", market, check=9,
+    proc = run_lw("submit", world["pkg"][kind], "--market", market, check=9,
                   env={"LW_FAIL_AT": point})
     line = _one_line(proc.stderr)
     assert line.startswith("lw: error: could not write ") and "no space left on device" in line
     assert proc.stdout == ""
     assert tree(market) == before
     if point == "generation:staged":               # and the same submit then works
-        run_lw("submit", world[kind], "--market", market)
+        run_lw("submit", world["pkg"][kind], "--market", market)
         assert api.market_verify(market).ok
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("err,cause", [("ENOSPC", "no space left on device"),
                                        ("EDQUOT", "no space left on device"),
                                        ("EROFS", "read-only filesystem"),
@@ -94,6 +80,7 @@ def test_a_failed_forced_refresh_is_exit_9_naming_the_cause_and_changes_nothing(
     assert tree(market) == before
 
 
+@pytest.mark.system
 def test_a_refresh_that_fails_at_the_anchors_leaves_a_whole_market(world, tmp_path):
     market = _copy(world, tmp_path)
     run_lw("market", "refresh", "--force", "--market", market, check=9,
@@ -141,13 +128,14 @@ def test_rejected_and_successful_submits_leave_no_tmp_folder(world, tmp_path):
     # a package fitted with another metric is refused, after reading the market only
     X, y = domain_data(1, 300, seed=3)
     other = build_learnware(tmp_path / "w", "other", X, y, k=20)      # its own metric
-    run_lw("submit", other.package, "--market", market, check=5)
+    run_cli("submit", other.package, "--market", market, check=5)
     assert tree(market) == before
-    run_lw("submit", world["same"], "--market", market)
+    run_cli("submit", world["pkg"]["same"], "--market", market)
     assert not (market / "tmp").exists()
     assert api.market_verify(market).ok
 
 
+@pytest.mark.system
 def test_stale_temporaries_are_collected_but_never_one_in_use(world, tmp_path):
     market = _copy(world, tmp_path)
     tmp = market / "tmp"
@@ -169,18 +157,19 @@ def test_stale_temporaries_are_collected_but_never_one_in_use(world, tmp_path):
             """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        run_lw("market", "ls", "--market", market)       # a reader on a writable market tidies
+        run_cli("market", "ls", "--market", market)      # a reader on a writable market tidies
         assert sorted(p.name for p in tmp.iterdir()) == ["live-job", "live-job.owner"]
         assert not gen.exists()
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
-    run_lw("submit", world["same"], "--market", market)                # the owner died: gone
+    run_cli("submit", world["pkg"]["same"], "--market", market)               # the owner died: gone
     assert not tmp.exists()
     rep = api.market_verify(market)
     assert rep.ok and [w for w in rep.warnings if w["kind"] != "stale-anchors"] == []
 
 
+@pytest.mark.system
 def test_a_no_op_refresh_takes_no_lock_and_writes_nothing(world, tmp_path):
     from filelock import FileLock
 
@@ -252,6 +241,7 @@ def _in_namespace(body: str, *args, timeout: float = 900) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.system
 @needs_ns
 def test_a_real_full_disk_is_exit_9_and_changes_nothing(world, tmp_path):
     """A 2 MiB tmpfs holding the market, filled so that only a little is free: each submit
@@ -282,7 +272,7 @@ def test_a_real_full_disk_is_exit_9_and_changes_nothing(world, tmp_path):
             results.append(r)
             subprocess.run(["rm", "-rf", str(m)], check=True)
         print(json.dumps(results))
-        """, mnt, world["base"], world["same"])
+        """, mnt, world["base"], world["pkg"]["same"])
     assert any(r["rc"] == 9 for r in res), res
     for r in res:
         assert r["rc"] in (0, 9), r
@@ -293,11 +283,12 @@ def test_a_real_full_disk_is_exit_9_and_changes_nothing(world, tmp_path):
         assert r["verify"] == 0 and not r["tmp_left"], r
 
 
+@pytest.mark.system
 @needs_ns
 def test_a_read_only_market_reads_and_refuses_writes_with_exit_9(world, tmp_path):
     market = _copy(world, tmp_path)
     dead = _copy(world, tmp_path, "dead")          # a submit died in it before it went read-only
-    proc = subprocess.run([str(LW), "submit", str(world["same"]), "--market", str(dead)],
+    proc = subprocess.run([str(LW), "submit", str(world["pkg"]["same"]), "--market", str(dead)],
                           env=dict(os.environ, LW_DEVICE="cpu", LW_CRASH_AT="commit:renamed"),
                           capture_output=True)
     assert proc.returncode == -9
@@ -326,7 +317,7 @@ def test_a_read_only_market_reads_and_refuses_writes_with_exit_9(world, tmp_path
                 "unchanged": None}
             r[m]["unchanged"] = tree(m) == before[m]
         print(json.dumps(r))
-        """, market, dead, world["user"], world["new"], out, world["first"])
+        """, market, dead, world["users"]["home"], world["pkg"]["new"], out, world["first"])
     ok = res[str(market)]
     for cmd in ("ls", "info", "search", "verify", "anchor-eval", "reuse", "refresh"):
         assert ok[cmd]["rc"] == 0, (cmd, ok[cmd])
@@ -344,6 +335,7 @@ def test_a_read_only_market_reads_and_refuses_writes_with_exit_9(world, tmp_path
     assert not (dead / "tmp").exists() and api.market_verify(dead).ok
 
 
+@pytest.mark.system
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 def test_a_market_without_write_permission_reads_and_refuses_writes_with_exit_9(world,
                                                                                 tmp_path):
@@ -352,10 +344,10 @@ def test_a_market_without_write_permission_reads_and_refuses_writes_with_exit_9(
     try:
         before = tree(market)
         for args in (("market", "ls"), ("market", "info", world["first"]),
-                     ("search", "--data", world["user"], "--target", "y"),
+                     ("search", "--data", world["users"]["home"], "--target", "y"),
                      ("market", "verify"), ("market", "refresh")):
             run_lw(*args, "--market", market)
-        proc = run_lw("submit", world["new"], "--market", market, check=9)
+        proc = run_lw("submit", world["pkg"]["new"], "--market", market, check=9)
         assert "permission denied" in _one_line(proc.stderr)
         assert tree(market) == before
     finally:

@@ -219,6 +219,7 @@ def _skops_default_run(data: bytes, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=120)
 
 
+@pytest.mark.system
 def test_a_skops_default_trusted_pipeline_writes_files_and_lw_refuses_it(tmp_path):
     import skops.io as sio
 
@@ -286,6 +287,7 @@ def hostile_hgb():
     return h
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("make", [hostile_tree, hostile_hgb])
 def test_tree_node_arrays_out_of_range_are_refused_instead_of_crashing(tmp_path, make):
     import skops.io as sio
@@ -309,6 +311,7 @@ def _package_with_model(tmp_path, market, model_bytes: bytes) -> Path:
     return path
 
 
+@pytest.mark.system
 def test_submit_refuses_the_exploits_and_leaves_the_market_unchanged(tmp_path, market):
     import skops.io as sio
 
