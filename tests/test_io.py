@@ -113,7 +113,7 @@ def test_float32_sentinels_are_named_as_fill_values(tmp_path):
 def test_arrays_from_the_python_api_are_checked_in_float32():
     from sklearn.linear_model import LinearRegression
 
-    from lwcli.engine.kernels import fit_metric
+    from lwcli.engine.kernel import fit_metric
     from lwcli.engine.reuse import AverageReuser
     from lwcli.engine.reuse.base import Learnware
     from lwcli.engine.rkme import fit_rkme
@@ -223,7 +223,7 @@ def test_column_names_are_compared_in_nfc(tmp_path):
 def test_manifest_and_spec_names_are_nfc():
     import unicodedata
 
-    from lwcli.engine.kernels import fit_metric
+    from lwcli.engine.kernel import fit_metric
     from lwcli.engine.rkme import fit_rkme
     from lwcli.market.manifest import manifest_from_text
     from lwcli.specfile import Spec, spec_from_dict

@@ -532,7 +532,7 @@ def test_fill_values_are_refused_not_fitted_into_a_nan_spec(tmp_path):
                 api.build_spec(tmp_path / "b.csv", target="PM2.5", market=market, k=10)
             assert err.value.exit_code == 4
     with pytest.raises(DataError, match="fill or no-data"):   # arrays from Python too
-        from lwcli.engine.kernels import fit_metric
+        from lwcli.engine.kernel import fit_metric
         from lwcli.engine.rkme import fit_rkme
 
         Z = np.random.default_rng(0).normal(size=(50, 3))

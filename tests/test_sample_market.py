@@ -14,7 +14,7 @@ import pytest
 import pandas as pd
 
 from lwcli import api
-from lwcli.engine.kernels import mmd2_numpy
+from lwcli.engine.kernel import mmd2_numpy
 from lwcli.market.manifest import manifest_from_text
 from lwcli.specfile import read_spec
 from lwcli.engine.reuse.user_model import fit_estimator, make_folds, select_user_model

@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from lwcli.engine.kernels import fit_metric
+from lwcli.engine.kernel import fit_metric
 from lwcli.engine.rkme import fit_rkme
 from lwcli.engine.search import (MIXTURE_CANDIDATES, Ranking, build_stack, mixture_search,
                                  rank_single, rerank)
