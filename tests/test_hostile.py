@@ -288,13 +288,14 @@ def test_manifest_lists_and_strings_are_bounded(base, tmp_path):
 
 def test_self_norms_in_row_blocks_equal_the_dense_ones(monkeypatch):
     """A large K never builds the K x K Gram matrix at once; same values as the dense sum."""
+    import lwcli.engine.kernel as kernel
     import lwcli.engine.search as search
 
     rng = np.random.default_rng(3)
     points = rng.normal(size=(3, 40, 5)).astype(np.float32)
     beta = rng.dirichlet(np.ones(40), size=3).astype(np.float32)
     dense = search._self_terms(points, beta, 0.3, None)
-    monkeypatch.setattr(search, "CHUNK_ELEMENTS", 64)          # 40 x 40 > 64: row blocks
+    monkeypatch.setattr(kernel, "CHUNK_ELEMENTS", 64)          # 40 x 40 > 64: row blocks
     blocked = search._self_terms(points, beta, 0.3, None)
     np.testing.assert_allclose(blocked, dense, rtol=1e-5)
 

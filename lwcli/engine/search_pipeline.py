@@ -63,9 +63,9 @@ def run_search(stack: SpecStack, user: RKME, *, sketch: IslandSketch | None = No
     ``stack``: the island's N stacked specifications; ``sketch``: its sketch index, used as
     :func:`uses_sketch` decides (``exact``); ``allowed``: (N,) boolean mask of the eligible
     learnwares (``None``: all). The best ``max(top, rerank, MIXTURE_CANDIDATES)`` are
-    ordered (:func:`lwcli.engine.search.rank_single`). A label-aware requirement (mode
-    ``"xy"``) with ``rerank > 0`` and ``outputs_of`` re-ranks the ``rerank`` best by each
-    model's loss on the requirement's reduced points
+    ordered (:func:`lwcli.engine.search.rank_single`). A label-aware requirement (kind
+    ``"joint"``, output mode ``"xy"``) with ``rerank > 0`` and ``outputs_of`` re-ranks the
+    ``rerank`` best by each model's loss on the requirement's reduced points
     (:func:`lwcli.engine.search.rerank`); the mixture is always the RKME one over the best
     :data:`MIXTURE_CANDIDATES` (seed eq. 3, :func:`lwcli.engine.search.mixture_search`, at
     most ``max_members``). Raises :class:`~lwcli.errors.MetricMismatchError` when ``user``
@@ -77,7 +77,7 @@ def run_search(stack: SpecStack, user: RKME, *, sketch: IslandSketch | None = No
                           keep=keep, allowed=allowed)
     rkme_order = np.asarray(ranking.order, dtype=np.int64)
     order, losses, ranked_by = rkme_order, {}, "rkme"
-    if ranking.mode == "xy" and rerank > 0 and outputs_of is not None:
+    if ranking.kind == "joint" and rerank > 0 and outputs_of is not None:
         shortlist = [int(j) for j in rkme_order[:rerank]]
         X, _, _ = requirement_sample(user)
         outs = dict(zip(shortlist, outputs_of(shortlist, X)))
@@ -90,7 +90,7 @@ def run_search(stack: SpecStack, user: RKME, *, sketch: IslandSketch | None = No
                 "method": "sketch" if use_sketch else "exact",
                 "exact_mmd": ranking.shortlist if use_sketch else eligible,
                 "sketch_candidates": SKETCH_CANDIDATES if use_sketch else None}
-    notes = tuple(requirement_notes(user.n_rows, ranking.mode == "xy"))
+    notes = tuple(requirement_notes(user.n_rows, ranking.kind == "joint"))
     return SearchOutcome(ranking.mode, order, rkme_order, ranking.mmd2,
                          Ranking.score(ranking.mmd2), losses, ranked_by, mix, searched, notes)
 
