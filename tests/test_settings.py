@@ -107,3 +107,18 @@ def test_a_bad_source_date_epoch_is_exit_2_not_an_internal_error(monkeypatch, tm
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     res = CliRunner().invoke(app, ["market", "init", str(tmp_path / "m")])
     assert res.exit_code == 2 and "SOURCE_DATE_EPOCH='yesterday'" in res.stderr
+
+
+def test_the_library_takes_the_market_from_lw_market_as_the_cli_does(monkeypatch, tmp_path):
+    """api calls with market=None used to say "set LW_MARKET" while it was set."""
+    from lwcli import api
+
+    api.market_init(tmp_path / "m")
+    monkeypatch.setenv("LW_MARKET", str(tmp_path / "m"))
+    assert api.market_ls(None) == []
+    assert api.market_verify(None).to_dict()["ok"] is True
+    monkeypatch.delenv("LW_MARKET")
+    from lwcli.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="set LW_MARKET"):
+        api.market_ls(None)
