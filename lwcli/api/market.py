@@ -18,9 +18,6 @@ class InitResult(DictView):
     islands: int
     learnwares: int
 
-    def to_dict(self) -> dict:
-        return {"market": self.market, "islands": self.islands, "learnwares": self.learnwares}
-
 
 @dataclass(frozen=True, eq=False)
 class LsResult:
@@ -62,10 +59,6 @@ class InfoResult(DictView):
     record: dict
     spec: dict
 
-    def to_dict(self) -> dict:
-        return {"id": self.id, "island": self.island, "manifest": self.manifest,
-                "record": self.record, "spec": self.spec}
-
 
 @dataclass(frozen=True)
 class RefreshResult(DictView):
@@ -78,11 +71,6 @@ class RefreshResult(DictView):
     learnwares: int
     islands: int
     anchors: dict
-
-    def to_dict(self) -> dict:
-        return {"generation": self.generation, "changed": self.changed,
-                "index_changed": self.index_changed, "learnwares": self.learnwares,
-                "islands": self.islands, "anchors": self.anchors}
 
 
 @dataclass(frozen=True)
