@@ -1,5 +1,6 @@
 """Shared fixtures: real temporary markets (one session market, `world`, to copy), a learnware
-factory, lw in process (`run_cli`) and through its real entry point (`run_lw`)."""
+factory, lw in process (`run_cli`), through its real entry point (`run_lw`), and as a real
+process forked warm (`spawn_lw` / `fork_lw`, for the tests that kill lw or inject faults)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,94 @@ def run_lw(*args, check: int | None = 0, env: dict | None = None, timeout: float
     proc = subprocess.run([str(LW), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=e, stdin=subprocess.DEVNULL)
     return _checked(proc, check)
+
+
+class Launched:
+    """An lw command forked by the warm launcher (``tests/launcher.py``), with the part of
+    :class:`subprocess.Popen` the tests use: ``pid`` (also its process group), ``returncode``,
+    ``wait`` and ``communicate`` (both raise :class:`subprocess.TimeoutExpired`)."""
+
+    def __init__(self, launcher: "_Launcher", pid: int, args: list, out: Path, err: Path):
+        self.launcher, self.pid, self.args, self.out, self.err = launcher, pid, args, out, err
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self.launcher.read(timeout, self.args)["status"]
+            self.launcher.busy = False
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        texts = [p.read_text(errors="replace") for p in (self.out, self.err)]
+        for p in (self.out, self.err):
+            p.unlink(missing_ok=True)
+        return texts[0], texts[1]
+
+
+class _Launcher:
+    """One warm launcher process; serves commands whose import environment equals its own."""
+
+    def __init__(self, env: dict) -> None:
+        import tempfile
+
+        self.env, self.busy, self.buf = env, False, b""
+        self.dir = Path(tempfile.mkdtemp(prefix="lw-launched-"))
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "launcher.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                     cwd=ROOT)
+
+    def read(self, timeout: float | None, args) -> dict:
+        import select
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            if not select.select([self.proc.stdout], [], [], left)[0]:
+                raise subprocess.TimeoutExpired(["lw", *args], timeout)
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError("the test launcher of lw processes died")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return json.loads(line)
+
+    def spawn(self, args: list, env: dict, cwd: Path) -> Launched:
+        assert not self.busy, "one launched lw at a time"
+        n = len(list(self.dir.iterdir()))
+        out, err = self.dir / f"{n}.out", self.dir / f"{n}.err"
+        self.proc.stdin.write((json.dumps({"argv": args, "env": env, "cwd": str(cwd),
+                                           "out": str(out), "err": str(err)}) + "\n").encode())
+        self.proc.stdin.flush()
+        self.busy = True
+        return Launched(self, self.read(120, args)["pid"], args, out, err)
+
+
+_launchers: dict = {}
+
+
+def spawn_lw(*args, env: dict | None = None) -> Launched:
+    """Start ``lw ARGS`` as a real process of its own, forked from a warm launcher (see
+    ``tests/launcher.py``): in its own session, with this process's environment plus
+    ``LW_DEVICE=cpu``, ``PYTHONWARNINGS=ignore`` and ``env``."""
+    from lwcli.market.forkserver import import_environment
+
+    e = dict(os.environ, LW_DEVICE="cpu", PYTHONWARNINGS="ignore")
+    e.update(env or {})
+    key = json.dumps(import_environment(e), sort_keys=True)
+    launcher = _launchers.get(key)
+    if launcher is None or launcher.proc.poll() is not None:
+        launcher = _launchers[key] = _Launcher(e)
+    return launcher.spawn([str(a) for a in args], e, Path.cwd())
+
+
+def fork_lw(*args, check: int | None = 0, env: dict | None = None, timeout: float = 300):
+    """:func:`spawn_lw` and wait: a CompletedProcess like :func:`run_lw`."""
+    proc = spawn_lw(*args, env=env)
+    out, err = proc.communicate(timeout=timeout)
+    return _checked(subprocess.CompletedProcess(["lw", *map(str, args)], proc.returncode, out,
+                                                err), check)
 
 
 def _checked(proc: subprocess.CompletedProcess, check: int | None):

@@ -61,6 +61,24 @@ class StderrFlood:
         return np.zeros(len(X))
 
 
+class Reports:
+    """Predicts one number for every row: its worker's parent pid ("ppid") or an environment
+    variable's value."""
+    def __init__(self, what):
+        self.what = what
+
+    def predict(self, X):
+        v = os.getppid() if self.what == "ppid" else os.environ.get(self.what, "nan")
+        return np.full(len(X), float(v))
+
+
+class KillsItsParent:
+    """SIGKILLs the process that forked it (lw's fork server), then waits to be killed."""
+    def predict(self, X):
+        os.kill(os.getppid(), 9)
+        time.sleep(60)
+
+
 class FineThenCrash:
     """A linear model that passes QA (64+ rows) but segfaults on fewer rows."""
     def __init__(self, w, rows, how="segv"):
@@ -301,6 +319,12 @@ def test_a_stored_model_that_crashes_or_hangs_is_reported_by_search_and_refresh(
     assert list(systmp.iterdir()) == []
 
 
+def fresh_server(monkeypatch, path) -> None:
+    """Make the next contained run start a new fork server (PYTHONPATH decides imports)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(path)]))
+
+
 def _linear_item(X):
     import skops.io as sio
     from sklearn.linear_model import LinearRegression
@@ -321,6 +345,7 @@ def test_a_lwcli_folder_in_the_working_directory_never_runs(tmp_path, monkeypatc
         (shadow / mod).parent.mkdir(parents=True, exist_ok=True)
         (shadow / mod).write_text(f"open({str(pwned)!r}, 'w').write('x')\n")
     monkeypatch.chdir(shadow)
+    fresh_server(monkeypatch, tmp_path)
     X = np.random.default_rng(0).normal(size=(8, 3))
     (out,) = run_contained([_linear_item(X)], trust=False, timeout=60)
     np.testing.assert_allclose(out[:, 0], X @ [1.0, 2.0, 3.0], rtol=1e-9)
@@ -355,3 +380,56 @@ def test_job_folders_of_dead_lw_processes_are_collected_never_a_live_ones(tmp_pa
     finally:
         live.release()
     assert left == [f"{contained.JOB_PREFIX}live", f"{contained.JOB_PREFIX}young"]
+
+
+# ---------------------------------------------------------------------------- the fork server
+
+def _one(model, X=np.ones((3, 2))):
+    (out,) = run_contained([Item(pickle.dumps(model), "pickle", ["a", "b"], "regression", ["y"],
+                                 X)], trust=True, timeout=30)
+    return out
+
+
+def test_batches_share_a_fork_server_and_see_lws_environment_now(hostile, systmp,
+                                                                  monkeypatch):
+    """One warm server forks every batch's worker, also those of a process forked from lw; a
+    worker sees lw's environment as it is when its batch starts; a change of PYTHONPATH (what
+    the server could import) replaces the server, and the replaced one exits."""
+    first = _one(hostile.Reports("ppid"))[0, 0]
+    assert _one(hostile.Reports("ppid"))[0, 0] == first
+    assert alive(int(first)) and int(first) != os.getpid()
+    monkeypatch.setenv("LW_TEST_MARK", "7.5")
+    assert _one(hostile.Reports("LW_TEST_MARK"))[0, 0] == 7.5
+    monkeypatch.setenv("LW_TEST_MARK", "8.5")
+    assert _one(hostile.Reports("LW_TEST_MARK"))[0, 0] == 8.5
+    assert _one(hostile.Reports("ppid"))[0, 0] == first
+    r, w = os.pipe()
+    child = os.fork()                 # a process forked from lw shares its server
+    if child == 0:
+        try:
+            os.write(w, repr(float(_one(hostile.Reports("ppid"))[0, 0])).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as got:
+        assert float(got.read()) == first
+    os.waitpid(child, 0)
+    fresh_server(monkeypatch, systmp)
+    second = _one(hostile.Reports("ppid"))[0, 0]
+    assert second != first
+    assert wait_until(lambda: not alive(int(first)))
+    assert list(systmp.iterdir()) == []
+
+
+def test_a_model_that_kills_the_fork_server_is_reported_and_the_next_batch_runs(
+        hostile, systmp):
+    X = np.arange(6.0).reshape(3, 2)
+    server = _one(hostile.Reports("ppid"))[0, 0]
+    with pytest.raises(ModelCheckError, match="crashed its process"):
+        res = _one(hostile.KillsItsParent(), X)
+        raise res if isinstance(res, Exception) else AssertionError(res)
+    assert wait_until(lambda: not alive(int(server)))
+    np.testing.assert_array_equal(_one(hostile.FineThenCrash(np.array([1.0, 2.0]), 0), X)[:, 0],
+                                  X @ [1.0, 2.0])
+    assert _one(hostile.Reports("ppid"))[0, 0] != server
+    assert list(systmp.iterdir()) == []

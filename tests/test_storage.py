@@ -23,7 +23,7 @@ import pytest
 from lwcli import api, faults
 from lwcli.errors import StorageError
 
-from conftest import LW, build_learnware, domain_data, market_tree, run_cli, run_lw
+from conftest import build_learnware, domain_data, fork_lw, market_tree, run_cli, run_lw
 
 
 tree = market_tree
@@ -54,14 +54,14 @@ def test_a_full_disk_during_submit_is_exit_9_and_changes_nothing(world, tmp_path
     kind, point = where
     market = _copy(world, tmp_path)
     before = tree(market)
-    proc = run_lw("submit", world["pkg"][kind], "--market", market, check=9,
-                  env={"LW_FAIL_AT": point})
+    proc = fork_lw("submit", world["pkg"][kind], "--market", market, check=9,
+                   env={"LW_FAIL_AT": point})
     line = _one_line(proc.stderr)
     assert line.startswith("lw: error: could not write ") and "no space left on device" in line
     assert proc.stdout == ""
     assert tree(market) == before
     if point == "generation:staged":               # and the same submit then works
-        run_lw("submit", world["pkg"][kind], "--market", market)
+        fork_lw("submit", world["pkg"][kind], "--market", market)
         assert api.market_verify(market).ok
 
 
@@ -74,8 +74,8 @@ def test_a_failed_forced_refresh_is_exit_9_naming_the_cause_and_changes_nothing(
         world, tmp_path, err, cause):
     market = _copy(world, tmp_path)
     before = tree(market)
-    proc = run_lw("market", "refresh", "--force", "--market", market, check=9,
-                  env={"LW_FAIL_AT": f"generation:staged@1={err}"})
+    proc = fork_lw("market", "refresh", "--force", "--market", market, check=9,
+                   env={"LW_FAIL_AT": f"generation:staged@1={err}"})
     assert cause in _one_line(proc.stderr)
     assert tree(market) == before
 
@@ -83,8 +83,8 @@ def test_a_failed_forced_refresh_is_exit_9_naming_the_cause_and_changes_nothing(
 @pytest.mark.system
 def test_a_refresh_that_fails_at_the_anchors_leaves_a_whole_market(world, tmp_path):
     market = _copy(world, tmp_path)
-    run_lw("market", "refresh", "--force", "--market", market, check=9,
-           env={"LW_FAIL_AT": "generation:renamed@2"})
+    fork_lw("market", "refresh", "--force", "--market", market, check=9,
+            env={"LW_FAIL_AT": "generation:renamed@2"})
     assert not (market / "tmp").exists()
     rep = api.market_verify(market)
     assert rep.ok and rep.warnings == [], (rep.problems, rep.warnings)
@@ -176,8 +176,8 @@ def test_a_no_op_refresh_takes_no_lock_and_writes_nothing(world, tmp_path):
     market = _copy(world, tmp_path)
     before = tree(market)
     with FileLock(market / ".lock"):              # a writer holds the lock: no need to wait
-        res = json.loads(run_lw("market", "refresh", "--market", market, "--json",
-                                timeout=120).stdout)
+        res = json.loads(fork_lw("market", "refresh", "--market", market, "--json",
+                                 timeout=120).stdout)
     assert res["changed"] is False
     assert tree(market) == before
 
@@ -213,14 +213,20 @@ def _namespaces() -> bool:
 needs_ns = pytest.mark.skipif(not _namespaces(), reason="unshare --user --mount is unavailable")
 
 _NS_PRELUDE = textwrap.dedent("""
-    import hashlib, json, os, subprocess, sys
+    import hashlib, json, os, subprocess, sys, warnings
     from pathlib import Path
-    LW = sys.argv[1]
 
     def lw(*args):
-        p = subprocess.run([LW, *map(str, args)], capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL)
-        return {"rc": p.returncode, "out": p.stdout, "err": p.stderr}
+        # lw in this process, through the CLI's own error boundary (exit codes are real)
+        from typer.testing import CliRunner
+        from lwcli.cli.main import app
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = CliRunner().invoke(app, [str(a) for a in args])
+        if res.exception is not None and not isinstance(res.exception, SystemExit):
+            raise res.exception
+        return {"rc": res.exit_code, "out": res.stdout, "err": res.stderr}
 
     def tree(root):
         out = {}
@@ -235,7 +241,7 @@ _NS_PRELUDE = textwrap.dedent("""
 def _in_namespace(body: str, *args, timeout: float = 900) -> dict:
     env = dict(os.environ, LW_DEVICE="cpu", PYTHONWARNINGS="ignore")
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable,
-                           "-c", _NS_PRELUDE + textwrap.dedent(body), str(LW), *map(str, args)],
+                           "-c", _NS_PRELUDE + textwrap.dedent(body), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -249,7 +255,7 @@ def test_a_real_full_disk_is_exit_9_and_changes_nothing(world, tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
     res = _in_namespace("""
-        mnt, base, pkg = map(Path, sys.argv[2:5])
+        mnt, base, pkg = map(Path, sys.argv[1:4])
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
         results = []
         for leave in (0, 16384, 131072, 1048576):
@@ -288,14 +294,12 @@ def test_a_real_full_disk_is_exit_9_and_changes_nothing(world, tmp_path):
 def test_a_read_only_market_reads_and_refuses_writes_with_exit_9(world, tmp_path):
     market = _copy(world, tmp_path)
     dead = _copy(world, tmp_path, "dead")          # a submit died in it before it went read-only
-    proc = subprocess.run([str(LW), "submit", str(world["pkg"]["same"]), "--market", str(dead)],
-                          env=dict(os.environ, LW_DEVICE="cpu", LW_CRASH_AT="commit:renamed"),
-                          capture_output=True)
-    assert proc.returncode == -9
+    fork_lw("submit", world["pkg"]["same"], "--market", dead, check=-9,
+                   env={"LW_CRASH_AT": "commit:renamed"})
     out = tmp_path / "out"
     out.mkdir()
     res = _in_namespace("""
-        market, dead, user, pkg, out, first = sys.argv[2:8]
+        market, dead, user, pkg, out, first = sys.argv[1:7]
         for m in (market, dead):
             subprocess.run(["mount", "--bind", m, m], check=True)
             subprocess.run(["mount", "-o", "remount,bind,ro", m], check=True)
@@ -331,7 +335,7 @@ def test_a_read_only_market_reads_and_refuses_writes_with_exit_9(world, tmp_path
     assert hurt["verify"]["rc"] == 5 and "Traceback" not in hurt["verify"]["err"]
     assert hurt["submit"]["rc"] == 9 and hurt["unchanged"]
     # writable again: the next lw operation completes the dead submit
-    run_lw("market", "ls", "--market", dead)
+    fork_lw("market", "ls", "--market", dead)
     assert not (dead / "tmp").exists() and api.market_verify(dead).ok
 
 

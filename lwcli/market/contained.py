@@ -1,25 +1,28 @@
 """Run stored or submitted models contained: in a child process, never in lw's own.
 
-QA, search re-ranking and anchor computation run models through :func:`run_contained`:
+QA, search re-ranking and anchor computation run models through :func:`run_contained`. The
+worker is forked by lw's fork server (:mod:`lwcli.market.forkserver`), a warm process that has
+already imported scikit-learn and skops::
 
-    lw ──> supervisor (own session) ──> worker (own session: python -m lwcli.market.probe)
-                                          └─ anything the model spawns (same process group)
+    lw ──> fork server (own session) ──> worker (own session: lwcli.market.probe.run)
+                                           └─ anything the model spawns (same process group)
 
 - Each item has a time limit (``LW_QA_TIMEOUT``). When an item runs past it, or the worker
   crashes (a segfault included), lw kills the worker's whole process group (SIGKILL), reports
   that item and runs the remaining ones in a fresh worker.
-- lw kills both process groups on every exit path (errors, Ctrl-C). If lw itself is killed
-  (SIGKILL), the supervisor sees its parent change within 0.1 s, kills the worker's group and
-  removes the job folder; the worker also dies with the supervisor (PR_SET_PDEATHSIG).
-- The children's stderr is drained in a thread and only its last :data:`STDERR_KEEP` bytes
-  are kept: a model writing gigabytes to stderr does not grow lw's memory.
+- lw kills the worker's process group on every exit path (errors, Ctrl-C). If lw itself is
+  killed (SIGKILL), the fork server sees lw's end of the batch close, kills the worker's group
+  and removes the job folder; the worker also dies with the fork server (PR_SET_PDEATHSIG).
+- The worker's stderr is drained in a thread and only its last :data:`STDERR_KEEP` bytes are
+  kept: a model writing gigabytes to stderr does not grow lw's memory.
 - Job folders are made in the system temp dir (``lw-qa-*``), never in the market, and removed
   on every exit path. lw holds an owner lock on each (``.owner``, released by the kernel when
   lw dies), so one left by an lw killed between its worker's end and its own clean-up is
   removed by the next contained run, never one that a live lw still uses.
-- The children run in the job folder, so ``python -m`` puts only that folder, never the
-  user's working directory, first on ``sys.path`` (a ``lwcli/`` folder there must not run).
-- The worker runs with no core dumps and a file-size limit (:data:`MAX_FILE_BYTES`).
+- The worker runs in the job folder, and nothing in lw's working directory is importable by
+  the fork server (a ``lwcli/`` folder there must not run).
+- The worker runs with no core dumps and a file-size limit
+  (:data:`lwcli.market.forkserver.MAX_FILE_BYTES`).
 
 A process that leaves the worker's process group on purpose (``setsid``) is out of reach of a
 process-group kill; lw does not promise to contain a model that does so.
@@ -31,8 +34,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -48,7 +49,6 @@ from ..errors import LwError, MissingExtraError, ModelCheckError, UntrustedModel
 from ..locks import held_by_another
 
 STDERR_KEEP = 8192               # bytes of the children's stderr kept for error messages
-MAX_FILE_BYTES = 1 << 30         # RLIMIT_FSIZE of the worker
 POLL_S = 0.05
 JOB_PREFIX = "lw-qa-"
 OWNER = ".owner"                 # lw's owner lock in a job folder
@@ -97,14 +97,6 @@ class _Tail(threading.Thread):
         return lines[-1][:200] if lines else ""
 
 
-def _killpg(pgid: int | None) -> None:
-    if pgid:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -118,7 +110,8 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _env() -> dict:
+def worker_env() -> dict:
+    """The environment of contained workers: lw's, with one BLAS / OpenMP thread."""
     return dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
@@ -165,7 +158,7 @@ def run_contained(items: Sequence[Item], *, trust: bool, timeout: float) -> list
                 elif out.is_file():
                     results[i] = np.load(out, allow_pickle=False)
                 else:
-                    if stuck == i or (stuck is None and i == start and rc is None):
+                    if stuck == i:
                         results[i] = ModelCheckError(
                             f"the model did not answer {len(items[i].X)} rows within {timeout:g} s",
                             "make prediction faster, or raise --timeout (LW_QA_TIMEOUT)")
@@ -215,25 +208,18 @@ def _error_from(path: Path) -> LwError:
 
 
 def _run_batch(job: Path, start: int, n: int, timeout: float):
-    """Run items ``start..n`` in one supervised worker. Returns (index of the item that ran past
-    the time limit or None, the supervisor's exit status (None when killed), stderr tail)."""
-    for p in (job / "progress", job / "worker.pid", job / "worker.rc"):
-        p.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "lwcli.market.contained", str(job), str(start), str(n),
-           repr(float(timeout)), str(os.getpid())]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True, env=_env(), cwd=job)
-    tail = _Tail(proc.stderr)
+    """Run items ``start..n`` in one worker. Returns (index of the item that ran past the time
+    limit or None, the worker's exit status (None when killed), stderr tail)."""
+    from .forkserver import start_batch
+
+    (job / "progress").unlink(missing_ok=True)
+    batch = start_batch(job, start, worker_env())
+    tail = _Tail(batch.stderr)
     tail.start()
-    stuck, rc = None, None
+    stuck = None
     try:
         current, t0 = None, time.monotonic()
-        while True:
-            try:
-                rc = proc.wait(timeout=POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                pass
+        while not batch.wait(POLL_S):
             now = _read_int(job / "progress")
             if now != current:
                 current, t0 = now, time.monotonic()
@@ -241,82 +227,17 @@ def _run_batch(job: Path, start: int, n: int, timeout: float):
                 stuck = start if current is None else current     # (start-up: a guard only)
                 break
     finally:
-        _killpg(_read_int(job / "worker.pid"))
-        _killpg(proc.pid)
+        batch.kill()
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+            batch.wait(10.0)
+        except LwError:
             pass
-        _killpg(_read_int(job / "worker.pid"))     # a worker started during the kill
+        batch.close()
         tail.join(timeout=2)
         try:
-            proc.stderr.close()
+            batch.stderr.close()
         except OSError:
             pass
-    if stuck is None and rc is not None:
-        worker_rc = _read_int(job / "worker.rc")        # the worker's own status, if it ended
-        rc = worker_rc if worker_rc is not None else rc
-    return stuck, (None if stuck is not None else rc), tail
+    return stuck, (None if stuck is not None else batch.status), tail
 
 
-# ---------------------------------------------------------------------------- supervisor
-
-def _worker_limits() -> None:           # runs in the worker between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        if hard == resource.RLIM_INFINITY or hard > MAX_FILE_BYTES:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, min(hard, MAX_FILE_BYTES)
-                                                       if hard != resource.RLIM_INFINITY
-                                                       else MAX_FILE_BYTES))
-    except (ImportError, ValueError, OSError):
-        pass
-
-
-def supervise(job: Path, start: int, n: int, timeout: float, parent: int) -> int:
-    """Start the worker in its own session; kill its process group when lw goes away, when
-    the guard deadline passes, and after it exits (its leftover children)."""
-    if os.getppid() != parent:
-        shutil.rmtree(job, ignore_errors=True)
-        return 1
-    worker = subprocess.Popen([sys.executable, "-m", "lwcli.market.probe", str(job), str(start)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              start_new_session=True, preexec_fn=_worker_limits, cwd=job)
-    _write_atomic(job / "worker.pid", str(worker.pid))
-    deadline = time.monotonic() + timeout * (n - start) + 60.0     # lw enforces the real limit
-    orphaned = False
-    while True:
-        try:
-            rc = worker.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        orphaned = os.getppid() != parent
-        if orphaned or time.monotonic() > deadline:
-            _killpg(worker.pid)
-            rc = worker.wait()
-            break
-    _killpg(worker.pid)
-    if orphaned or os.getppid() != parent:
-        shutil.rmtree(job, ignore_errors=True)
-        return 1
-    try:
-        _write_atomic(job / "worker.rc", str(rc))
-    except OSError:
-        pass
-    if os.getppid() != parent:
-        shutil.rmtree(job, ignore_errors=True)
-    return rc if rc >= 0 else 128 - rc
-
-
-if __name__ == "__main__":
-    a = sys.argv[1:]
-    sys.exit(supervise(Path(a[0]), int(a[1]), int(a[2]), float(a[3]), int(a[4])))
