@@ -39,10 +39,12 @@ demo: $(STAMP)
 	$(BIN)/lw anchor-eval --market $(MARKET) --data $(USERDIR)/wanshouxigong_20h.csv --target PM2.5 -o $(DEMO)/anchor_report.json
 	$(BIN)/lw search --market $(MARKET) --anchor-report $(DEMO)/anchor_report.json --top 5
 
-## test: every test (what CI runs). test-fast: the edit loop, without the whole-system tests
-## (real lw processes, crashes, kills, storage faults, containment) and the slow ones.
+## test: every test (what CI runs), on TEST_JOBS pytest-xdist workers. test-fast: the edit loop,
+## in one process, without the whole-system tests (real lw processes, crashes, kills, storage
+## faults, containment) and the slow ones.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not system and not slow"

@@ -238,6 +238,7 @@ def _trusted_bad_model(tmp_path, market, cls_name):
     return path
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("cls_name,match", [("SlowModel", "within"), ("CrashingModel", "crashed")])
 def test_hanging_or_crashing_model_is_rejected_without_harm(market, tmp_path, monkeypatch,
                                                             cls_name, match):

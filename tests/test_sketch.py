@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import build_learnware, domain_data, run_lw, snapshot, write_user
+from conftest import build_learnware, domain_data, run_cli, snapshot, write_user
 from lwcli import api
 from lwcli.engine import search
 from lwcli.engine.kernel import KernelMetric, mmd2_numpy
@@ -212,14 +212,14 @@ def test_search_through_the_sketch_via_api_and_cli(market, tmp_path):
     assert [r["id"] for r in sk.single] == [r["id"] for r in exact.single]
     assert sk.mixture["ids"] == exact.mixture["ids"]
     before = snapshot(market)
-    p = run_lw("search", "--market", market, "--data", user, "--sketch", "--json")
+    p = run_cli("search", "--market", market, "--data", user, "--sketch", "--json")
     out = json.loads(p.stdout)
     assert out["searched"] == {"learnwares": 3, "eligible": 3, "method": "sketch",
                                "exact_mmd": 3, "sketch_candidates": search.SKETCH_CANDIDATES}
     assert [r["id"] for r in out["single"]] == [r["id"] for r in exact.single]
-    p = run_lw("search", "--market", market, "--data", user, "--sketch")
+    p = run_cli("search", "--market", market, "--data", user, "--sketch")
     assert "through the sketch index" in p.stdout
-    p = run_lw("search", "--market", market, "--data", user, "--exact", "--json")
+    p = run_cli("search", "--market", market, "--data", user, "--exact", "--json")
     assert json.loads(p.stdout)["searched"]["method"] == "exact"
     assert snapshot(market) == before
 
