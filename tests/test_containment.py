@@ -72,6 +72,29 @@ class Reports:
         return np.full(len(X), float(v))
 
 
+class SpawnsThen:
+    """Starts a sleeping grandchild (sharing the worker's stderr), records its pid, then
+    returns X @ w, segfaults or stops its parent (lw's fork server)."""
+    def __init__(self, pidfile, how, w=None):
+        self.pidfile, self.how, self.w = pidfile, how, w
+
+    def predict(self, X):
+        child = subprocess.Popen(["sleep", "600"])
+        with open(self.pidfile, "w") as f:
+            f.write(str(child.pid))
+        if self.how == "segv":
+            os.kill(os.getpid(), 11)
+        if self.how == "stop-server":
+            os.kill(os.getppid(), 19)
+        return np.asarray(X) @ self.w
+
+
+class Random:
+    """Predicts numpy's global random stream."""
+    def predict(self, X):
+        return np.random.rand(len(X))
+
+
 class KillsItsParent:
     """SIGKILLs the process that forked it (lw's fork server), then waits to be killed."""
     def predict(self, X):
@@ -433,3 +456,62 @@ def test_a_model_that_kills_the_fork_server_is_reported_and_the_next_batch_runs(
                                   X @ [1.0, 2.0])
     assert _one(hostile.Reports("ppid"))[0, 0] != server
     assert list(systmp.iterdir()) == []
+
+
+def test_what_a_model_started_dies_with_its_batch_and_lw_does_not_wait_for_it(
+        hostile, systmp, tmp_path):
+    """Field report: a grandchild that kept the worker's stderr outlived a batch that ended
+    normally (or crashed), and lw waited on the pipe for as long as it lived."""
+    X, w = np.arange(6.0).reshape(3, 2), np.array([1.0, 2.0])
+    for how in ("return", "segv"):
+        pidfile = tmp_path / f"{how}.pid"
+        t0 = time.monotonic()
+        out = _one(hostile.SpawnsThen(str(pidfile), how, w), X)
+        assert time.monotonic() - t0 < 300                    # (a guard: it hung for 600 s)
+        if how == "return":
+            np.testing.assert_array_equal(out[:, 0], X @ w)
+        else:
+            assert isinstance(out, ModelCheckError) and "SIGSEGV" in out.message
+        grandchild = int(pidfile.read_text())
+        assert wait_until(lambda: not alive(grandchild)), how
+    assert list(systmp.iterdir()) == []
+
+
+def test_a_stopped_fork_server_is_replaced(hostile, systmp, tmp_path, monkeypatch):
+    """A model that SIGSTOPs its server: the next batch is not left waiting on it. The stopped
+    server is killed and a fresh one runs the batch."""
+    from lwcli.market import contained
+
+    monkeypatch.setattr(contained, "START_S", 3.0)
+    X, w = np.arange(6.0).reshape(3, 2), np.array([1.0, 2.0])
+    server = _one(hostile.Reports("ppid"))[0, 0]
+    np.testing.assert_array_equal(
+        _one(hostile.SpawnsThen(str(tmp_path / "pid"), "stop-server", w), X)[:, 0], X @ w)
+    assert _one(hostile.Reports("ppid"))[0, 0] != server
+    assert wait_until(lambda: not alive(int(server)))
+    assert list(systmp.iterdir()) == []
+
+
+def test_workers_get_any_environment_a_fresh_random_stream_and_lw_may_hold_many_fds(
+        hostile, systmp, monkeypatch):
+    """Field reports: an environment over 64 KiB was refused; every worker drew the same
+    numpy random numbers (a fork copies the generator); select() failed once lw held an fd
+    numbered 1024 or more."""
+    import resource
+
+    for i in range(4):                       # (one string may hold at most 128 KiB on Linux)
+        monkeypatch.setenv(f"LW_TEST_BIG{i}", "é" * 60_000)
+    monkeypatch.setenv("LW_TEST_MARK", "3.25")
+    assert _one(hostile.Reports("LW_TEST_MARK"))[0, 0] == 3.25
+    assert _one(hostile.Random())[0, 0] != _one(hostile.Random())[0, 0]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert _one(hostile.Reports("LW_TEST_MARK"))[0, 0] == 3.25
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

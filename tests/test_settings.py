@@ -18,7 +18,7 @@ PACKAGE = Path(settings.__file__).parent
 READS = re.compile(r"os\.environ|getenv|environ\[|envvar\s*=")
 #: Places that hand the whole environment on to a child process: they read no setting.
 PASS_THROUGH = {"market/contained.py": ["dict(os.environ, OMP_NUM_THREADS="],
-                "market/forkserver.py": ["os.environ.clear()", 'os.environ.update(req["env"])']}
+                "market/forkserver.py": ["os.environ.clear()", "os.environ.update(json.loads("]}
 
 
 def test_only_settings_reads_the_environment():

@@ -53,6 +53,7 @@ POLL_S = 0.05
 JOB_PREFIX = "lw-qa-"
 OWNER = ".owner"                 # lw's owner lock in a job folder
 STALE_S = 60.0                   # a job folder younger than this is never collected
+START_S = 60.0                   # for the fork server to fork a batch's worker (its boot included)
 MODES = ("qa", "outputs", "values", "proba")
 
 
@@ -74,7 +75,8 @@ class Item:
 
 
 class _Tail(threading.Thread):
-    """Drains a pipe, keeping only its last ``keep`` bytes."""
+    """Drains a pipe, keeping only its last ``keep`` bytes, and closes it at its end (never
+    closed under a blocked read: a writer that escaped the process group keeps it open)."""
 
     def __init__(self, pipe, keep: int = STDERR_KEEP) -> None:
         super().__init__(daemon=True)
@@ -91,6 +93,11 @@ class _Tail(threading.Thread):
                 self.buf = (self.buf + chunk)[-self.keep:]
         except (OSError, ValueError):
             pass
+        finally:
+            try:
+                self.pipe.close()
+            except OSError:
+                pass
 
     def last_line(self) -> str:
         lines = self.buf.decode(errors="replace").strip().splitlines()
@@ -147,9 +154,16 @@ def run_contained(items: Sequence[Item], *, trust: bool, timeout: float) -> list
             np.save(job / f"inputs-{i}.npy", np.ascontiguousarray(it.X, dtype=np.float64),
                     allow_pickle=False)
         results: list = [None] * len(items)
-        start = 0
+        start, restarts = 0, 0
         while start < len(items):
-            stuck, rc, tail = _run_batch(job, start, len(items), timeout)
+            started, stuck, rc, tail = _run_batch(job, start, len(items), timeout)
+            if not started:                 # the server never forked it: once more, afresh
+                restarts += 1
+                if restarts > 1:
+                    raise LwError("lw's model worker could not be started (its fork server "
+                                  "did not answer)", "check that `python -c 'import "
+                                  "lwcli.market.probe'` works in this environment")
+                continue
             nxt = len(items)
             for i in range(start, len(items)):
                 out, err = job / f"out-{i}.npy", job / f"err-{i}.json"
@@ -208,8 +222,9 @@ def _error_from(path: Path) -> LwError:
 
 
 def _run_batch(job: Path, start: int, n: int, timeout: float):
-    """Run items ``start..n`` in one worker. Returns (index of the item that ran past the time
-    limit or None, the worker's exit status (None when killed), stderr tail)."""
+    """Run items ``start..n`` in one worker. Returns (whether the worker started, index of the
+    item that ran past the time limit or None, the worker's exit status (None when killed),
+    stderr tail)."""
     from .forkserver import start_batch
 
     (job / "progress").unlink(missing_ok=True)
@@ -219,7 +234,10 @@ def _run_batch(job: Path, start: int, n: int, timeout: float):
     stuck = None
     try:
         current, t0 = None, time.monotonic()
+        began = t0
         while not batch.wait(POLL_S):
+            if not batch.started and time.monotonic() - began > START_S:
+                break                                   # the server does not fork: replaced
             now = _read_int(job / "progress")
             if now != current:
                 current, t0 = now, time.monotonic()
@@ -228,16 +246,10 @@ def _run_batch(job: Path, start: int, n: int, timeout: float):
                 break
     finally:
         batch.kill()
-        try:
+        if batch.started:
             batch.wait(10.0)
-        except LwError:
-            pass
         batch.close()
         tail.join(timeout=2)
-        try:
-            batch.stderr.close()
-        except OSError:
-            pass
-    return stuck, (None if stuck is not None else batch.status), tail
+    return batch.started, stuck, (None if stuck is not None else batch.status), tail
 
 

@@ -12,13 +12,18 @@ user, a service, the test suite) keeps it::
      └──one reply socket per batch: {"pid"}, then {"status"}   └─ what the model spawns
 
 - Each batch gets its own stderr pipe (lw keeps its tail) and lw's environment *at the time of
-  the batch*. The server itself is replaced when a variable that shapes Python's imports changes
-  (``PYTHON*``, ``LD_*``), so the modules a worker can import are those a fresh child would find.
+  the batch* (handed over in memory, any size). The server itself is replaced when a variable
+  read at import time changes (:data:`IMPORT_PREFIXES`: ``PYTHON*``, ``LD_*``, the numeric
+  libraries'), so a worker imports what a fresh child would. numpy's global random stream is
+  reseeded in each worker, as a fresh interpreter's would be.
 - The server runs in ``/`` with ``-c``'s working-directory entry removed from ``sys.path``
   before it imports anything: nothing in lw's working directory can run there.
-- When lw closes a batch's reply socket (every exit path of lw, lw's death included) the server
-  kills the worker's whole process group; if lw's owner lock on the job folder is free then
-  (lw is gone), the server removes the folder too.
+- When a worker ends (or crashes) the server kills its whole process group: nothing the model
+  started outlives its batch. When lw closes a batch's reply socket (every exit path of lw,
+  lw's death included) the server kills the group too; if lw's owner lock on the job folder is
+  free then (lw is gone), the server removes the folder as well.
+- A server that does not fork a requested worker within ``contained.START_S`` (a model stopped
+  it, say) is killed and replaced; the batch runs again on the new one.
 - The server exits once lw has closed the control socket (lw exited, or replaced the server)
   and its batches have ended. A worker dies with the server (``PR_SET_PDEATHSIG``).
 - A process forked from lw (a ``multiprocessing`` pool, say) shares lw's server; its batches
@@ -32,6 +37,7 @@ raw wait status to report.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -49,7 +55,11 @@ from ..errors import LwError
 PRELOAD = ("numpy", "pandas", "threadpoolctl", "sklearn.base", "skops.io",
            "lwcli.market.models", "lwcli.market.probe", "lwcli.engine.reuse")
 MAX_FILE_BYTES = 1 << 30         # RLIMIT_FSIZE of a worker
-_MSG = 1 << 16                   # largest control message (a job folder and lw's environment)
+#: Variables read when a module is imported (Python's own, the dynamic linker's, the numeric
+#: libraries'): a server is reused only while these are unchanged.
+IMPORT_PREFIXES = ("PYTHON", "LD_", "SKLEARN_", "NUMPY_", "SCIPY_", "OMP_", "MKL_",
+                   "OPENBLAS_", "KMP_")
+_MSG = 4096                      # largest control message (a job folder and an item index)
 _BOOT = ("import sys; sys.path[:1] == [''] and sys.path.pop(0); "
          "from lwcli.market.forkserver import serve; serve(int(sys.argv[1]))")
 
@@ -57,37 +67,39 @@ _BOOT = ("import sys; sys.path[:1] == [''] and sys.path.pop(0); "
 def import_environment(env: dict) -> dict:
     """The variables that decide what a Python process imports: a server is reused only while
     these are unchanged."""
-    return {k: v for k, v in env.items() if k.startswith(("PYTHON", "LD_"))}
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_PREFIXES)}
 
 
 # ---------------------------------------------------------------------------- lw's side
 
 class Batch:
-    """One worker run, seen from lw: its pid once the server has forked it, then its exit
-    status (``os.waitstatus_to_exitcode``: negative for a signal; None when the server went
-    away before reporting it)."""
+    """One worker run, seen from lw: its pid once the server has forked it (``started``), then
+    its exit status (``os.waitstatus_to_exitcode``: negative for a signal; None when the server
+    went away before reporting it)."""
 
-    def __init__(self, reply: socket.socket, stderr) -> None:
-        self.reply, self.stderr = reply, stderr
+    def __init__(self, server: "ForkServer", reply: socket.socket, stderr) -> None:
+        self.server, self.reply, self.stderr = server, reply, stderr
         self.pid: int | None = None
         self.ended = False
         self.status: int | None = None
+        self._poll = select.poll()               # (select() fails on fds >= 1024)
+        self._poll.register(reply, select.POLLIN)
+
+    @property
+    def started(self) -> bool:
+        return self.pid is not None
 
     def wait(self, timeout: float) -> bool:
-        """Whether the worker has ended, waiting at most ``timeout`` seconds."""
+        """Whether the worker has ended (or the server has gone), waiting at most ``timeout``
+        seconds."""
         while not self.ended:
-            if not select.select([self.reply], [], [], timeout)[0]:
+            if not self._poll.poll(max(0, int(timeout * 1000))):
                 return False
             try:
                 data = self.reply.recv(4096)
             except OSError:
                 data = b""
             if not data:
-                if self.pid is None:
-                    raise LwError("lw's model worker could not be started (its fork server "
-                                  "ended before starting it)",
-                                  "check that `python -c 'import lwcli.market.probe'` works in "
-                                  "this environment")
                 self.ended = True
                 break
             msg = json.loads(data)
@@ -98,13 +110,17 @@ class Batch:
         return True
 
     def kill(self) -> None:
-        """SIGKILL the worker's process group (no-op once it has ended)."""
+        """SIGKILL the worker's process group (no-op once it has ended: the server has killed
+        what was left of it)."""
         if self.pid and not self.ended:
             _kill_group(self.pid)
 
     def close(self) -> None:
-        """Give the batch up: the server kills what is left of it."""
+        """Give the batch up: the server kills what is left of it. A batch that never started
+        means a server that no longer forks (stopped, say): it is killed and replaced."""
         self.reply.close()
+        if not self.started:
+            discard(self.server)
 
 
 class ForkServer:
@@ -129,17 +145,18 @@ class ForkServer:
         return self.ctrl.fileno() != -1 and self.env == import_environment(env)
 
     def start(self, job: Path, start: int, env: dict) -> Batch:
-        """Ask for a worker that runs items ``start..`` of ``job``. Raises OSError when the
-        server is gone."""
+        """Ask for a worker that runs items ``start..`` of ``job`` with environment ``env``
+        (handed over in memory, any size). Raises OSError when the server is gone."""
         reply, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         err_r, err_w = os.pipe()
+        env_fd = _memory_file(json.dumps(env).encode())
         try:
-            msg = json.dumps({"job": str(job), "start": int(start), "env": env}).encode()
+            msg = json.dumps({"job": str(job), "start": int(start)}).encode()
             if len(msg) > _MSG:
-                raise LwError(f"lw's environment is too large to pass to its model worker "
-                              f"({len(msg)} bytes)", "unset large environment variables")
+                raise LwError(f"the job folder's path is too long ({len(msg)} bytes)",
+                              "set TMPDIR to a shorter path")
             with self._lock:
-                socket.send_fds(self.ctrl, [msg], [theirs.fileno(), err_w],
+                socket.send_fds(self.ctrl, [msg], [theirs.fileno(), err_w, env_fd],
                                 socket.MSG_NOSIGNAL)
         except BaseException:
             reply.close()
@@ -148,11 +165,40 @@ class ForkServer:
         finally:
             theirs.close()
             os.close(err_w)
-        return Batch(reply, os.fdopen(err_r, "rb"))
+            os.close(env_fd)
+        return Batch(self, reply, os.fdopen(err_r, "rb"))
+
+    def kill(self) -> None:
+        """SIGKILL the server (one that no longer forks); its workers die with it."""
+        try:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def retire(self) -> None:
-        """Close the control socket: the server exits once its batches have ended."""
+        """Close the control socket: the server exits once its batches have ended (a stopped
+        one is resumed, so that it can)."""
         self.ctrl.close()
+        if self.owner == os.getpid():
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _memory_file(data: bytes) -> int:
+    """A readable fd holding ``data``, in memory where the OS allows (never a named file)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("lw-worker-env", os.MFD_CLOEXEC)
+    else:
+        import tempfile
+
+        fd = os.dup(tempfile.TemporaryFile().fileno())
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 _servers_lock = threading.Lock()
@@ -218,11 +264,31 @@ def start_batch(job: Path, start: int, env: dict) -> Batch:
     raise AssertionError("unreachable")
 
 
+def discard(server: ForkServer) -> None:
+    """Kill ``server`` (it accepted a batch and never started it) and stop using it."""
+    global _current
+    server.kill()
+    with _servers_lock:
+        if _current is server:
+            _current = None
+        _replace(server)
+
+
+def _at_exit() -> None:
+    """lw exits: its servers see the control socket close (a stopped one is resumed first)."""
+    for server in [_current, *_retired]:
+        if server is not None:
+            server.retire()
+
+
+atexit.register(_at_exit)
+
+
 def _replace(server: ForkServer) -> None:
     """Stop using ``server`` (the caller holds the lock); this process reaps it if it started
     it."""
     server.retire()
-    if server.owner == os.getpid():
+    if server.owner == os.getpid() and server not in _retired:
         _retired.append(server)
 
 
@@ -279,7 +345,15 @@ def exit_after(body) -> None:
             os._exit(code if isinstance(code, int) else 1)
 
 
-def _worker(req: dict, err_w: int, inherited: list, server: int) -> int:
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _worker(req: dict, err_w: int, env_fd: int, inherited: list, server: int) -> int:
     """The forked child's work as the batch's worker (run under :func:`exit_after`)."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -292,10 +366,13 @@ def _worker(req: dict, err_w: int, inherited: list, server: int) -> int:
     os.dup2(err_w, 2)
     os.close(err_w)
     os.environ.clear()
-    os.environ.update(req["env"])
+    os.environ.update(json.loads(_read_all(env_fd)))
     import tempfile
 
     tempfile.tempdir = None                  # TMPDIR as lw has it now
+    import numpy as np
+
+    np.random.seed()                         # fresh, as a new interpreter's (random does so)
     os.chdir(req["job"])
     from .probe import run
 
@@ -304,24 +381,22 @@ def _worker(req: dict, err_w: int, inherited: list, server: int) -> int:
 
 def _fork_worker(ctrl: socket.socket, wake: tuple, jobs: dict) -> bool:
     """Take one request from lw; False when lw has closed the control socket."""
-    msg, fds, _, _ = socket.recv_fds(ctrl, _MSG, 2)
-    if not msg:
+    msg, fds, _, _ = socket.recv_fds(ctrl, _MSG, 3)
+    if not msg or len(fds) != 3:
         for fd in fds:
             os.close(fd)
-        return False
-    if len(fds) != 2:
-        for fd in fds:
-            os.close(fd)
-        return True
+        return bool(msg)
     req = json.loads(msg)
-    reply, err_w = socket.socket(fileno=fds[0]), fds[1]
+    reply, err_w, env_fd = socket.socket(fileno=fds[0]), fds[1], fds[2]
     sys.stderr.flush()
     server = os.getpid()
     pid = os.fork()
     if pid == 0:
-        exit_after(lambda: _worker(req, err_w, [ctrl, reply, *wake,
-                                                 *(j.reply for j in jobs.values())], server))
+        exit_after(lambda: _worker(req, err_w, env_fd, [ctrl, reply, *wake,
+                                                         *(j.reply for j in jobs.values())],
+                                   server))
     os.close(err_w)
+    os.close(env_fd)
     jobs[pid] = _Job(reply, Path(req["job"]))
     try:
         reply.send(json.dumps({"pid": pid}).encode(), socket.MSG_NOSIGNAL)
@@ -336,11 +411,14 @@ def _reap(jobs: dict) -> None:
 
     while jobs:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if ended is None or ended.si_pid == 0:
             return
+        pid = ended.si_pid
+        _kill_group(pid)             # what the model started (its pid is not reused until reaped)
+        _, status = os.waitpid(pid, 0)
         job = jobs.pop(pid, None)
         if job is None:
             continue
