@@ -9,12 +9,14 @@ waits below are generous guards, never measurements.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -515,3 +517,29 @@ def test_workers_get_any_environment_a_fresh_random_stream_and_lw_may_hold_many_
         for fd in fds:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_one_labelled_search_in_a_fresh_process_starts_one_fork_server():
+    """Field report: importing scikit-learn sets KMP_* variables in lw's environment, which
+    made the server started before the requirement was fitted look stale: two servers booted
+    per search."""
+    script = textwrap.dedent("""
+        import json, sys
+        from lwcli import api
+        from lwcli.market import forkserver
+        started = []
+        init = forkserver.ForkServer.__init__
+        def counted(self, env):
+            started.append(1)
+            init(self, env)
+        forkserver.ForkServer.__init__ = counted
+        res = api.search("sample_market/market", target="PM2.5", top=3, rerank=3,
+                         data="sample_market/user/wanshouxigong_200h.csv")
+        print(json.dumps({"servers": len(started), "by": res.ranked_by}))
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, LW_DEVICE="cpu"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"servers": 1, "by": "requirement-loss"}, out

@@ -17,7 +17,7 @@ from lwcli import api
 from lwcli.errors import (MetricMismatchError, ModelCheckError, NotFoundError,
                           UntrustedModelError)
 
-from conftest import LW, build_learnware, domain_data, run_cli, snapshot
+from conftest import LW, build_learnware, domain_data, fork_lw, run_cli, snapshot, spawn_lw
 
 HERE = Path(__file__).parent
 
@@ -101,18 +101,23 @@ def test_parallel_submits_from_processes_leave_a_consistent_market(market, tmp_p
 
 @pytest.mark.system
 def test_submit_killed_midway_leaves_nothing_half_visible(market, tmp_path):
+    """Real submits (forked warm, see tests/launcher.py) SIGKILLed at seven points spread over
+    one uninterrupted submit's duration (measured here, used only to place the kills)."""
     base = _pkgs(tmp_path, 1)[0]
-    api.submit(base.package, market)
-    env = dict(os.environ, LW_DEVICE="cpu", PYTHONWARNINGS="ignore")
-    for i, delay in enumerate((0.3, 0.8, 1.3, 1.8, 2.3, 2.8, 3.5)):
+    fork_lw("--version")                    # the launcher is warm before the span is measured
+    t0 = time.monotonic()
+    fork_lw("submit", base.package, "--market", market)
+    span = time.monotonic() - t0
+    for i, share in enumerate((0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95)):
         X, y = domain_data(i + 1, 300, seed=50 + i)
         b = build_learnware(tmp_path / "kill", f"k-{i}", X, y, market=market, k=20)
-        proc = subprocess.Popen([str(LW), "submit", str(b.package), "--market", str(market)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
-        time.sleep(delay)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc = spawn_lw("submit", b.package, "--market", market)
+        time.sleep(share * span)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:          # it had finished
+            pass
+        proc.communicate(timeout=120)
         rep = api.market_verify(market)
         assert rep.ok, rep.problems                       # never a half-written learnware
         # the learnware is either wholly there (listed, verified) or not there at all

@@ -42,6 +42,15 @@ class SearchResult:
         return out
 
 
+def _warm_up_models(rerank: int, target: str | None) -> None:
+    """A labelled search re-ranks by running models: start their fork server now, so that its
+    imports overlap with fitting the requirement."""
+    if rerank and target is not None:
+        from ..market.forkserver import warm_up
+
+        warm_up()
+
+
 def search(
     market: str | Path,
     *,
@@ -75,9 +84,8 @@ def search(
     no mixture).
 
     Islands of more than ``SKETCH_MIN_LEARNWARES`` learnwares are searched through their
-    sketch index: the nearest sketches are shortlisted and only they get an exact MMD.
-    ``exact=True`` always scans every learnware; ``exact=False`` uses the sketch at any size.
-    The decisions are :func:`lwcli.engine.search_pipeline.run_search`'s. Raises
+    sketch index (nearest sketches shortlisted, then exact MMDs); ``exact`` True / False forces
+    either way. The decisions are :func:`lwcli.engine.search_pipeline.run_search`'s. Raises
     :class:`UsageError` for options that do not go together, :class:`NotFoundError` for an
     island without (tagged) learnwares, :class:`SpecError` for a requirement in another
     column order or with other outputs than the island's.
@@ -93,6 +101,7 @@ def search(
         return anchor_search(market, anchor_report, tags=tags, top=top)
     mk = Market.open(market)
     dev = resolve_device(device)
+    _warm_up_models(rerank, target)
     req, isl = _requirement(mk, market, data=data, target=target, spec=spec, island=island,
                             task=task, k=k, seed=seed, device=device)
     view, allowed = _island_view(mk, isl, dev, tags)

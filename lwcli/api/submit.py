@@ -37,6 +37,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
     from ..device import resolve_device
     from ..faults import point
     from ..market.checks import quality_check
+    from ..market.forkserver import warm_up
     from ..market.index import add_to_index
     from ..market.package import read_package
     from ..market.store import Market
@@ -52,6 +53,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
         if lw_id in mk.recovered.get("completed", ()):   # this submit died; opening finished it
             return SubmitResult(lw_id, iid, "added", qa=dict(mk.record(lw_id).get("qa", {})))
         return SubmitResult(lw_id, iid, "exists")
+    warm_up()                           # QA will run the model: boot its server meanwhile
     metric = pkg.spec.rkme.metric
     stored = mk.has(lw_id)              # by a submit that died before indexing it
     qa = None

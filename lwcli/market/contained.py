@@ -53,7 +53,7 @@ POLL_S = 0.05
 JOB_PREFIX = "lw-qa-"
 OWNER = ".owner"                 # lw's owner lock in a job folder
 STALE_S = 60.0                   # a job folder younger than this is never collected
-START_S = 60.0                   # for the fork server to fork a batch's worker (its boot included)
+START_S = 30.0                   # for a fork server that has done its imports to fork a worker
 MODES = ("qa", "outputs", "values", "proba")
 
 
@@ -236,7 +236,7 @@ def _run_batch(job: Path, start: int, n: int, timeout: float):
         current, t0 = None, time.monotonic()
         began = t0
         while not batch.wait(POLL_S):
-            if not batch.started and time.monotonic() - began > START_S:
+            if not batch.started and batch.server_ready and time.monotonic() - began > START_S:
                 break                                   # the server does not fork: replaced
             now = _read_int(job / "progress")
             if now != current:

@@ -22,8 +22,9 @@ user, a service, the test suite) keeps it::
   started outlives its batch. When lw closes a batch's reply socket (every exit path of lw,
   lw's death included) the server kills the group too; if lw's owner lock on the job folder is
   free then (lw is gone), the server removes the folder as well.
-- A server that does not fork a requested worker within ``contained.START_S`` (a model stopped
-  it, say) is killed and replaced; the batch runs again on the new one.
+- A server that had done its imports but does not fork a requested worker within
+  ``contained.START_S`` (a model stopped it, say) is killed and replaced; the batch runs again
+  on the new one.
 - The server exits once lw has closed the control socket (lw exited, or replaced the server)
   and its batches have ended. A worker dies with the server (``PR_SET_PDEATHSIG``).
 - A process forked from lw (a ``multiprocessing`` pool, say) shares lw's server; its batches
@@ -56,9 +57,10 @@ PRELOAD = ("numpy", "pandas", "threadpoolctl", "sklearn.base", "skops.io",
            "lwcli.market.models", "lwcli.market.probe", "lwcli.engine.reuse")
 MAX_FILE_BYTES = 1 << 30         # RLIMIT_FSIZE of a worker
 #: Variables read when a module is imported (Python's own, the dynamic linker's, the numeric
-#: libraries'): a server is reused only while these are unchanged.
+#: libraries'): a server is reused only while these are unchanged. Not ``KMP_*``: importing
+#: scikit-learn sets two of them in lw's own environment.
 IMPORT_PREFIXES = ("PYTHON", "LD_", "SKLEARN_", "NUMPY_", "SCIPY_", "OMP_", "MKL_",
-                   "OPENBLAS_", "KMP_")
+                   "OPENBLAS_")
 _MSG = 4096                      # largest control message (a job folder and an item index)
 _BOOT = ("import sys; sys.path[:1] == [''] and sys.path.pop(0); "
          "from lwcli.market.forkserver import serve; serve(int(sys.argv[1]))")
@@ -77,8 +79,10 @@ class Batch:
     its exit status (``os.waitstatus_to_exitcode``: negative for a signal; None when the server
     went away before reporting it)."""
 
-    def __init__(self, server: "ForkServer", reply: socket.socket, stderr) -> None:
+    def __init__(self, server: "ForkServer", reply: socket.socket, stderr,
+                 server_ready: bool) -> None:
         self.server, self.reply, self.stderr = server, reply, stderr
+        self.server_ready = server_ready         # it had finished its imports when asked
         self.pid: int | None = None
         self.ended = False
         self.status: int | None = None
@@ -129,6 +133,7 @@ class ForkServer:
     def __init__(self, env: dict) -> None:
         self.env, self.owner = import_environment(env), os.getpid()
         self._lock = threading.Lock()
+        self.ready = False                       # the server said it has done its imports
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
@@ -156,6 +161,8 @@ class ForkServer:
                 raise LwError(f"the job folder's path is too long ({len(msg)} bytes)",
                               "set TMPDIR to a shorter path")
             with self._lock:
+                self._note_ready()
+                ready = self.ready
                 socket.send_fds(self.ctrl, [msg], [theirs.fileno(), err_w, env_fd],
                                 socket.MSG_NOSIGNAL)
         except BaseException:
@@ -166,7 +173,15 @@ class ForkServer:
             theirs.close()
             os.close(err_w)
             os.close(env_fd)
-        return Batch(self, reply, os.fdopen(err_r, "rb"))
+        return Batch(self, reply, os.fdopen(err_r, "rb"), ready)
+
+    def _note_ready(self) -> None:
+        """Read the server's "ready" (sent once, after its imports), if it has come."""
+        if not self.ready:
+            try:
+                self.ready = self.ctrl.recv(16, socket.MSG_DONTWAIT) == b"ready"
+            except (BlockingIOError, InterruptedError):
+                pass
 
     def kill(self) -> None:
         """SIGKILL the server (one that no longer forks); its workers die with it."""
@@ -381,7 +396,10 @@ def _worker(req: dict, err_w: int, env_fd: int, inherited: list, server: int) ->
 
 def _fork_worker(ctrl: socket.socket, wake: tuple, jobs: dict) -> bool:
     """Take one request from lw; False when lw has closed the control socket."""
-    msg, fds, _, _ = socket.recv_fds(ctrl, _MSG, 3)
+    try:
+        msg, fds, _, _ = socket.recv_fds(ctrl, _MSG, 3)
+    except OSError:          # ECONNRESET: lw died with the server's "ready" still unread
+        return False
     if not msg or len(fds) != 3:
         for fd in fds:
             os.close(fd)
@@ -454,6 +472,10 @@ def serve(ctrl_fd: int) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    try:
+        ctrl.send(b"ready", socket.MSG_NOSIGNAL)
+    except OSError:
+        pass
     jobs: dict[int, _Job] = {}
     listening = True
     while listening or jobs:
