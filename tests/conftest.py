@@ -76,10 +76,12 @@ class _Launcher:
     """One warm launcher process; serves commands whose import environment equals its own."""
 
     def __init__(self, env: dict) -> None:
+        import atexit
         import tempfile
 
         self.env, self.busy, self.buf = env, False, b""
         self.dir = Path(tempfile.mkdtemp(prefix="lw-launched-"))
+        atexit.register(shutil.rmtree, self.dir, ignore_errors=True)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "launcher.py")],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                      cwd=ROOT)
