@@ -18,6 +18,9 @@ VERSION = 1
 MAX_BYTES = 4 << 20
 KEYS = {"format", "version", "created_with", "island", "anchor_set", "task", "objective",
         "n_rows", "metrics", "baseline", "scores"}
+#: what ``lw anchor-eval --json`` adds to the report about the user's file (ignored columns,
+#: row counts); a report file never holds them, and a reader drops them
+JSON_ONLY = ("ignored_columns", "input_rows")
 FIX = "make it again with lw anchor-eval"
 
 
@@ -63,6 +66,8 @@ def report_from_dict(doc, src: str = "anchor report") -> dict:
         raise ReportError(f"{src} has schema_version {doc.get('schema_version')!r}, this lw "
                           "reads 1", FIX)
     doc.pop("schema_version", None)
+    for key in JSON_ONLY:          # what --json adds about the user's file: not scores, dropped
+        doc.pop(key, None)
     extra = sorted(set(doc) - KEYS)
     missing = sorted(KEYS - set(doc) - {"created_with"})
     if extra or missing:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError, MissingExtraError, NotFoundError
-from .validation import MAX_FEATURES, check_fill_values, check_float32_range, nfc, nfc_all
+from .validation import check_fill_values, check_float32_range, nfc, nfc_all
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz")
 SUPPORTED = (*CSV_SUFFIXES, ".parquet", ".npy")
@@ -54,14 +54,23 @@ def data_stem(path: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """Feature matrix (float64, finite, within float32's range) plus an optional target column
-    ``y``: float64 values, or labels in the file's own type (int64, bool, or objects for text)."""
+    """Feature matrix (float64, within float32's range; NaN only where a missing value awaits
+    imputation) plus an optional target column ``y``: float64 values, or labels in the file's
+    own type (int64, bool, or objects for text). ``intake``: what was taken and left
+    (:class:`lwcli.intake.Intake`)."""
 
     path: str
     features: tuple[str, ...]
     X: np.ndarray
     target: str | None = None
     y: np.ndarray | None = None
+    intake: object = None
+    labelled: np.ndarray | None = None      # rows with a label (None: no target, or all)
+
+    @property
+    def n_missing(self) -> int:
+        """Cells still missing (NaN), awaiting imputation."""
+        return int(np.isnan(self.X).sum())
 
     @property
     def n_rows(self) -> int:
@@ -251,24 +260,23 @@ def read_table(
     features: Sequence[str] | None = None,
     min_rows: int = 1,
     target_optional: bool = False,
+    missing: str = "error",
+    what: str = "",
 ) -> Table:
     """Read ``path`` (a CSV, Parquet or ``.npy`` file; or, from Python, a pandas DataFrame or a
     2-D numpy array) into a :class:`Table`.
 
-    ``features``: the expected input columns in order (an island's or a manifest's); the file
-    must hold exactly these (plus ``target``), in any order. Without it every non-target column
-    is a feature, in file order. ``target_optional``: a missing target column is no error
-    (the table then has no ``y``).
+    ``features``: the input columns to take, by name and in this order (an island's or a
+    manifest's); other columns are left, and listed in ``Table.intake``. Without it every
+    numeric non-target column that is no row number is taken, in file order.
+    ``target_optional``: a missing target column is no error (the table then has no ``y``).
+    ``missing``: ``drop``, ``impute`` or ``error`` (:mod:`lwcli.intake`); ``what`` names the
+    taker in messages. :class:`DataError` for what the file cannot give.
     """
-    p, frame = _open_frame(path)
-    target, present = _select_columns(frame, p, target, features, target_optional)
-    if frame.shape[0] < min_rows:
-        got = "a header but no data rows" if frame.shape[0] == 0 else f"{frame.shape[0]} data rows"
-        raise DataError(f"{p} has {got}: expected at least {min_rows}",
-                        "pass a file with more rows")
-    X = _feature_matrix(frame, present, p)
-    y = None if target is None else _target_values(frame[target], target, p)
-    return Table(path=str(p), features=tuple(present), X=X, target=target, y=y)
+    from .intake import open_source
+
+    return open_source(path, target, target_optional).take(features, missing=missing,
+                                                           min_rows=min_rows, what=what)
 
 
 def _open_frame(path):
@@ -285,50 +293,6 @@ def _open_frame(path):
             "convert the data to CSV, Parquet or .npy",
         )
     return p, _load_frame(p, suffix)
-
-
-def _select_columns(frame, p, target: str | None, features: Sequence[str] | None,
-                    target_optional: bool) -> tuple[str | None, list[str]]:
-    """NFC-normalise ``frame``'s column names in place; return the target (None when it is
-    optional and absent) and the feature columns in the order the model takes them."""
-    columns = nfc_all(frame.columns)
-    frame.columns = columns
-    target = None if target is None else nfc(target)
-    if target is not None and target_optional and target not in columns:
-        target = None
-    if len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
-        raise DataError(f"{p} has duplicate column names {dupes}", "rename the columns")
-    if target is not None and target not in columns:
-        raise DataError(
-            f"{p} has no target column {target!r}; columns are {columns}",
-            "pass --target with one of the file's column names",
-        )
-    present = [c for c in columns if c != target]
-    if len(present) > MAX_FEATURES:
-        raise DataError(f"{p} has {len(present)} feature columns, over the limit of "
-                        f"{MAX_FEATURES}", "select the columns the model uses")
-    if features is not None:
-        features = nfc_all(features)
-        _check_columns(present, features, p)
-        present = features
-    return target, present
-
-
-def _feature_matrix(frame, present: list[str], p) -> np.ndarray:
-    """The feature columns as a float64 (rows, features) array; non-numeric columns, NaN and
-    infinities are a :class:`DataError` naming them."""
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    non_numeric = [c for c in present
-                   if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)]
-    if non_numeric:
-        _, what, fix = _diagnose(frame[non_numeric[0]])
-        raise DataError(f"{p} has non-numeric feature columns {non_numeric[:5]}"
-                        f"{'...' if len(non_numeric) > 5 else ''}: {what}", fix)
-    X = frame[present].to_numpy(dtype=np.float64, copy=True)
-    _check_numbers(X, present, p)
-    return X
 
 
 def _target_values(col, target: str, p) -> np.ndarray:

@@ -5,6 +5,8 @@
     learnwares/<id>/learnware.toml    each learnware's manifest ...
     learnwares/<id>/<model file>      ... and model, in its declared format (skops, ONNX; pickle
                                       and joblib load only with trust, exactly as in submit)
+    learnwares/<id>/rkme.json         ... and specification (what missing inputs are estimated
+                                      from; reusers saved before lw carried it lack it)
     estimators/<name>.skops           fitted scikit-learn parts (user model, job selector,
                                       final model), loaded with skops' safe-type check
 
@@ -116,8 +118,10 @@ def load_reuser(path: str | Path, *, trust: bool = False):
     """Read a saved reuser back: the fitted estimator, ready to ``predict``. A file that is
     not exactly what :func:`dump_reuser` wrote is a :class:`ReuserFileError` (exit 4)."""
     from .engine.reuse import Learnware
+    from .market.layout import SPEC_NAME
     from .market.manifest import manifest_from_text
     from .market.models import load_learnware_model, load_model
+    from .specfile import spec_from_bytes
     from .settings import max_model_bytes
 
     p = Path(path)
@@ -144,8 +148,10 @@ def load_reuser(path: str | Path, *, trust: bool = False):
                                          f"{src}:learnwares/{lw_id}/learnware.toml")
                 model = load_learnware_model(files[man.model_file], man.model_format,
                                              man.features, trust=trust)
+                rkme = (spec_from_bytes(files[SPEC_NAME], f"{src}:learnwares/{lw_id}/"
+                                        f"{SPEC_NAME}").rkme if SPEC_NAME in files else None)
                 learnwares.append(Learnware(lw_id, man.name, model, man.task, man.features,
-                                            man.outputs, class_values=man.class_values))
+                                            man.outputs, rkme, class_values=man.class_values))
             estimators = {a: load_model(member(m["file"], m["sha256"]), "skops")
                           for a, m in doc["estimators"].items()}
             return cls.from_state(learnwares, doc["state"], estimators)

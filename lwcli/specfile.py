@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ class Spec:
     outputs: tuple[str, ...] = ()
     output_source: str | None = None
     island: str | None = None
+    intake: object = field(default=None, compare=False, repr=False)   # not stored
 
     @property
     def kind(self) -> str:

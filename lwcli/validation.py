@@ -7,6 +7,7 @@ infinite there; it is refused where it enters, naming the cell.
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -35,12 +36,15 @@ def check_fill_values(X: np.ndarray, names: Sequence[str] | None = None,
     kernel, overflow it (NaN specifications) or, fixing an island's bandwidths, make the
     column useless. "Far" is more than ``FILL_SPREADS`` interquartile ranges from the median
     (the IQR is taken as max(|median|, 1) for a column that is mostly one value).
+    NaN cells (missing values) are left out of the statistics and never refused.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] == 0:
         return
     sample = X[:: max(1, X.shape[0] // 10_000)]       # robust statistics need no more rows
-    q25, med, q75 = np.percentile(sample, [25, 50, 75], axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # an all-NaN (missing) column
+        q25, med, q75 = np.nanpercentile(sample, [25, 50, 75], axis=0)
     spread = np.where(q75 > q25, q75 - q25, np.maximum(np.abs(med), 1.0))
     limit = FILL_SPREADS * spread
     for j in range(X.shape[1]):                        # one column at a time: no n x d temporary

@@ -16,6 +16,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT.parent / "shared" / "data" / "beijing_air_quality"
 OUT = ROOT / "sample_market" / "data"
+USER = ROOT / "sample_market" / "user"
 ROWS_PER_STATION_YEAR = 3000     # 12,000 hours a station: 4 learnware years, or one user
 COLUMNS = ["station", "year", "month", "day", "hour", "PM2.5", "PM10", "SO2", "NO2", "CO", "O3",
            "TEMP", "PRES", "DEWP", "RAIN", "WSPM"]
@@ -39,6 +40,19 @@ def main() -> None:
         with gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
             gz.write(buf.getvalue().encode())
     print(f"wrote {len(data)} rows from {data.station.nunique()} stations x 4 years")
+    raw_user_file()
+
+
+def raw_user_file() -> None:
+    """300 consecutive hours of the user's station exactly as the source has them (row
+    number, date parts, wind direction as text, station name, gaps): what a user really
+    holds, for ``lw search --data`` on a raw file."""
+    df = pd.read_csv(SRC / "PRSA_Data_Wanshouxigong_20130301-20170228.csv.gz")
+    start = int(np.flatnonzero(((df.year == 2016) & (df.month == 10) & (df.day == 5)
+                                & (df.hour == 4)).to_numpy())[0])
+    part = df.iloc[start : start + 300]
+    part.to_csv(USER / "wanshouxigong_raw_2016-10.csv", index=False)
+    print(f"wrote {len(part)} raw rows, {int(part.isna().any(axis=1).sum())} with a gap")
 
 
 if __name__ == "__main__":

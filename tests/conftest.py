@@ -353,6 +353,10 @@ def three_class_data(n: int, seed: int):
 # Without it, the fuzz tests run a few fixed examples each (see test_fuzz.py).
 from hypothesis import HealthCheck as _HealthCheck, settings as _settings  # noqa: E402
 
+# The default: the same examples on every run and every machine (no example database), so a
+# test's outcome never depends on what an earlier run happened to try.
+_settings.register_profile("lw", derandomize=True, database=None)
+_settings.load_profile("lw")
 _settings.register_profile(
     "fuzz", deadline=None, derandomize=False, print_blob=True,
     max_examples=int(os.environ.get("LW_FUZZ_EXAMPLES", "400")),

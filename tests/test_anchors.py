@@ -84,7 +84,8 @@ def test_the_report_holds_scores_only(fam, tmp_path):
     rep = api.anchor_eval(root, write_user(tmp_path / "u.csv", X, y), "y",
                           out=tmp_path / "r.json")
     on_disk = json.loads((tmp_path / "r.json").read_text())
-    assert on_disk == json.loads(json.dumps(rep.to_dict()))
+    assert on_disk == json.loads(json.dumps(rep.report))
+    assert rep.to_dict() == {**rep.report, **rep.intake.to_dict()}   # --json adds the intake
     assert set(on_disk) == {"format", "version", "created_with", "island", "anchor_set", "task",
                             "objective", "n_rows", "metrics", "baseline", "scores"}
     numbers = []
@@ -129,6 +130,7 @@ def test_anchor_search_through_the_cli(fam, tmp_path):
                  "--market", root, "--json")
     printed = json.loads(out.stdout)
     assert printed.pop("schema_version") == 1                # the file is the report alone
+    assert printed.pop("ignored_columns") == [] and printed.pop("input_rows")["used"] == 30
     assert printed == json.loads((tmp_path / "r.json").read_text())
     doc = json.loads(run_cli("search", "--anchor-report", tmp_path / "r.json", "--market", root,
                             "--json", "--top", "2").stdout)
@@ -249,7 +251,7 @@ ANCHOR_EVAL_ERRORS = [
      "no target column"),
     ("too few rows", lambda t: ["--data", t["tiny"], "--target", "y"], 4, "at least 5"),
     ("wrong columns", lambda t: ["--data", t["three"], "--target", "y"], 3, "no island"),
-    ("nan", lambda t: ["--data", t["nan"], "--target", "y"], 4, "NaN"),
+    ("nan", lambda t: ["--data", t["nan"], "--target", "y", "--missing", "error"], 4, "NaN"),
     ("missing file", lambda t: ["--data", t["dir"] / "none.csv", "--target", "y"], 3,
      "does not exist"),
     ("no output folder", lambda t: ["--data", t["ok"], "--target", "y", "-o",

@@ -153,7 +153,6 @@ SEARCH_ERRORS = [
     ("malformed csv", lambda t: _bad_csv(t, "m.csv", 'f0,f1,f2,f3,y\n1,2,"3\n'), 4, "parsed"),
     ("empty", lambda t: _bad_csv(t, "e.csv", ""), 4, "empty"),
     ("header only", lambda t: _bad_csv(t, "h.csv", "f0,f1,f2,f3,y\n"), 4, "rows"),
-    ("nan", lambda t: _user(t, lambda d: d.assign(f1=d.f1.where(d.index != 3))), 4, "NaN"),
     ("inf", lambda t: _user(t, lambda d: d.assign(f2=np.where(d.index == 2, np.inf, d.f2))), 4,
      "infinite"),
     ("non numeric", lambda t: _user(t, lambda d: d.assign(f0="abc")), 4, "non-numeric"),
@@ -172,6 +171,30 @@ def test_search_bad_data(mk, tmp_path, label, make, code, needle):
     assert proc.stdout == ""                               # --json: nothing on stdout on error
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lw: error:") and needle in lines[0], lines
+    assert snapshot(root) == before
+
+
+def test_search_missing_values_follow_the_policy(mk, tmp_path):
+    """A gap is dropped and counted by default, refused with --missing error (exit 4, market
+    unchanged), and estimated from the file's complete rows with --missing impute."""
+    root, _, _ = mk
+    data = _user(tmp_path, lambda d: d.assign(f1=d.f1.where(d.index != 3)))
+    before = snapshot(root)
+    proc = run_cli("search", "--data", data, "--target", "y", "--market", root, "--json",
+                   "--missing", "error", check=4)
+    assert proc.stdout == "" and "1 rows with NaN (missing) values (columns ['f1']; first: " \
+        "data row 4)" in proc.stderr and "--missing drop" in proc.stderr
+    proc = run_cli("search", "--data", data, "--target", "y", "--market", root, "--json")
+    doc = json.loads(proc.stdout)
+    assert doc["input_rows"]["dropped"] == 1 and doc["input_rows"]["used"] == 49
+    assert doc["input_rows"]["incomplete_columns"] == {"f1": 1}
+    assert doc["requirement"]["n_rows"] == 49
+    assert "dropped 1 of 50 rows with a missing value (--missing drop); missing inputs: 'f1' x1" \
+        in proc.stderr
+    doc = json.loads(run_cli("search", "--data", data, "--target", "y", "--market", root,
+                             "--json", "--missing", "impute").stdout)
+    assert doc["input_rows"]["imputed"] == 1 and doc["requirement"]["n_rows"] == 50
+    run_cli("search", "--data", data, "--market", root, "--missing", "bogus", check=2)
     assert snapshot(root) == before
 
 

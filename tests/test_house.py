@@ -22,11 +22,12 @@ def _functions(tree):
 
 
 def test_no_long_function_without_a_reason():
-    """A function over 60 lines says why in its docstring ("Long because ...")."""
+    """A function whose body (docstring included, signature not: a command's options are
+    declarations) is over 60 lines says why in its docstring ("Long because ...")."""
     long = []
     for path in _modules():
         for fn in _functions(ast.parse(path.read_text())):
-            lines = fn.end_lineno - fn.lineno + 1
+            lines = fn.end_lineno - fn.body[0].lineno + 1
             doc = ast.get_docstring(fn) or ""
             if lines > MAX_LINES and "Long because" not in doc:
                 long.append(f"{path.relative_to(PKG.parent)}:{fn.lineno} {fn.name} ({lines} lines)")

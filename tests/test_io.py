@@ -105,7 +105,7 @@ def test_float32_sentinels_are_named_as_fill_values(tmp_path):
         msg = _refused(p)
         assert "column 'b', data row 40, holds" in msg and "fill or no-data value" in msg
     p = _write(tmp_path / "ok.csv", f"a,b\n{rows}\n40,1e6\n")     # far, but data
-    assert read_table(p).X[-1, 1] == 1e6
+    assert read_table(p, features=["a", "b"]).X[-1, 1] == 1e6
     for name in ("sentinel_esri_nodata.csv", "sentinel_netcdf_fill.csv"):
         assert "fill or no-data value" in _refused(field("11", name), target="PM2.5")
 
@@ -132,10 +132,12 @@ def test_arrays_from_the_python_api_are_checked_in_float32():
 # non-numeric columns: say what they really hold
 def test_thousands_separators_are_named_with_the_value_and_row(tmp_path):
     p = _write(tmp_path / "d.csv", 'a,co,y\n1,900,1\n2,"1,300",2\n3,"12,000.5",3\n')
-    msg = _refused(p, target="y")
+    msg = _refused(p, target="y", features=["a", "co"])
     assert "column 'co' holds numbers written with thousands separators ('1,300' in data row 2)" \
         in msg and "thousands=','" in msg
-    msg = _refused(field("03", "co_thousands.csv"), target="PM2.5")
+    beijing = ["month", "hour", "PM10", "SO2", "NO2", "CO", "O3", "TEMP", "PRES", "DEWP", "RAIN",
+               "WSPM"]
+    msg = _refused(field("03", "co_thousands.csv"), target="PM2.5", features=beijing)
     assert "column 'CO' holds numbers written with thousands separators ('1,300' in data row 1)" \
         in msg
     # a numeric target written that way is refused too, not taken for class labels
@@ -147,10 +149,15 @@ def test_missing_value_markers_are_named(tmp_path):
     p = _write(tmp_path / "d.csv", "a,ca,y\n1,0,no\n2,?,yes\n3,1,no\n4,?,yes\n")
     msg = _refused(p, target="y")
     assert "column 'ca' holds '?' in 2 rows (first: data row 2), a missing-value marker" in msg
-    assert "na_values='?'" in msg and "one-hot" not in msg
+    assert "na_values='?'" in msg and "one-hot" not in msg and "--missing drop" in msg
     msg = _refused(field("04", "heart_question_marks.csv"), target="disease")
-    assert "['trestbps', 'oldpeak']: column 'trestbps' holds '?' in 1 row (first: data row 3)" \
-        in msg
+    assert "['trestbps']: column 'trestbps' holds '?' in 1 row (first: data row 3)" in msg
+    # with a policy, the markers are missing values: dropped or left for imputation
+    t = read_table(field("04", "heart_question_marks.csv"), target="disease", missing="drop")
+    assert dict(t.intake.incomplete) == {"trestbps": 1, "oldpeak": 3}
+    assert t.intake.rows_dropped == 3 and t.n_rows == t.intake.rows_read - 3 == 57
+    t = read_table(field("04", "heart_question_marks.csv"), target="disease", missing="impute")
+    assert t.n_missing == 4 and t.intake.rows_dropped == 0 and t.n_rows == 60
     assert "missing-value marker" in _refused(
         _write(tmp_path / "t.csv", "a,y\n1,2.5\n2,?\n3,1.5\n"), target="y")
 
@@ -158,11 +165,12 @@ def test_missing_value_markers_are_named(tmp_path):
 def test_other_non_numeric_columns_are_diagnosed(tmp_path):
     mixed = _write(tmp_path / "m.csv", "a,b\n1,2\n2,3\n3,n.a.\n4,5\n")
     assert "column 'b' holds numbers but also 1 non-numeric value ('n.a.' x1; first: data " \
-           "row 3)" in _refused(mixed)
+           "row 3)" in _refused(mixed, features=["a", "b"])
     dates = _write(tmp_path / "t.csv", "a,when\n1,2013-03-01\n2,2013-03-02\n")
-    assert "column 'when' holds dates or times ('2013-03-01' in data row 1)" in _refused(dates)
+    assert "column 'when' holds dates or times ('2013-03-01' in data row 1)" in _refused(
+        dates, features=["when"])
     cats = _write(tmp_path / "c.csv", "a,city\n1,Paris\n2,Lyon\n3,Paris\n")
-    msg = _refused(cats)
+    msg = _refused(cats, features=["a", "city"])
     assert "non-numeric feature columns ['city']: column 'city' holds text categories " \
            "(2 distinct, e.g. 'Paris', 'Lyon')" in msg and "one-hot" in msg
 
@@ -189,8 +197,11 @@ def test_a_trailing_delimiter_on_every_line_is_an_empty_column_and_ignored(tmp_p
 
 
 def test_an_empty_column_is_named_as_such(tmp_path):
-    msg = _refused(_write(tmp_path / "d.csv", "a,b,c\n1,,3\n4,,6\n"))
+    msg = _refused(_write(tmp_path / "d.csv", "a,b,c\n1,,3\n4,,6\n"), features=["a", "b"])
     assert "column 'b' is empty in every data row" in msg and "drop or impute" not in msg
+    # taken by no one, it is ignored and said to be empty
+    t = read_table(tmp_path / "d.csv")
+    assert t.features == ("a", "c") and t.intake.ignored == (("b", "empty in every row"),)
 
 
 def test_semicolon_files_are_diagnosed_not_misread(tmp_path):

@@ -473,8 +473,9 @@ def test_a_label_column_left_in_the_data_of_reuse_is_named(tmp_path, market):
     res = publish(tmp_path, market, "lab", train,
                   skops_bytes(Ridge().fit(train.to_numpy(), train["f0"])), meta("lab"))
     train.assign(y=1.0).to_csv(tmp_path / "u.csv", index=False)
-    with pytest.raises(DataError, match="pass --target y"):
-        api.reuse(market, [res.id], data=tmp_path / "u.csv")
+    out = api.reuse(market, [res.id], data=tmp_path / "u.csv")
+    assert out.n_rows == 150 and out.intake.ignored_columns() == ["y"]
+    assert any("pass --target y to score the predictions" in w for w in out.warnings)
 
 
 # ----------------------------------------------------------------------------- found by breaking it
@@ -606,5 +607,5 @@ def test_a_few_integral_readings_are_a_regression_target(tmp_path):
     sp = api.build_spec(ROOT / "sample_market" / "user" / "wanshouxigong_20h.csv",
                         target="PM2.5", k=10)
     assert sp.task == "regression" and sp.outputs == ("PM2.5",)
-    labels = pd.DataFrame({"a": np.arange(40.0), "y": np.arange(40) % 3})
+    labels = pd.DataFrame({"a": np.arange(40.0) % 7 * 1.5, "y": np.arange(40) % 3})
     assert api.build_spec(labels, target="y", k=10).task == "classification"

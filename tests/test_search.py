@@ -202,11 +202,11 @@ def test_a_requirement_of_a_few_rows_comes_with_a_warning(tmp_path):
 
 
 def test_a_label_column_left_among_the_features_is_named(tmp_path):
-    """A labelled file searched without --target: the error names the column to pass."""
+    """A labelled file searched without --target: an input-only search, and a warning that
+    names the column to pass for a label-aware one."""
     from conftest import ROOT
 
-    from lwcli.errors import NotFoundError
-
     data = ROOT / "sample_market" / "user" / "wanshouxigong_200h.csv"
-    with pytest.raises(NotFoundError, match=r"pass --target PM2\.5"):
-        api.search(ROOT / "sample_market" / "market", data=data)
+    res = api.search(ROOT / "sample_market" / "market", data=data)
+    assert res.mode == "x" and res.intake.ignored_columns() == ["PM2.5"]
+    assert any("pass --target PM2.5 for a label-aware" in w for w in res.warnings)

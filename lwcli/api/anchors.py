@@ -26,9 +26,12 @@ class AnchorEvalResult(DictView):
     report: dict
     metric: str           # the island's ranking score (:func:`lwcli.engine.anchors.anchor_metric`)
     best: dict            # the report's ``scores`` entry best at ``metric``
+    intake: object = None  # what was taken from the data (:class:`lwcli.intake.Intake`)
 
     def to_dict(self) -> dict:
-        return self.report
+        """The report plus ``ignored_columns`` and ``input_rows`` (which the report file
+        never holds: it carries scores only)."""
+        return {**self.report, **(self.intake.to_dict() if self.intake is not None else {})}
 
 
 def _anchor_labels(table, isl, task: str, target: str) -> np.ndarray:
@@ -69,9 +72,14 @@ def _score_anchors(mk, aset, outputs, X, y, trust: bool) -> list[dict]:
 
 def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: str | None = None,
                 task: str | None = None, trust: bool = False,
-                out: str | Path | None = None) -> AnchorEvalResult:
+                out: str | Path | None = None, missing: str = "drop") -> AnchorEvalResult:
     """Score the island's anchor learnwares on the user's labelled rows, locally (seed
     sec. 3.3).
+
+    ``data`` is taken by name (the island's features and ``target``; other columns are left
+    and listed in ``result.intake``); rows with gaps are dropped (``missing="drop"``), or
+    refused (``"error"``); anchors score labelled rows as they are, so ``"impute"`` fills
+    inputs from the file's complete rows.
 
     Returns (and with ``out`` writes) a report of scores only: every metric per anchor, the
     same metrics for the best constant prediction, and the row count (at least
@@ -82,7 +90,6 @@ def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: st
     from ..anchorreport import make_report
     from ..engine.anchors import anchor_metric, best_scored
     from ..engine.metrics import baseline_scores
-    from ..io import read_table
     from ..market.anchors import load_anchor_set
     from ..market.store import Market, write_output
 
@@ -92,9 +99,7 @@ def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: st
     if out is not None and not Path(out).parent.exists():
         raise NotFoundError(f"output folder {Path(out).parent} does not exist", "create it first")
     mk = Market.open(market)
-    table = read_table(data, target=target, min_rows=MIN_ANCHOR_ROWS)
-    isl = _resolve_island_for_features(mk, table.features, island, task)
-    table = table.select(isl.key["features"])
+    table, isl = _anchor_table(mk, data, target, island, task, missing)
     aset = load_anchor_set(mk, isl.id)
     y = _anchor_labels(table, isl, aset.task, target)
     scores = _score_anchors(mk, aset, tuple(isl.key["outputs"]), table.X, y, trust)
@@ -104,7 +109,24 @@ def anchor_eval(market: str | Path, data: str | Path, target: str, *, island: st
     if out is not None:
         write_output(out, (json.dumps(report, indent=1) + "\n").encode())
     metric, _ = anchor_metric(aset.task, aset.objective)
-    return AnchorEvalResult(report, metric, best_scored(report["scores"], metric))
+    return AnchorEvalResult(report, metric, best_scored(report["scores"], metric), table.intake)
+
+
+def _anchor_table(mk, data, target: str, island, task, missing: str):
+    """The user's labelled rows, the island's features taken by name, and the island."""
+    from dataclasses import replace
+
+    from ..intake import check_policy, open_source
+    from .spec import impute_from_own_rows
+
+    check_policy(missing)
+    src = open_source(data, target)
+    isl, notes = _resolve_island_for_features(mk, src.available(), island, task,
+                                              src.unusable())
+    table = src.take(isl.key["features"], missing=missing, min_rows=MIN_ANCHOR_ROWS,
+                     what=f"island {isl.id}")
+    table = replace(table, intake=replace(table.intake, hints=tuple(notes)))
+    return (impute_from_own_rows(table) if missing == "impute" else table), isl
 
 
 def _report_distances(aset, ids: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import NotFoundError, UsageError
 
 
@@ -41,11 +43,15 @@ class ReuseResult:
     details: dict
     scores: dict | None
     predictions: object = field(repr=False, default=None)     # a pandas DataFrame
+    intake: object = None        # what was taken from ``data`` (:class:`lwcli.intake.Intake`)
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "ids": self.ids, "task": self.task,
                 "n_rows": self.n_rows, "columns": self.columns, "output": self.output,
-                "saved_model": self.saved_model, "details": self.details, "scores": self.scores}
+                "saved_model": self.saved_model, "details": self.details, "scores": self.scores,
+                **(self.intake.to_dict() if self.intake is not None else {}),
+                "warnings": self.warnings}
 
 
 def read_search_choice(path: str | Path, top: int | None
@@ -93,11 +99,11 @@ def _choose_learnwares(ids, weights, from_search, top, method):
     return ids, weights
 
 
-def _fitted_reuser(market, ids, *, method, train, target, weights, voting, trust, cv, seed):
+def _fitted_reuser(market, ids, *, method, train, target, weights, voting, trust, cv, seed,
+                   missing):
     """Load the learnwares and fit the reuser ``method`` names (by default single for one
     id, average for several); the open market comes back too (to save the reuser)."""
     from ..engine.reuse import METHODS, REUSERS, check_reuser_options, make_reuser
-    from ..io import read_table
     from ..market.store import Market
 
     if not ids:
@@ -117,14 +123,52 @@ def _fitted_reuser(market, ids, *, method, train, target, weights, voting, trust
     options = dict(weights=weights, voting=voting, random_state=seed, cv=cv)
     check_reuser_options(method, **options)
     mk = Market.open(market)
-    lws = load_learnwares(mk, ids, trust=trust, with_specs=method == "job-selector")
+    lws = load_learnwares(mk, ids, trust=trust)
     r = make_reuser(method, lws, **options)
+    notes = []
     if cls.needs_labels:
-        tr = read_table(train, target=target, features=lws[0].features)
+        tr = _reuse_table(lws, train, target, missing, target_optional=False)
+        notes = [f"--train: {n}" for n in tr.intake.notes()]
         r.fit(tr.X, tr.y)
     else:
         r.fit()
-    return r, mk
+    return r, mk, notes
+
+
+def _reuse_table(lws, data, target, missing: str, target_optional: bool = True):
+    """``data`` taken by name into the reuser's input columns; missing inputs estimated from
+    the learnwares' specifications (:func:`lwcli.engine.conditional.conditional_mean`), or
+    refused with ``missing="error"``. One row per input row: rows are never dropped, but for a
+    missing label in the labelled ``--train`` file."""
+    from dataclasses import replace
+
+    from ..engine.conditional import Reference, conditional_mean
+    from ..errors import DataError
+    from ..intake import open_source
+    from .spec import label_hints
+
+    src = open_source(data, target, target_optional=target_optional)
+    names = [str(f) for f in lws[0].features]
+    table = src.take(names, missing=missing, what=f"learnware {lws[0].id}" if len(lws) == 1
+                     else f"the {len(lws)} learnwares",
+                     unlabelled="keep" if target_optional else "drop")
+    outputs = [o for lw in lws for o in lw.outputs]
+    hints = label_hints(table.intake.ignored_columns(), outputs, lws[0].task, src.target,
+                        "to score the predictions")
+    intake = replace(table.intake, hints=hints)
+    if table.n_missing:
+        refs = [Reference.of_rkme(lw.rkme, lw.features) for lw in lws if lw.rkme is not None]
+        X, cells, rows = conditional_mean(table.X, names, refs)
+        if np.isnan(X).any():
+            raise DataError(f"{table.path} has {table.n_missing} missing input values and "
+                            "this saved reuser carries no specification to estimate them from",
+                            "fill them in, or reuse from the market with the learnware ids")
+        n = len(refs)
+        intake = replace(intake, rows_imputed=rows, cells_imputed=cells, imputed_from=(
+            f"the specification of learnware {refs and lws[0].id}" if n == 1
+            else f"the specifications of {n} learnwares"))
+        table = replace(table, X=X)
+    return replace(table, intake=intake)
 
 
 def _prediction_frame(r, table, target, proba: bool):
@@ -140,8 +184,9 @@ def _prediction_frame(r, table, target, proba: bool):
     if r.task_ == "classification":
         values = r.classes_
         if table.y is not None:    # labels in the data: predictions in the same type as them
-            r.check_labels(table.y, f"target column {target!r}")
-            values = values_array(label_values(r.class_keys_, table.y, r.classes_))
+            y = table.y[table.labelled]
+            r.check_labels(y, f"target column {target!r}")
+            values = values_array(label_values(r.class_keys_, y, r.classes_))
             pred = values[[list(r.class_keys_).index(label_str(p)) for p in pred]]
         frame["prediction"] = pred
         if proba:
@@ -164,9 +209,13 @@ def _scores(r, table, pred) -> tuple[dict, dict | None]:
     same rows for methods that blend one in (else ``None``)."""
     from ..engine.metrics import classification_scores, regression_scores
 
+    rows = table.labelled           # rows without a label are predicted, not scored
+    y = table.y[rows]
+
     def score(p):
-        return classification_scores(table.y, p) if r.task_ == "classification" else \
-            regression_scores(table.y, p)
+        p = np.asarray(p)[rows]
+        return classification_scores(y, p) if r.task_ == "classification" else \
+            regression_scores(y, p)
 
     own = r.comparison_model()
     return score(pred), (score(own.predict(table.X)) if own is not None else None)
@@ -178,7 +227,8 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
           voting: str = "soft", proba: bool = False, out: str | Path | None = None,
           save_model: str | Path | None = None, model: str | Path | None = None,
           trust: bool = False, cv: int = 5, seed: int = 0,
-          from_search: str | Path | None = None, top: int | None = None) -> ReuseResult:
+          from_search: str | Path | None = None, top: int | None = None,
+          missing: str = "impute") -> ReuseResult:
     """Put learnwares to work on ``data``: fit a reuser (or load a saved one with ``model``),
     predict every row in order, and optionally write the predictions and save the reuser.
 
@@ -191,13 +241,18 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
     Reusers: seed sec. 3.2 (direct use, ensembles, feature augmentation) and eq. 8 (the job
     selector).
 
+    ``data`` (and ``train``) are taken by name: the learnwares' input columns; the rest are
+    left and listed in ``result.intake``. Every input row gets a prediction: a missing input
+    is estimated from the learnwares' specifications (``missing="impute"``, the kernel
+    conditional mean of :mod:`lwcli.engine.conditional`) or refused (``"error"``).
+
     Raises :class:`UsageError` for options that do not go together, :class:`NotFoundError`
     for missing output folders, ids or files, and the errors of the data and model checks.
     """
     from ..market.store import write_output
-    from ..io import read_table
     from ..reusefile import dump_reuser, load_reuser
 
+    _check_missing(missing)
     ids, weights = _choose_learnwares(ids, weights, from_search, top, method)
     for o, what in ((out, "output"), (save_model, "--save-model")):
         if o is not None and not Path(o).parent.exists():
@@ -208,12 +263,12 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
             raise UsageError("--model applies a saved reuser as it is",
                              "drop the learnware ids, --method, --train, --weights and "
                              "--save-model")
-        r, mk = load_reuser(model, trust=trust), None
+        r, mk, notes = load_reuser(model, trust=trust), None, []
     else:
-        r, mk = _fitted_reuser(market, ids, method=method, train=train, target=target,
-                               weights=weights, voting=voting, trust=trust, cv=cv, seed=seed)
-    table = read_table(data, target=target, features=list(r.feature_names_in_),
-                       target_optional=True)
+        r, mk, notes = _fitted_reuser(market, ids, method=method, train=train, target=target,
+                                      weights=weights, voting=voting, trust=trust, cv=cv,
+                                      seed=seed, missing=missing)
+    table = _reuse_table(r.learnwares_, data, target, missing)
     frame, pred = _prediction_frame(r, table, target, proba)
     scores, details = None, r.details()
     if table.y is not None:
@@ -223,9 +278,19 @@ def reuse(market: str | Path | None = None, ids: Sequence[str] = (), *, data: st
     if out is not None:
         write_output(out, frame.to_csv(index=False).encode())
     if save_model is not None:   # only reached with learnware ids: ``mk`` is open
-        files = {i: mk.manifest_and_model_files(i) for i in r.learnware_ids_}
+        files = {i: mk.learnware_files(i) for i in r.learnware_ids_}
         write_output(save_model, dump_reuser(r, files))
     return ReuseResult(r.method, list(r.learnware_ids_), r.task_, table.n_rows,
                        list(frame.columns), str(out) if out is not None else None,
                        str(save_model) if save_model is not None else None, details,
-                       scores, frame)
+                       scores, frame, table.intake, [*table.intake.notes(), *notes])
+
+
+def _check_missing(missing: str) -> None:
+    """Reuse imputes or refuses; it never drops a row (one prediction per input row)."""
+    from ..intake import check_policy
+
+    if missing == "drop":
+        raise UsageError("--missing drop does not go with reuse: it predicts every input row",
+                         "pass --missing impute (the default) or --missing error")
+    check_policy(missing, ("impute", "error"))

@@ -29,11 +29,14 @@ class SearchResult:
     assessment: dict | None = None         # mode "anchors": is there hope in this market?
     ranked_by: str = "rkme"                # "rkme", "requirement-loss" or "anchors"
     searched: dict | None = None           # how: learnwares, "exact" or "sketch", exact MMDs
+    intake: object = None                  # what was taken from --data (lwcli.intake.Intake)
 
     def to_dict(self) -> dict:
         out = {"island": self.island, "mode": self.mode, "ranked_by": self.ranked_by,
                "single": self.single, "mixture": self.mixture,
                "requirement": self.requirement, "warnings": self.warnings}
+        if self.intake is not None:
+            out.update(self.intake.to_dict())
         if self.searched is not None:
             out["searched"] = self.searched
         if self.anchors is not None:
@@ -69,6 +72,7 @@ def search(
     rerank: int = 20,
     trust: bool = False,
     exact: bool | None = None,
+    missing: str = "drop",
 ) -> SearchResult:
     """Rank an island's learnwares against a requirement, and find the best mixture.
 
@@ -82,6 +86,10 @@ def search(
     :func:`anchor_eval` returned, or the path it wrote), every learnware of the island is
     ranked by its predicted performance from the anchors' scores alone (mode ``"anchors"``;
     no mixture).
+
+    ``data`` is taken by name: the island's feature columns (and ``target``); the others are
+    left and listed, and ``missing`` (``drop``, the default, ``impute`` or ``error``) decides
+    what happens to rows with gaps (:mod:`lwcli.intake`; ``result.intake`` counts it all).
 
     Islands of more than ``SKETCH_MIN_LEARNWARES`` learnwares are searched through their
     sketch index (nearest sketches shortlisted, then exact MMDs); ``exact`` True / False forces
@@ -103,7 +111,7 @@ def search(
     dev = resolve_device(device)
     _warm_up_models(rerank, target)
     req, isl = _requirement(mk, market, data=data, target=target, spec=spec, island=island,
-                            task=task, k=k, seed=seed, device=device)
+                            task=task, k=k, seed=seed, device=device, missing=missing)
     view, allowed = _island_view(mk, isl, dev, tags)
     models = ContainedOutputs(mk, isl, view.ids, trust)
     res = run_search(view.stack, req.rkme, sketch=view.sketch, allowed=allowed, top=top,
@@ -144,17 +152,17 @@ def _island_view(mk, isl, dev, tags: Sequence[str]):
     return view, allowed
 
 
-def _requirement(mk, market, *, data, target, spec, island, task, k, seed, device):
+def _requirement(mk, market, *, data, target, spec, island, task, k, seed, device, missing):
     """The requirement (read from ``spec``, or fitted from ``data`` with the island's metric)
     and the island it is matched on."""
     from ..specfile import read_spec
 
     if spec is None:
         req = build_spec(data, target=target, k=k, seed=seed, device=device, market=market,
-                         island=island, task=task, clamp_k=True)
+                         island=island, task=task, clamp_k=True, missing=missing)
         return req, mk.island(req.island)
     req = spec if isinstance(spec, Spec) else read_spec(spec)
-    isl = _resolve_island_for_features(mk, req.features, island, task)
+    isl, _ = _resolve_island_for_features(mk, req.features, island, task)
     if tuple(req.features) != tuple(isl.key["features"]):
         raise SpecError(f"the requirement's features are in another order than island "
                         f"{isl.id}'s", "rebuild it with lw spec --market")
@@ -188,9 +196,11 @@ def _result(isl, view, req, res, top: int, models) -> SearchResult:
                    "metric_digest": req.rkme.metric.digest(), "approx_error": req.rkme.approx_error}
     if res.ranked_by == "requirement-loss":
         requirement["loss_metric"] = "rmse" if regression else "brier"
-    notes = [*res.notes, *view.notes, *models.notes()]
+    intake = req.intake
+    notes = [*(intake.notes() if intake is not None else ()), *res.notes, *view.notes,
+             *models.notes()]
     return SearchResult(isl.id, res.mode, single, mixture, requirement, notes,
-                        ranked_by=res.ranked_by, searched=res.searched)
+                        ranked_by=res.ranked_by, searched=res.searched, intake=intake)
 
 
 class ContainedOutputs:

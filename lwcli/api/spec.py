@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -14,32 +14,23 @@ from ..specfile import Spec
 
 
 def _resolve_island_for_features(market, features: Sequence[str], island: str | None,
-                                 task: str | None):
-    """Find the one island whose input space matches ``features`` (any column order)."""
-    isl = market.islands()
-    if island:
-        return market.island(island)
-    fs = set(features)
-    matches = [i for i in isl.values() if set(i.key["features"]) == fs]
-    if task:
-        matches = [i for i in matches if i.key["task"] == task]
-    if not matches:
-        for i in isl.values():    # the label column left among the features?
-            extra = fs - set(i.key["features"])
-            if set(i.key["features"]) <= fs and len(extra) == 1:
-                (col,) = extra
-                raise NotFoundError(
-                    f"no island of this market takes the {len(fs)} input columns; island "
-                    f"{i.id} takes all of them but {col!r}",
-                    f"if {col!r} is your label column, pass --target {col}")
-        known = "; ".join(f"{i.id}: {len(i.key['features'])} features" for i in isl.values())
-        raise NotFoundError(
-            f"no island of this market takes the {len(fs)} input columns {sorted(fs)[:6]}"
-            f"{'...' if len(fs) > 6 else ''}", f"islands: {known or 'none'}; check column names")
-    if len(matches) > 1:
-        raise UsageError(f"{len(matches)} islands take these columns: "
-                         f"{', '.join(i.id for i in matches)}", "pick one with --island or --task")
-    return matches[0]
+                                 task: str | None, unusable: dict | None = None):
+    """The island a table with the usable columns ``features`` is matched on, and notes
+    (:func:`lwcli.market.world.island_for_columns`)."""
+    from ..market.world import island_for_columns
+
+    return island_for_columns(market.islands(), features, island=island, task=task,
+                              unusable=unusable)
+
+
+def label_hints(ignored: Sequence[str], outputs: Sequence[str], task: str | None,
+                target: str | None, why: str) -> tuple[str, ...]:
+    """A note when an ignored column carries the name of a regression output: the user's
+    label column, probably, left out for want of ``--target``."""
+    if target is not None or task != "regression":
+        return ()
+    return tuple(f"column {c!r} is named like the output: if it holds your labels, pass "
+                 f"--target {c} {why}" for c in ignored if c in outputs)
 
 
 def build_spec(
@@ -57,6 +48,7 @@ def build_spec(
     island: str | None = None,
     task: str | None = None,
     clamp_k: bool = False,
+    missing: str = "drop",
 ) -> Spec:
     """Fit an RKME specification of ``data``.
 
@@ -65,7 +57,11 @@ def build_spec(
     - with ``target`` only (a user with labels): embeds ``(x, y)``, a label-aware requirement;
     - with neither (a user without labels): embeds ``x``.
     With ``market``, the island's kernel metric is used (and must be, for the spec to be
-    comparable); without it a metric is fitted from the data. ``clamp_k`` lowers ``k`` to the
+    comparable); without it a metric is fitted from the data. Columns are taken by name (the
+    manifest's features, the island's, or every numeric column that is no row number); the
+    rest are left and listed in ``spec.intake`` (:class:`lwcli.intake.Intake`), with what
+    ``missing`` (``drop``, ``impute`` from the file's complete rows, or ``error``) did to the
+    rows. ``clamp_k`` lowers ``k`` to the
     row count instead of failing (search does this for small user samples). ``k`` reduced
     points summarise the rows (the RKME of seed sec. 3.3, eq. 1). A user's task, when no
     island or manifest declares it, is inferred from the labels (``engine.task.infer_task``).
@@ -77,14 +73,9 @@ def build_spec(
     from ..device import resolve_device
     from ..engine.kernel import fit_metric
     from ..engine.rkme import fit_rkme
-    from ..io import read_table
 
     man = _developer_manifest(model, target, meta)
-    features = list(man.features) if man else None
-    table = read_table(data, target=target, features=features, min_rows=1)
-    isl = None
-    if market is not None:
-        isl, table = _spec_island(market, table, man, island, task)
+    table, isl = _spec_table(data, target, man, market, island, task, missing, seed)
     k = _reduced_points(k, table, clamp_k)
     dev = resolve_device(device)
     task = outputs = source = Y = None
@@ -100,7 +91,60 @@ def build_spec(
     rkme = fit_rkme(Z, metric, k=k, seed=seed, device=dev)
     return Spec(rkme=rkme, features=tuple(table.features), task=task,
                 outputs=tuple(outputs) if outputs else (), output_source=source,
-                island=isl.id if isl is not None else None)
+                island=isl.id if isl is not None else None, intake=table.intake)
+
+
+def _spec_table(data, target, man, market, island, task, missing: str, seed: int):
+    """The table a spec is fitted on (its columns by name: the manifest's, the island's, or
+    every usable one) and the island (``None``: no market, or the manifest's island does not
+    exist yet)."""
+    from ..intake import check_policy, open_source
+
+    check_policy(missing)
+    src = open_source(data, target)
+    isl, notes = (_spec_island(market, src, man, island, task) if market is not None
+                  else (None, []))
+    if man is not None:
+        features, what = list(man.features), f"the model of {man.name}"
+    elif isl is not None:
+        features, what = list(isl.key["features"]), f"island {isl.id}"
+    else:
+        features, what = None, ""
+    table = src.take(features, missing=missing, min_rows=1, what=what)
+    hints = label_hints(table.intake.ignored_columns(),
+                        isl.key["outputs"] if isl is not None else (),
+                        isl.key["task"] if isl is not None else None, target,
+                        "for a label-aware (x, y) match")
+    table = replace(table, intake=replace(table.intake, hints=(*notes, *hints)))
+    if missing == "impute":
+        table = impute_from_own_rows(table, seed)
+    return table, isl
+
+
+def impute_from_own_rows(table, seed: int = 0):
+    """``table`` with its missing inputs estimated from its own complete rows (at most 2,000,
+    seeded): the kernel conditional mean (:mod:`lwcli.engine.conditional`) under a metric
+    fitted to them. :class:`DataError` with fewer than 3 complete rows."""
+    from ..engine.conditional import Reference, conditional_mean
+    from ..engine.kernel import fit_metric
+
+    if not table.n_missing:
+        return table
+    complete = ~np.isnan(table.X).any(axis=1)
+    if complete.sum() < 3:
+        raise DataError(f"{table.path}: {int(complete.sum())} of {table.n_rows} rows are "
+                        "complete, too few to impute the others from",
+                        "pass --missing drop, or fill the gaps")
+    ref = table.X[complete]
+    if len(ref) > 2000:
+        ref = ref[np.random.default_rng(seed).choice(len(ref), 2000, replace=False)]
+    m = fit_metric(ref, seed=seed)
+    X, cells, rows = conditional_mean(table.X, table.features, [Reference(
+        tuple(table.features), ref, np.full(len(ref), 1.0 / len(ref)), np.asarray(m.scales),
+        m.gamma)])
+    intake = replace(table.intake, rows_imputed=rows, cells_imputed=cells,
+                     imputed_from=f"the file's {int(complete.sum())} complete rows")
+    return replace(table, X=X, intake=intake)
 
 
 def _reduced_points(k: int, table, clamp_k: bool) -> int:
@@ -128,9 +172,9 @@ def _developer_manifest(model, target, meta):
     return man
 
 
-def _spec_island(market, table, man, island: str | None, task: str | None):
+def _spec_island(market, src, man, island: str | None, task: str | None):
     """The island a spec is fitted for (``None``: the manifest's island does not exist yet,
-    this spec will found it) and the table, its columns in that island's order for a user."""
+    this spec will found it) and notes about the choice."""
     from ..market.store import Market
 
     mk = Market.open(market)
@@ -139,13 +183,10 @@ def _spec_island(market, table, man, island: str | None, task: str | None):
         if man is not None and man.island_id() != isl.id:
             raise UsageError(f"--meta places the model on island {man.island_id()}, not "
                              f"{island}", "drop --island or fix the manifest")
-    elif man is not None:
-        isl = mk.islands().get(man.island_id())
-    else:
-        isl = _resolve_island_for_features(mk, table.features, island, task)
-    if isl is not None and man is None:  # reorder the columns to the island's order
-        table = table.select(isl.key["features"])
-    return isl, table
+        return isl, []
+    if man is not None:
+        return mk.islands().get(man.island_id()), []
+    return _resolve_island_for_features(mk, src.available(), None, task, src.unusable())
 
 
 def _model_outputs(model, model_format, man, table, trust: bool):
@@ -239,7 +280,9 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
                 out = folder.record(name, path, digest, sp)
                 written.append({"data": str(path), "output": str(out), "kind": sp.kind,
                                 "k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
-                                "approx_error": sp.rkme.approx_error, "island": sp.island})
+                                "approx_error": sp.rkme.approx_error, "island": sp.island,
+                                **_intake_dict(sp.intake),
+                                "warnings": sp.intake.notes() if sp.intake else []})
                 status = "written"
             except LwError as exc:
                 failed.append({"data": str(path), "error": str(exc),
@@ -263,6 +306,7 @@ class SpecWritten:
     approx_error: float
     metric_digest: str
     island: str | None
+    intake: object = None         # :class:`lwcli.intake.Intake` of the data (None: unknown)
 
     def __fspath__(self) -> str:
         return self.output
@@ -270,7 +314,11 @@ class SpecWritten:
     def to_dict(self) -> dict:
         return {"output": self.output, "kind": self.kind, "k": self.k, "n_rows": self.n_rows,
                 "approx_error": self.approx_error, "metric_digest": self.metric_digest,
-                "island": self.island}
+                "island": self.island, **_intake_dict(self.intake)}
+
+
+def _intake_dict(intake) -> dict:
+    return intake.to_dict() if intake is not None else {}
 
 
 def _options_digest(opts: dict) -> str:
@@ -298,4 +346,4 @@ def write_spec(spec: Spec, out: str | Path) -> SpecWritten:
     path = write_output(out, spec.to_bytes())
     r = spec.rkme
     return SpecWritten(str(path), spec.kind, r.k, r.n_rows, r.approx_error, r.metric.digest(),
-                       spec.island)
+                       spec.island, spec.intake)

@@ -20,17 +20,22 @@ def anchor_eval(
                                        help="classification | regression, when your columns "
                                             "match several islands."),
     trust: bool = typer.Option(False, "--trust", help="Allow loading pickle/joblib anchors."),
+    missing: str = options.Missing("drop", options.MISSING_DROP),
     market: Optional[Path] = options.Market,
     as_json: bool = options.Json,
 ) -> None:
     """Score the market's anchor learnwares on your labelled data, locally.
 
     The report holds scores only (never your rows): pass it to lw search --anchor-report.
+    Columns are taken by name (the island's features and --target); others are ignored.
     """
     from .. import api
 
     res = api.anchor_eval(market, data, target, island=island, task=task, trust=trust,
-                          out=output)
+                          out=output, missing=missing)
+    if res.intake is not None:
+        for note in res.intake.notes():
+            warn(note)
     rep = res.to_dict()
     if rep["n_rows"] < 20:
         warn(f"only {rep['n_rows']} labelled rows: the anchors' scores are noisy")

@@ -37,6 +37,16 @@ RowFormat = typer.Option(None, "--format", case_sensitive=False, show_default=Fa
 Quiet = typer.Option(False, "--quiet", "-q", help="Print only the ids, one per line.")
 
 
+def Missing(default: str, what: str):
+    """``--missing drop|impute|error`` with a command's own default (see lwcli.intake)."""
+    return typer.Option(default, "--missing", metavar="drop|impute|error",
+                        help=f"Rows with a missing value: {what}")
+
+
+MISSING_DROP = ("drop them (the default; counted on stderr), impute them from the file's "
+                "complete rows, or refuse the file.")
+
+
 def row_format(fmt, quiet: bool, as_json: bool):
     """The format of a list of rows, after checking that --json, --format and -q agree."""
     from ..errors import UsageError

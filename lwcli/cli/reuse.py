@@ -7,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import info, print_csv, print_json
+from ._output import info, print_csv, print_json, warn
 
 
 def _weights(text: Optional[str]) -> Optional[list[float]]:
@@ -58,10 +58,15 @@ def reuse(
                                                    "feature-augment)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the methods that learn "
                                                "(with-user, job-selector, feature-augment)."),
+    missing: str = options.Missing(
+        "impute", "estimate missing inputs from the learnwares' specifications (the default: "
+                  "every row gets a prediction), or refuse the file (error)."),
     market: Optional[Path] = options.Market,
     as_json: bool = options.Json,
 ) -> None:
     """Put learnwares to work on your data and write predictions.
+
+    Columns are taken by name (the learnwares' inputs); the others are ignored and listed.
 
     lw reuse ID --data new.csv -o pred.csv
     lw reuse ID1 ID2 --method with-user --train mine.csv --target y --data new.csv -o pred.csv
@@ -76,7 +81,10 @@ def reuse(
     res = api.reuse(market, list(ids or []), data=data, method=method, train=train,
                     target=target, weights=w, voting=voting, proba=proba,
                     out=None if to_stdout else output, save_model=save_model, model=model,
-                    trust=trust, cv=cv, seed=seed, from_search=from_search, top=top)
+                    trust=trust, cv=cv, seed=seed, from_search=from_search, top=top,
+                    missing=missing)
+    for w in res.warnings:
+        warn(w)
     if to_stdout:
         print_csv(res.predictions)
     if as_json:

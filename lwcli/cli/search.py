@@ -39,6 +39,7 @@ def search(
         help="Compute the exact MMD to every learnware, or shortlist through the island's "
              "sketch index first. Default: the sketch above 100,000 learnwares."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the requirement's RKME fit."),
+    missing: str = options.Missing("drop", options.MISSING_DROP),
     device: Optional[str] = options.Device,
     fmt: Optional[Format] = options.RowFormat,
     quiet: bool = options.Quiet,
@@ -49,6 +50,9 @@ def search(
     With --anchor-report instead, rank every learnware of the island by its predicted
     performance on your task, from the anchors' scores alone.
 
+    --data is taken by name: the island's feature columns (and --target); other columns
+    (ids, dates, text) are ignored and listed on stderr and in --json's ignored_columns.
+
     --format tsv|csv|jsonl and -q print the single matches only, best first (the mixture is
     in the table and in --json).
     """
@@ -58,7 +62,7 @@ def search(
     res = api.search(market, data=data, target=target, spec=spec, tags=tag, top=top,
                      island=island, task=task, k=k, seed=seed, device=device,
                      anchor_report=anchor_report, rerank=rerank, trust=trust,
-                     exact=exact)
+                     exact=exact, missing=missing)
     for w in res.warnings:
         warn(w)
     if as_json:

@@ -7,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import err, error, info, print_json
+from ._output import err, error, info, print_json, warn
 
 
 @handle_errors
@@ -38,6 +38,7 @@ def spec(
     seed: int = typer.Option(0, "--seed", help="Random seed (fits are deterministic)."),
     market: Optional[Path] = options.Market,
     island: Optional[str] = typer.Option(None, "--island", help="Fit with this island's metric."),
+    missing: str = options.Missing("drop", options.MISSING_DROP),
     device: Optional[str] = options.Device,
     as_json: bool = options.Json,
 ) -> None:
@@ -46,6 +47,9 @@ def spec(
     Developer:  lw spec train.csv --model model.skops --meta learnware.toml --market M -o rkme.json
     User:       lw spec mine.csv --target PM2.5 --market M -o requirement.json
     Batch:      lw spec data/ more.csv --market M --out-dir specs/   (reruns skip what is done)
+
+    Columns are taken by name (the manifest's features, the island's, or every numeric one
+    that is no row number); the others (ids, dates, text, a label) are ignored and listed.
     """
     from .. import api
     from ..errors import UsageError
@@ -61,11 +65,11 @@ def spec(
                              "-o writes one spec; --out-dir writes one per data file")
         _batch(api, paths, out_dir, force, as_json, target=target, model=model,
                model_format=model_format, trust=trust, meta=meta, k=k, seed=seed,
-               market=market, island=island, device=device, clamp_k=clamp_k)
+               market=market, island=island, device=device, clamp_k=clamp_k, missing=missing)
         return
     _one(api, paths, output, from_list, as_json, target=target, model=model,
          model_format=model_format, trust=trust, meta=meta, k=k, seed=seed, device=device,
-         market=market, island=island, clamp_k=clamp_k)
+         market=market, island=island, clamp_k=clamp_k, missing=missing)
 
 
 def _one(api, paths, output, from_list, as_json: bool, **kw) -> None:
@@ -79,6 +83,8 @@ def _one(api, paths, output, from_list, as_json: bool, **kw) -> None:
     if output is None:
         raise UsageError("no --output given", "pass -o FILE (or --out-dir DIR for a batch)")
     sp = api.build_spec(paths[0], **kw)
+    for note in sp.intake.notes() if sp.intake is not None else ():
+        warn(note)
     res = api.write_spec(sp, output)
     if as_json:
         print_json(res.to_dict(), "spec")
@@ -100,6 +106,9 @@ def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
             bar.update(task, completed=done, total=total, last=f"{status}: {path.name}")
 
         res = api.build_specs(paths, out_dir, force=force, progress=progress, **kw)
+    for w in res.written:
+        for note in w.get("warnings", []):
+            warn(f"{w['data']}: {note}")
     for f in res.failed:
         error(f["error"] if f["data"] in f["error"] else f"{f['data']}: {f['error']}")
     if as_json:

@@ -535,11 +535,13 @@ class Market:
     def model_bytes(self, lw_id: str) -> bytes:
         return self._read(lw_id, self.manifest(lw_id).model_file)
 
-    def manifest_and_model_files(self, lw_id: str) -> dict[str, bytes]:
-        """``{"learnware.toml": ..., <model file>: ...}`` exactly as stored."""
+    def learnware_files(self, lw_id: str) -> dict[str, bytes]:
+        """``{"learnware.toml": ..., <model file>: ..., "rkme.json": ...}`` exactly as
+        stored (what a saved reuser carries of each learnware)."""
         raw = self._read(lw_id, MANIFEST_NAME)
         man = self._manifest(lw_id, raw)
-        return {MANIFEST_NAME: raw, man.model_file: self._read(lw_id, man.model_file)}
+        return {MANIFEST_NAME: raw, man.model_file: self._read(lw_id, man.model_file),
+                SPEC_NAME: self._read(lw_id, SPEC_NAME)}
 
     def commit_learnware(self, lw_id: str, files: dict[str, bytes], record: dict) -> bool:
         """Make a learnware visible atomically. Returns False if it already existed.
