@@ -251,23 +251,26 @@ class Source:
             _, text, fix = _diagnose(self.frame[bad[0]])
             raise DataError(f"{self.name} has non-numeric feature columns {bad[:5]}"
                             f"{'...' if len(bad) > 5 else ''}: {text}", fix)
-        X = np.empty((self.n_rows, len(feats)), dtype=np.float64)
+        sub = self.frame[feats].copy()
         unmeasured = []
-        for j, c in enumerate(feats):
-            col, kind = self.frame[c], self.kind(c)
+        for c in feats:
+            kind = self.kind(c)
             if kind == "markers":
                 if missing == "error":
-                    _, text, fix = _diagnose(col)
+                    _, text, fix = _diagnose(sub[c])
                     raise DataError(f"{self.name} has non-numeric feature columns [{c!r}]: "
                                     f"{text}", f"{fix}, or pass --missing drop or impute")
-                col = pd.to_numeric(col.astype(str).str.strip(), errors="coerce")
-            X[:, j] = np.asarray(col, dtype=np.float64) if kind != "empty" else np.nan
-            if kind == "unmeasured":
-                X[:, j] = np.nan
-                unmeasured.append(c)
+                sub[c] = pd.to_numeric(sub[c].astype(str).str.strip(), errors="coerce")
             elif kind == "empty" and missing == "error":
                 raise DataError(f"{self.name}: column {c!r} is empty in every data row",
                                 "fill it in, or leave the column out of the file")
+            elif kind in ("empty", "unmeasured"):
+                sub[c] = np.nan
+                if kind == "unmeasured":
+                    unmeasured.append(c)
+        # one conversion of the whole frame, as pandas lays it out: reductions over it (the
+        # metric's standard deviations) then sum in the same order as they always have
+        X = sub.to_numpy(dtype=np.float64, copy=True)
         self._check_infinite(X, feats)
         if unmeasured and missing == "error":
             raise DataError(f"{self.name}: column {unmeasured[0]!r} is 0 in every one of the "

@@ -16,7 +16,6 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT.parent / "shared" / "data" / "beijing_air_quality"
 OUT = ROOT / "sample_market" / "data"
-USER = ROOT / "sample_market" / "user"
 ROWS_PER_STATION_YEAR = 3000     # 12,000 hours a station: 4 learnware years, or one user
 COLUMNS = ["station", "year", "month", "day", "hour", "PM2.5", "PM10", "SO2", "NO2", "CO", "O3",
            "TEMP", "PRES", "DEWP", "RAIN", "WSPM"]
@@ -51,7 +50,7 @@ def raw_user_file() -> None:
     start = int(np.flatnonzero(((df.year == 2016) & (df.month == 10) & (df.day == 5)
                                 & (df.hour == 4)).to_numpy())[0])
     part = df.iloc[start : start + 300]
-    part.to_csv(USER / "wanshouxigong_raw_2016-10.csv", index=False)
+    part.to_csv(OUT / "wanshouxigong_raw_2016-10.csv", index=False)
     print(f"wrote {len(part)} raw rows, {int(part.isna().any(axis=1).sum())} with a gap")
 
 

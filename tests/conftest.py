@@ -278,7 +278,8 @@ def world(tmp_path_factory) -> dict:
     first = api.submit(build_learnware(w / "work", "a", X, y, k=20).package, base).id
     api.market_refresh(base)
     same = build_learnware(w / "work", "b", *domain_data(1, 300, seed=1), market=base, k=20)
-    new = build_learnware(w / "work", "c", *domain_data(2, 300, seed=2, d=3), k=20)
+    # a new island over features the market already measures: its spec takes their scales
+    new = build_learnware(w / "work", "c", *domain_data(2, 300, seed=2, d=3), market=base, k=20)
     users = {"same": write_user(w / "u_same.csv", *domain_data(1, 120, seed=7)),
              "new": write_user(w / "u_new.csv", *domain_data(2, 120, seed=7, d=3)),
              "home": write_user(w / "user.csv", *domain_data(0, 120, seed=5))}

@@ -302,6 +302,10 @@ def test_every_json_output_validates_against_its_schema(tmp_path):
     lw("market-ls", "market", "ls", "--market", tmp_path / "new")
     lw("market-info", "market", "info", ls["learnwares"][0]["id"], "--market", mk)
     lw("market-info", "market", "info", ls["learnwares"][-1]["id"], "--market", mk)
+    world = lw("market-world", "market", "info", "--market", mk)
+    assert sorted(len(i["features"]) for i in world["islands"]) == [7, 12]
+    assert world["features"]["PM10"]["island"] == "table-regression-aa9f758cb3"
+    assert world["misaligned"] == {}
     lw("spec", "spec", USER / "wanshouxigong_200h.csv", "--target", "PM2.5", "--market", mk,
        "-o", tmp_path / "req.json")
     (tmp_path / "reqs").mkdir()

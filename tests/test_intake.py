@@ -17,7 +17,7 @@ from lwcli.errors import DataError, UsageError
 from lwcli.io import read_table
 
 SAMPLE = ROOT / "sample_market" / "market"
-RAW = ROOT / "sample_market" / "user" / "wanshouxigong_raw_2016-10.csv"
+RAW = ROOT / "sample_market" / "data" / "wanshouxigong_raw_2016-10.csv"
 ISLAND = "table-regression-aa9f758cb3"
 RAW_IGNORED = [("No", "row number"), ("year", f"not an input of island {ISLAND}"),
                ("day", f"not an input of island {ISLAND}"), ("wd", "text"), ("station", "text")]

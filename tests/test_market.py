@@ -290,3 +290,22 @@ def test_record_is_json_with_checksum(market, tmp_path):
 
     assert rec["record_sha256"] == record_checksum(rec)
     assert set(rec["files"]) == {"learnware.toml", "rkme.json", "model.skops"}
+
+
+def test_qa_agreement_is_a_rate_even_when_the_weights_sum_to_one_plus_rounding():
+    """A perfect classifier on a spec whose weights sum to 1 plus rounding scored
+    1.0000000000000002, which the market's own record check then refused as malformed (the
+    submit failed as "damaged"). A spec's weights are on the simplex to 1e-6; the weighted
+    accuracy is a rate in [0, 1] whatever they sum to within that."""
+    from lwcli.engine.kernel import KernelMetric
+    from lwcli.engine.rkme import RKME
+    from lwcli.market.checks import agreement
+    from lwcli.specfile import Spec
+
+    beta = np.full(7, (1 + 7e-9) / 7)
+    Y = np.eye(3)[np.arange(7) % 3]
+    rkme = RKME(beta, np.hstack([np.arange(7.0)[:, None], Y]),
+                KernelMetric((1.0, 1.0, 1.0, 1.0), 0.5, 1), 7, 0.0)
+    spec = Spec(rkme, ("x",), "classification", ("a", "b", "c"), "model")
+    value, metric = agreement(spec, Y)
+    assert metric == "weighted_accuracy" and value == 1.0

@@ -437,7 +437,7 @@ def test_cli_reuse_errors(reg, tmp_path, label, args, code, needle):
     assert snapshot(root) == before
 
 
-def test_cli_reuse_mixed_tasks_and_output_folder(reg, clf, tmp_path):
+def test_cli_reuse_mixed_tasks_and_output_folder(reg, tmp_path):
     root, ids, _ = reg
     _, new, _, _, _ = _user_files(tmp_path)
     proc = run_cli("reuse", ids[(0, "ridge")], "--data", new, "-o", tmp_path / "no" / "p.csv",
@@ -447,14 +447,18 @@ def test_cli_reuse_mixed_tasks_and_output_folder(reg, clf, tmp_path):
                   "--market", root, check=2)
     assert proc.stdout == ""
     # learnwares of different tasks cannot be reused together (different markets here, so
-    # copy one classifier into the regression market first)
-    croot, cids, _ = clf
+    # add a classifier to a copy of the regression market first: its spec built for that
+    # market, which measures f0..f3 already)
     import shutil
+
+    from conftest import build_classifier, three_class_data
 
     mixed = tmp_path / "mixed"
     shutil.copytree(root, mixed)
-    api.submit(clf[2] / "abc" / "pkg.lw", mixed)
-    proc = run_cli("reuse", ids[(0, "ridge")], cids["abc"], "--data", new, "-o", tmp_path / "p.csv",
+    built = build_classifier(tmp_path / "work", "abc", *three_class_data(200, seed=0),
+                             ["a", "b", "c"], market=mixed)
+    cid = api.submit(built.package, mixed).id
+    proc = run_cli("reuse", ids[(0, "ridge")], cid, "--data", new, "-o", tmp_path / "p.csv",
                   "--market", mixed, check=4)
     assert "reuse learnwares of one task together" in proc.stderr
 

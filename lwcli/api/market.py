@@ -61,6 +61,20 @@ class InfoResult(DictView):
 
 
 @dataclass(frozen=True)
+class WorldResult(DictView):
+    """The specification world (``lw market info`` without an id): every island with its
+    features, outputs, learnware count and metric; how the market measures each feature
+    (:mod:`lwcli.market.world`); islands that measure a shared feature otherwise
+    (``misaligned``); and notes (e.g. the index could not be used for the counts)."""
+
+    islands: list[dict]
+    features: dict
+    outputs: dict
+    misaligned: dict
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class RefreshResult(DictView):
     """The index generation now live, whether anything was written (``changed``: the index
     or the anchors), counts, and :func:`lwcli.market.anchors.publish_anchors`'s report."""
@@ -148,6 +162,40 @@ def market_info(market: str | Path, lw_id: str) -> InfoResult:
                        "approx_error": sp.rkme.approx_error,
                        "metric_digest": sp.rkme.metric.digest(),
                        "output_source": sp.output_source})
+
+
+def market_world(market: str | Path) -> WorldResult:
+    """The market's islands and how it measures each feature (``lw market info``)."""
+    from ..market.index import load_index
+    from ..market.store import Market
+    from ..market.world import feature_scales, founders, misaligned, output_scales
+
+    mk = Market.open(market)
+    islands = mk.islands()
+    counts, notes = {}, []
+    try:
+        idx = load_index(mk)
+        counts = {i: idx.count(i) for i in idx.islands()} if idx is not None else None
+    except MarketError as exc:
+        notes.append(f"the index is damaged ({exc.message}); counted learnwares/ directly")
+        counts = None
+    if counts is None:
+        counts = {}
+        for i in mk.ids():
+            iid = mk.manifest(i).island_id()
+            counts[iid] = counts.get(iid, 0) + 1
+    bad = misaligned(islands)
+    rows = [{"id": i.id, "task": i.key["task"], "objective": i.key["objective"],
+             "features": list(i.key["features"]), "outputs": list(i.key["outputs"]),
+             "learnwares": counts.get(i.id, 0), "created_at": i.created_at,
+             "first_learnware": i.first_learnware, "metric_digest": i.metric.digest(),
+             "gamma": i.metric.gamma, "misaligned": bad.get(i.id, [])}
+            for i in founders(islands)]
+    return WorldResult(rows,
+                       {f: {"scale": m.scale, "island": m.island}
+                        for f, m in sorted(feature_scales(islands).items())},
+                       {o: {"scale": m.scale, "island": m.island}
+                        for o, m in sorted(output_scales(islands).items())}, bad, notes)
 
 
 def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False,

@@ -57,7 +57,10 @@ def build_spec(
     - with ``target`` only (a user with labels): embeds ``(x, y)``, a label-aware requirement;
     - with neither (a user without labels): embeds ``x``.
     With ``market``, the island's kernel metric is used (and must be, for the spec to be
-    comparable); without it a metric is fitted from the data. Columns are taken by name (the
+    comparable); a developer whose learnware founds a new island gets the market's scale for
+    every feature the market already measures (:mod:`lwcli.market.world`: one scale per
+    feature), the rest fitted from the data; without a market a metric is fitted from the
+    data. Columns are taken by name (the
     manifest's features, the island's, or every numeric column that is no row number); the
     rest are left and listed in ``spec.intake`` (:class:`lwcli.intake.Intake`), with what
     ``missing`` (``drop``, ``impute`` from the file's complete rows, or ``error``) did to the
@@ -85,8 +88,12 @@ def build_spec(
     elif target is not None:
         task, outputs, Y = _target_outputs(table, target, isl, man)
         source = "target"
-    metric = fit_metric(table.X, Y, task=task, seed=seed) if isl is None else \
-        isl.metric if Y is not None else isl.metric.input_metric()
+    if isl is not None:
+        metric = isl.metric if Y is not None else isl.metric.input_metric()
+    else:       # no market, or this spec founds an island: the market's scales where known
+        fixed, fixed_out = _founding_scales(market, table.features, outputs, task)
+        metric = fit_metric(table.X, Y, task=task, seed=seed, fixed=fixed,
+                            fixed_outputs=fixed_out)
     Z = table.X if Y is None else np.hstack([table.X, Y])
     rkme = fit_rkme(Z, metric, k=k, seed=seed, device=dev)
     return Spec(rkme=rkme, features=tuple(table.features), task=task,
@@ -145,6 +152,17 @@ def impute_from_own_rows(table, seed: int = 0):
     intake = replace(table.intake, rows_imputed=rows, cells_imputed=cells,
                      imputed_from=f"the file's {int(complete.sum())} complete rows")
     return replace(table, X=X, intake=intake)
+
+
+def _founding_scales(market, features, outputs, task):
+    """The market's scales for the features (and regression outputs) it already measures
+    (:func:`lwcli.market.world.founding_scales`); none without a market."""
+    if market is None:
+        return {}, {}
+    from ..market.store import Market
+    from ..market.world import founding_scales
+
+    return founding_scales(Market.open(market).islands(), features, outputs or (), task)
 
 
 def _reduced_points(k: int, table, clamp_k: bool) -> int:

@@ -58,12 +58,7 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
     stored = mk.has(lw_id)              # by a submit that died before indexing it
     qa = None
     if not stored:
-        existing = mk.islands().get(iid)
-        if existing is not None and existing.metric.digest() != metric.digest():
-            raise MetricMismatchError(
-                f"the package's specification was fitted with kernel metric {metric.digest()}, "
-                f"but island {iid} uses {existing.metric.digest()}",
-                f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
+        _check_metric(mk, pkg, iid, metric)
         # the model runs in a child with its scratch files outside the market
         qa = quality_check(pkg, trust=trust, timeout=timeout)
     dev = resolve_device(device)
@@ -76,15 +71,28 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
             return SubmitResult(lw_id, iid, "added" if stored else "exists",
                                 qa=dict(rec.get("qa", {})) if stored else {})
         current = mk.islands().get(iid)
-        if current is not None and current.metric.digest() != metric.digest():
-            raise MetricMismatchError(
-                f"island {iid} was created meanwhile with kernel metric {current.metric.digest()}",
-                f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
+        _check_metric(mk, pkg, iid, metric)          # again: another submit may have won
         created = current is None
         if qa is None:                  # it was stored, and is gone again: check it after all
             qa = quality_check(pkg, trust=trust, timeout=timeout)
         added = _store(mk, pkg, qa, created, trust, dev)
     return SubmitResult(lw_id, iid, "added" if added else "exists", created, qa.to_dict())
+
+
+def _check_metric(mk, pkg, iid: str, metric) -> None:
+    """The spec's metric is its island's, or (founding one) measures every feature the
+    market knows at the market's scale (:func:`lwcli.market.world.check_founding`)."""
+    from ..market.world import check_founding
+
+    islands = mk.islands()
+    existing = islands.get(iid)
+    if existing is None:
+        check_founding(islands, iid, pkg.manifest.island_key(), metric, str(mk.root))
+    elif existing.metric.digest() != metric.digest():
+        raise MetricMismatchError(
+            f"the package's specification was fitted with kernel metric {metric.digest()}, "
+            f"but island {iid} uses {existing.metric.digest()}",
+            f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
 
 
 def _indexed(mk, lw_id: str) -> bool:

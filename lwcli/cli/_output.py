@@ -27,7 +27,8 @@ SCHEMA_VERSION = 1
 
 #: The JSON outputs, by schema name: ``schemas/<name>.schema.json`` describes each.
 SCHEMAS = ("spec", "spec-batch", "pack", "submit", "search", "reuse", "anchor-eval",
-           "market-init", "market-ls", "market-info", "market-refresh", "market-verify")
+           "market-init", "market-ls", "market-info", "market-world", "market-refresh",
+           "market-verify")
 
 
 def write(text: str) -> None:

@@ -62,12 +62,16 @@ LS_COLUMNS = (Column("id"), Column("island", table=False), Column("name", fold=T
 
 @app.command("info")
 @handle_errors
-def info_cmd(lw_id: str = typer.Argument(..., metavar="ID"),
+def info_cmd(lw_id: Optional[str] = typer.Argument(None, metavar="[ID]"),
              market: Optional[Path] = options.Market,
              as_json: bool = options.Json) -> None:
-    """Show one learnware: manifest, QA record, specification summary."""
+    """Show one learnware (manifest, QA record, specification summary), or without an ID the
+    specification world: islands, their features, and how the market measures each feature."""
     from .. import api
 
+    if lw_id is None:
+        _world(api.market_world(market), as_json)
+        return
     res = api.market_info(market, lw_id).to_dict()
     if as_json:
         print_json(res, "market-info")
@@ -86,6 +90,26 @@ def info_cmd(lw_id: str = typer.Argument(..., metavar="ID"),
               f"{sp['approx_error']:.4f}; QA {qa.get('agreement_metric')} "
               f"{qa.get('agreement', float('nan')):.3f}; submitted "
               f"{res['record'].get('submitted_at')}", highlight=False)
+
+
+def _world(res, as_json: bool) -> None:
+    """The islands, one line each, then the misaligned ones (as warnings)."""
+    for n in res.notes:
+        warn(n)
+    if as_json:
+        print_json(res.to_dict(), "market-world")
+        return
+    if not res.islands:
+        info("the market has no islands")
+    for i in res.islands:
+        feats = ", ".join(i["features"][:8]) + (", ..." if len(i["features"]) > 8 else "")
+        out.print(f"island {i['id']}: {i['learnwares']} learnwares; {i['task']} of "
+                  f"{', '.join(i['outputs'][:4])} from {len(i['features'])} features ({feats})",
+                  highlight=False, markup=False)
+    for iid, bad in res.misaligned.items():
+        warn(f"island {iid} measures {bad[0]}" + (f" (and {len(bad) - 1} more)"
+                                                   if len(bad) > 1 else "")
+             + ": created before lw fixed one scale per feature; it is searched on its own")
 
 
 @app.command("refresh")

@@ -156,6 +156,8 @@ def fit_metric(
     output_weight: float = 1.0,
     seed: int = 0,
     max_rows: int = 2000,
+    fixed: dict | None = None,
+    fixed_outputs: dict | None = None,
 ) -> KernelMetric:
     """Choose a metric from data: per-feature standard deviations, median-heuristic ``gamma``.
 
@@ -167,6 +169,11 @@ def fit_metric(
     ``X`` (m, d_x), ``Y`` (m,) or (m, d_y); ``gamma`` is the inverse median squared distance
     between (at most ``max_rows``, seeded) scaled rows: the median heuristic (Gretton et al.
     2012). UsageError for a bad ``seed``.
+
+    ``fixed`` (input column -> scale) and ``fixed_outputs`` (output column -> the target's
+    standard deviation, before the output weighting) take a market's scales for the features
+    it already measures, so that one feature is measured the same way on every island; the
+    other columns' scales, and ``gamma``, come from ``X`` and ``Y`` as above.
     """
     from ..validation import check_seed
 
@@ -175,6 +182,8 @@ def fit_metric(
     d_x = X.shape[1]
     sx = X.std(axis=0)
     sx = np.where(sx > 1e-12 * (1 + np.abs(X).max(axis=0)), sx, 1.0)
+    for j, v in (fixed or {}).items():
+        sx[j] = v
     scales = [*sx.tolist()]
     Z = X / sx
     if Y is not None:
@@ -185,6 +194,8 @@ def fit_metric(
         else:
             std = Y.std(axis=0)
             std = np.where(std > 1e-12 * (1 + np.abs(Y).max(axis=0)), std, 1.0)
+            for j, v in (fixed_outputs or {}).items():
+                std[j] = v
             sy = std / math.sqrt(output_weight * d_x / d_y)
         scales += sy.tolist()
         Z = np.hstack([Z, Y / sy])

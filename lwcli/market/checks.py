@@ -78,7 +78,8 @@ def agreement(spec, Y_model: np.ndarray) -> tuple[float, str]:
     Y_spec = r.points[:, r.metric.n_inputs:]
     if spec.task == "classification":
         hit = np.argmax(Y_model, 1) == np.argmax(Y_spec, 1)
-        return float(w @ hit), "weighted_accuracy"
+        # beta is on the simplex to 1e-6 only: a perfect model can score 1.0000000000000002
+        return min(max(float(w @ hit), 0.0), 1.0), "weighted_accuracy"
     mean = w @ Y_spec
     ss_res = float(w @ ((Y_model - Y_spec) ** 2).sum(1))
     ss_tot = float(w @ ((Y_spec - mean) ** 2).sum(1))

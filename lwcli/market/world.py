@@ -1,16 +1,138 @@
-"""The specification world: which island a user's columns reach (seed sec. 3.1, 5).
+"""The specification world: one kernel metric per feature, and which island a user's columns
+reach (seed sec. 3.1, 5).
 
-Islands are keyed by their input features (and task, objective, outputs). A user's table
-reaches every island whose features it holds, **by name**: its other columns (ids, dates,
-text, other sites' measurements) are left, and said so. This module decides which island a
-table is matched on; it reads nothing but the islands it is given.
+**One scale per feature.** MMDs are comparable only under one kernel, and islands can only be
+linked if they measure a shared feature the same way. A feature's scale (the ``s_j`` by which
+the kernel divides it, :class:`lwcli.engine.kernel.KernelMetric`) is fixed once for the whole
+market: by the earliest-created island that measures it (``market.toml`` records every
+island's metric, in creation order, so the market's scales are derived from it and need no record of their own,
+which a crashed submit's undo could leave stale). A regression output's scale is fixed the
+same way, as the target's standard deviation before the output weighting. An island's
+bandwidth ``gamma`` stays its own (the median heuristic over its founding learnware's rows
+under the market's scales): it must suit the island's dimension and correlations, and
+changing it would only widen or narrow the kernel, never change how a feature is measured.
+A learnware that founds an island builds its spec with ``lw spec --market`` (which takes the
+market's scales for the features it already knows), and ``lw submit`` refuses a founding spec
+that measures a known feature at another scale. Islands created before this rule whose scale
+for a shared feature differs are *misaligned* (:func:`misaligned`): they keep working on their
+own, and are reported, never silently compared.
+
+**Reach.** Islands are keyed by their input features (and task, objective, outputs). A user's
+table reaches every island whose features it holds, **by name**: its other columns (ids,
+dates, text, other sites' measurements) are left, and said so.
+
+This module reads nothing but the islands it is given.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
-from ..errors import NotFoundError, UsageError
+from ..errors import MetricMismatchError, NotFoundError, UsageError
+
+#: two scales closer than this (relative) are the same scale (they round-trip through TOML)
+SAME_SCALE = 1e-9
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How the market measures one feature (or regression output): its ``scale`` and the
+    ``island`` that fixed it."""
+
+    scale: float
+    island: str
+
+
+def founders(islands: dict) -> list:
+    """The islands in creation order, the order ``market.toml`` lists them in (a submit
+    appends its island; timestamps tie within a second): the earlier fixes a scale."""
+    return list(islands.values())
+
+
+def _output_stds(isl) -> dict[str, float]:
+    """A regression island's outputs' standard deviations before the output weighting."""
+    m = isl.metric
+    if isl.key["task"] != "regression" or not m.n_outputs:
+        return {}
+    k = math.sqrt(m.output_weight * m.n_inputs / m.n_outputs)
+    return {o: m.scales[m.n_inputs + j] * k for j, o in enumerate(isl.key["outputs"])}
+
+
+def feature_scales(islands: dict) -> dict[str, Measure]:
+    """Feature -> how the market measures it (the earliest island's scale)."""
+    out: dict[str, Measure] = {}
+    for isl in founders(islands):
+        for j, f in enumerate(isl.key["features"]):
+            out.setdefault(f, Measure(float(isl.metric.scales[j]), isl.id))
+    return out
+
+
+def output_scales(islands: dict) -> dict[str, Measure]:
+    """Regression output -> its standard deviation as the market fixed it."""
+    out: dict[str, Measure] = {}
+    for isl in founders(islands):
+        for o, v in _output_stds(isl).items():
+            out.setdefault(o, Measure(float(v), isl.id))
+    return out
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= SAME_SCALE * max(abs(a), abs(b))
+
+
+def disagreements(islands: dict, features: Sequence[str], outputs: dict[str, float],
+                  scales: Sequence[float]) -> list[str]:
+    """The features (and regression outputs, ``outputs``: name -> std) that a metric with
+    input ``scales`` measures otherwise than the market does, each as a sentence."""
+    fs, os_ = feature_scales(islands), output_scales(islands)
+    out = [f"feature {f!r} at scale {s:.6g}, the market at {fs[f].scale:.6g} (island "
+           f"{fs[f].island})" for f, s in zip(features, scales)
+           if f in fs and not _same(s, fs[f].scale)]
+    out += [f"output {o!r} at standard deviation {v:.6g}, the market at {os_[o].scale:.6g} "
+            f"(island {os_[o].island})" for o, v in outputs.items()
+            if o in os_ and not _same(v, os_[o].scale)]
+    return out
+
+
+def misaligned(islands: dict) -> dict[str, list[str]]:
+    """Island -> what it measures otherwise than the market (islands made before lw fixed
+    one scale per feature); empty for a market whose islands agree."""
+    out = {}
+    for isl in founders(islands):
+        bad = disagreements(islands, isl.key["features"], _output_stds(isl),
+                            isl.metric.scales[: isl.metric.n_inputs])
+        if bad:
+            out[isl.id] = bad
+    return out
+
+
+def founding_scales(islands: dict, features: Sequence[str], outputs: Sequence[str],
+                    task: str | None) -> tuple[dict[int, float], dict[int, float]]:
+    """The market's scales for a new island's known features and regression outputs, as
+    :func:`lwcli.engine.kernel.fit_metric`'s ``fixed`` and ``fixed_outputs``."""
+    fs, os_ = feature_scales(islands), output_scales(islands)
+    fixed = {j: fs[f].scale for j, f in enumerate(features) if f in fs}
+    fixed_out = ({j: os_[o].scale for j, o in enumerate(outputs) if o in os_}
+                 if task == "regression" else {})
+    return fixed, fixed_out
+
+
+def check_founding(islands: dict, island_id: str, key: dict, metric, market: str) -> None:
+    """A spec that founds island ``island_id`` must measure the market's known features and
+    outputs at the market's scales: a :class:`MetricMismatchError` naming them otherwise."""
+    from .store import Island
+
+    probe = Island(island_id, key, metric, "", "")
+    bad = disagreements(islands, key["features"], _output_stds(probe),
+                        metric.scales[: metric.n_inputs])
+    if bad:
+        raise MetricMismatchError(
+            f"the package founds island {island_id} but its specification measures "
+            f"{bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+            + ": MMDs on this market are comparable only under one scale per feature",
+            f"rebuild the spec with lw spec ... --market {market} and pack again")
 
 
 def reachable(islands: dict, columns: Sequence[str], task: str | None = None) -> list:
@@ -80,4 +202,6 @@ def _unreachable(islands: dict, columns, task, unusable: dict) -> NotFoundError:
         "add those columns (names are compared exactly), or see lw market ls")
 
 
-__all__ = ["reachable", "island_for_columns"]
+__all__ = ["reachable", "island_for_columns", "Measure", "founders", "feature_scales",
+           "output_scales", "disagreements", "misaligned", "founding_scales", "check_founding",
+           "SAME_SCALE"]
