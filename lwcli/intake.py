@@ -64,6 +64,7 @@ class Intake:
     cells_imputed: int = 0
     incomplete: tuple[tuple[str, int], ...] = ()    # (column, missing cells) in read rows
     unmeasured: tuple[str, ...] = ()                # taken columns that were never measured
+    absent: tuple[str, ...] = ()                    # needed columns the file lacks (estimated)
     imputed_from: str = ""
     hints: tuple[str, ...] = ()
 
@@ -84,7 +85,8 @@ class Intake:
                                "cells_imputed": self.cells_imputed,
                                "missing_policy": self.missing,
                                "incomplete_columns": {c: n for c, n in self.incomplete},
-                               "unmeasured_columns": list(self.unmeasured)}}
+                               "unmeasured_columns": list(self.unmeasured),
+                               "absent_columns": list(self.absent)}}
 
     def notes(self) -> list[str]:
         """One line per thing a user should know (stderr, and search's warnings)."""
@@ -96,6 +98,11 @@ class Intake:
         for c in self.unmeasured:
             out.append(f"column {c!r} is 0 (or empty) in every row: taken as not measured, "
                        "not as data")
+        if self.absent:
+            out.append(f"{len(self.absent)} input column{_s(self.absent)} not in the file, "
+                       f"estimated for every row from {self.imputed_from or 'specifications'}: "
+                       + ", ".join(repr(c) for c in self.absent[:_SHOWN])
+                       + (", ..." if len(self.absent) > _SHOWN else ""))
         cols = _columns_text(self.incomplete)
         if self.rows_dropped:
             why = (f"{self.rows_unlabelled} without a label; " if self.rows_unlabelled else "")
@@ -144,6 +151,8 @@ class Source:
         return [c for c in self.frame.columns if c != self.target]
 
     def kind(self, column: str) -> str:
+        if column not in self.frame.columns:
+            return "absent"
         if column not in self._kinds:
             self._kinds[column] = _classify(self.frame[column])
         return self._kinds[column]
@@ -175,13 +184,17 @@ class Source:
         return bool(np.isfinite(v).all() and (np.diff(v) == 1).all() and v[0] == np.round(v[0]))
 
     def take(self, features: Sequence[str] | None = None, *, missing: str = "error",
-             min_rows: int = 1, what: str = "", unlabelled: str = "drop"):
+             min_rows: int = 1, what: str = "", unlabelled: str = "drop",
+             absent: str = "error"):
         """The :class:`lwcli.io.Table` of ``features`` (by name, in that order; ``None``: every
         available column that is no row number, in file order) and the target.
 
         Rows and cells follow ``missing`` (see the module); a row without a label is dropped,
         or with ``unlabelled="keep"`` kept (``Table.labelled`` marks the labelled rows: reuse
-        predicts every row and scores those). :class:`DataError` for a column
+        predicts every row and scores those). A feature the file lacks is a
+        :class:`DataError`, or with ``absent="estimate"`` (reuse, which estimates it from
+        specifications) a column of NaN listed in ``intake.absent``. :class:`DataError` for a
+        column
         that is not there or holds no numbers (the diagnosis names what it holds), infinite
         values, fill values, labels that are missing under ``error``, and fewer than
         ``min_rows`` rows left.
@@ -193,7 +206,7 @@ class Source:
             feats = [c for c in self.available() if not self.is_row_number(c)]
         else:
             feats = nfc_all(features)
-            self._check_present(feats, what)
+            self._check_present(feats, what, absent == "estimate")
         if not feats:
             left = "; ".join(f"{c!r}: {self.reason(c, what)}" for c in self.columns[:5])
             raise DataError(f"{self.name} has no column lw can take as a feature"
@@ -212,7 +225,9 @@ class Source:
             drop |= gaps.any(axis=1)
         intake = Intake(self.n_rows, ignored, missing, int(drop.sum()),
                         int((no_label & drop).sum()), int((no_label & ~drop).sum()),
-                        incomplete=incomplete, unmeasured=unmeasured)
+                        incomplete=tuple(p for p in incomplete if p[0] in self.frame.columns),
+                        unmeasured=unmeasured,
+                        absent=tuple(c for c in feats if c not in self.frame.columns))
         labelled = None if y is None else ~no_label
         if drop.any():
             X, y = X[~drop], (None if y is None else y[~drop])
@@ -223,10 +238,10 @@ class Source:
         return Table(path=self.name, features=tuple(feats), X=X, target=self.target, y=y,
                      intake=intake, labelled=labelled)
 
-    def _check_present(self, feats: list[str], what: str) -> None:
+    def _check_present(self, feats: list[str], what: str, absent_ok: bool = False) -> None:
         cols = list(self.frame.columns)
         absent = [f for f in feats if f not in cols or f == self.target]
-        if not absent:
+        if not absent or (absent_ok and self.target not in absent):
             return
         if self.target in absent:
             raise DataError(f"{self.name}: the target column {self.target!r} is also an input "
@@ -246,12 +261,15 @@ class Source:
         from .io import _diagnose
 
         bad = [c for c in feats if self.kind(c) not in ("numeric", "markers", "empty",
-                                                         "unmeasured")]
+                                                         "unmeasured", "absent")]
         if bad:
             _, text, fix = _diagnose(self.frame[bad[0]])
             raise DataError(f"{self.name} has non-numeric feature columns {bad[:5]}"
                             f"{'...' if len(bad) > 5 else ''}: {text}", fix)
-        sub = self.frame[feats].copy()
+        if all(c in self.frame.columns for c in feats):
+            sub = self.frame[feats].copy()
+        else:
+            sub = self.frame.reindex(columns=feats)      # absent columns: NaN, estimated later
         unmeasured = []
         for c in feats:
             kind = self.kind(c)

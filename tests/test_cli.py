@@ -63,14 +63,15 @@ def test_search_json_is_the_documented_object(mk, tmp_path):
     doc = json.loads(out.stdout)                         # stdout is JSON and nothing else
     assert set(doc) >= {"island", "mode", "ranked_by", "single", "mixture", "requirement"}
     assert doc["ranked_by"] == "requirement-loss" and doc["requirement"]["loss_metric"] == "rmse"
-    assert set(doc["single"][0]) == {"id", "name", "mmd2", "score", "requirement_loss"}
+    assert set(doc["single"][0]) == {"id", "name", "island", "features", "mmd2", "score",
+                                     "requirement_loss"}
     assert set(doc["mixture"]) >= {"ids", "weights", "mmd2"}
     assert doc["single"][0]["id"] == ids[1]
     assert doc["mixture"]["ids"] == [ids[1]]
     plain = json.loads(run_cli("search", "--data", f, "--target", "y", "--market", root,
                               "--rerank", "0", "--json").stdout)
     assert plain["ranked_by"] == "rkme"
-    assert set(plain["single"][0]) == {"id", "name", "mmd2", "score"}
+    assert set(plain["single"][0]) == {"id", "name", "island", "features", "mmd2", "score"}
 
 
 def test_search_uses_lw_market_env_and_prints_a_table(mk, tmp_path):

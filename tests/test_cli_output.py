@@ -174,10 +174,10 @@ def test_search_formats_give_the_search_result_ids(sm, req):
     base = ["search", "--spec", req, "--market", sm, "--top", "6", "--rerank", "8"]
     assert _out([*base, "-q"]).splitlines() == ids
     tsv = [line.split("\t") for line in _out([*base, "--format", "tsv"]).splitlines()]
-    assert tsv[0] == ["rank", "id", "name", "mmd2", "score", "requirement_loss"]
+    assert tsv[0] == ["rank", "id", "name", "island", "mmd2", "score", "requirement_loss"]
     assert [t[1] for t in tsv[1:]] == ids and [t[0] for t in tsv[1:]] == ["1", "2", "3", "4",
                                                                           "5", "6"]
-    assert float(tsv[1][5]) == pytest.approx(res.single[0]["requirement_loss"])
+    assert float(tsv[1][6]) == pytest.approx(res.single[0]["requirement_loss"])
     parsed = list(csv.DictReader(io.StringIO(_out([*base, "--format", "csv"]))))
     assert [p["id"] for p in parsed] == ids
     assert [float(p["score"]) for p in parsed] == pytest.approx([r["score"] for r in res.single])

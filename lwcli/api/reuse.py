@@ -136,22 +136,26 @@ def _fitted_reuser(market, ids, *, method, train, target, weights, voting, trust
 
 
 def _reuse_table(lws, data, target, missing: str, target_optional: bool = True):
-    """``data`` taken by name into the reuser's input columns; missing inputs estimated from
-    the learnwares' specifications (:func:`lwcli.engine.conditional.conditional_mean`), or
-    refused with ``missing="error"``. One row per input row: rows are never dropped, but for a
-    missing label in the labelled ``--train`` file."""
+    """``data`` taken by name into the reuser's input columns (the union of the learnwares'
+    features); missing inputs, and with ``missing="impute"`` whole input columns the file
+    lacks (a learnware of another island: seed sec. 5), estimated from the learnwares'
+    specifications (:func:`lwcli.engine.conditional.conditional_mean`), or refused with
+    ``missing="error"``. One row per input row: rows are never dropped, but for a missing
+    label in the labelled ``--train`` file."""
     from dataclasses import replace
 
     from ..engine.conditional import Reference, conditional_mean
+    from ..engine.reuse.base import union_features
     from ..errors import DataError
     from ..intake import open_source
     from .spec import label_hints
 
     src = open_source(data, target, target_optional=target_optional)
-    names = [str(f) for f in lws[0].features]
+    names = union_features(lws)
     table = src.take(names, missing=missing, what=f"learnware {lws[0].id}" if len(lws) == 1
                      else f"the {len(lws)} learnwares",
-                     unlabelled="keep" if target_optional else "drop")
+                     unlabelled="keep" if target_optional else "drop",
+                     absent="estimate" if missing == "impute" else "error")
     outputs = [o for lw in lws for o in lw.outputs]
     hints = label_hints(table.intake.ignored_columns(), outputs, lws[0].task, src.target,
                         "to score the predictions")

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import NotFoundError, SpecError, UsageError
 from ..specfile import Spec
-from .spec import _resolve_island_for_features, build_spec
+from .spec import _resolve_island_for_features, requirement_for_island
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,14 @@ class SearchResult:
     ranked_by: str = "rkme"                # "rkme", "requirement-loss" or "anchors"
     searched: dict | None = None           # how: learnwares, "exact" or "sketch", exact MMDs
     intake: object = None                  # what was taken from --data (lwcli.intake.Intake)
+    islands: list = field(default_factory=list)   # per island searched: its own answer
 
     def to_dict(self) -> dict:
         out = {"island": self.island, "mode": self.mode, "ranked_by": self.ranked_by,
                "single": self.single, "mixture": self.mixture,
                "requirement": self.requirement, "warnings": self.warnings}
+        if self.islands:
+            out["islands"] = self.islands
         if self.intake is not None:
             out.update(self.intake.to_dict())
         if self.searched is not None:
@@ -91,6 +94,17 @@ def search(
     left and listed, and ``missing`` (``drop``, the default, ``impute`` or ``error``) decides
     what happens to rows with gaps (:mod:`lwcli.intake`; ``result.intake`` counts it all).
 
+    Without ``island``, ``data`` is matched against every island it reaches
+    (:func:`lwcli.market.world.eligible`: the island's features among the table's columns,
+    and outputs that hold the labels), each with its own requirement under its own metric.
+    With labels, ``single`` is one ranking across them by the requirement's loss (same target,
+    same loss: comparable); without, the ranking of the island that uses the most columns,
+    with a warning, as distances over different feature sets are not comparable
+    (:func:`lwcli.engine.search_pipeline.merge_islands`). Each entry names its ``island`` and
+    ``features``; ``islands`` holds each island's own answer. The mixture is the best
+    entry's island's: a mixture of specifications over different feature spaces has no
+    common RKHS to be measured in.
+
     Islands of more than ``SKETCH_MIN_LEARNWARES`` learnwares are searched through their
     sketch index (nearest sketches shortlisted, then exact MMDs); ``exact`` True / False forces
     either way. The decisions are :func:`lwcli.engine.search_pipeline.run_search`'s. Raises
@@ -99,7 +113,6 @@ def search(
     column order or with other outputs than the island's.
     """
     from ..device import resolve_device
-    from ..engine.search_pipeline import run_search
     from ..market.store import Market
 
     _check_options(data, spec, anchor_report, target, top, rerank)
@@ -110,14 +123,35 @@ def search(
     mk = Market.open(market)
     dev = resolve_device(device)
     _warm_up_models(rerank, target)
-    req, isl = _requirement(mk, market, data=data, target=target, spec=spec, island=island,
-                            task=task, k=k, seed=seed, device=device, missing=missing)
-    view, allowed = _island_view(mk, isl, dev, tags)
-    models = ContainedOutputs(mk, isl, view.ids, trust)
-    res = run_search(view.stack, req.rkme, sketch=view.sketch, allowed=allowed, top=top,
-                     rerank=rerank, max_members=max_members, exact=exact, device=dev,
-                     outputs_of=models)
-    return _result(isl, view, req, res, top, models)
+    plans = _requirements(mk, market, data=data, target=target, spec=spec, island=island,
+                          task=task, k=k, seed=seed, device=device, missing=missing)
+    options = dict(top=top, rerank=rerank, max_members=max_members, exact=exact, device=dev)
+    done, skipped = _search_islands(mk, plans, dev, tags, trust, options)
+    return _result(done, top, skipped)
+
+
+def _search_islands(mk, plans, dev, tags, trust: bool, options: dict):
+    """:func:`run_search` on each planned island; an island without learnwares carrying the
+    tags is skipped (said) when others are searched, else its :class:`NotFoundError`."""
+    from ..engine.search_pipeline import run_search
+
+    done, skipped = [], []
+    for req, isl in plans:
+        try:
+            view, allowed = _island_view(mk, isl, dev, tags)
+        except NotFoundError as exc:
+            if len(plans) == 1:
+                raise
+            skipped.append(f"island {isl.id} not searched: {exc.message}")
+            continue
+        models = ContainedOutputs(mk, isl, view.ids, trust)
+        res = run_search(view.stack, req.rkme, sketch=view.sketch, allowed=allowed,
+                         outputs_of=models, **options)
+        done.append(_IslandAnswer(isl, view, req, res, models))
+    if not done:
+        raise NotFoundError(f"no island this data reaches has learnwares with tags "
+                            f"{list(tags)}", "drop or change --tag")
+    return done, skipped
 
 
 def _check_options(data, spec, anchor_report, target, top: int, rerank: int) -> None:
@@ -152,55 +186,130 @@ def _island_view(mk, isl, dev, tags: Sequence[str]):
     return view, allowed
 
 
-def _requirement(mk, market, *, data, target, spec, island, task, k, seed, device, missing):
-    """The requirement (read from ``spec``, or fitted from ``data`` with the island's metric)
-    and the island it is matched on."""
+def _requirements(mk, market, *, data, target, spec, island, task, k, seed, device,
+                  missing) -> list:
+    """``(requirement, island)`` for each island searched, the primary island first: the one
+    a spec was fitted for, the one ``island`` names, or every island ``data`` reaches."""
+    from ..intake import check_policy, open_source
+    from ..labels import label_str
+    from ..market.world import eligible
     from ..specfile import read_spec
 
-    if spec is None:
-        req = build_spec(data, target=target, k=k, seed=seed, device=device, market=market,
-                         island=island, task=task, clamp_k=True, missing=missing)
-        return req, mk.island(req.island)
-    req = spec if isinstance(spec, Spec) else read_spec(spec)
-    isl, _ = _resolve_island_for_features(mk, req.features, island, task)
+    if spec is not None:
+        req = spec if isinstance(spec, Spec) else read_spec(spec)
+        isl, _ = _resolve_island_for_features(mk, req.features, island, task)
+        _check_requirement(req, isl)
+        return [(req, isl)]
+    check_policy(missing)
+    src = open_source(data, target)
+    labels = None
+    if target is not None:
+        col = src.frame[src.target]
+        labels = sorted({label_str(v) for v in col[col.notna()]})
+    reached = [] if island else eligible(mk.islands(), src.available(), task=task,
+                                         target=target, labels=labels)
+    primary_notes = []
+    if not reached:         # --island, or no island whose outputs hold the labels by name
+        isl, primary_notes = _resolve_island_for_features(mk, src.available(), island, task,
+                                                          src.unusable())
+        reached = [isl]
+    return [(requirement_for_island(src, isl, target, k=k, seed=seed, device=device,
+                                    missing=missing, notes=primary_notes if p == 0 else ()),
+             isl) for p, isl in enumerate(reached)]
+
+
+def _check_requirement(req, isl) -> None:
+    """A saved requirement must be in the island's column order and outputs."""
     if tuple(req.features) != tuple(isl.key["features"]):
         raise SpecError(f"the requirement's features are in another order than island "
                         f"{isl.id}'s", "rebuild it with lw spec --market")
     if req.kind == "joint" and tuple(req.outputs) != tuple(isl.key["outputs"]):
         raise SpecError(f"the requirement's outputs {list(req.outputs)} differ from island "
                         f"{isl.id}'s {isl.key['outputs']}", "rebuild it with lw spec --market")
-    return req, isl
 
 
-def _result(isl, view, req, res, top: int, models) -> SearchResult:
-    """Names, rows and the JSON-able parts of :func:`run_search`'s outcome."""
+@dataclass
+class _IslandAnswer:
+    """One island's search: the island, its view, the requirement and run_search's outcome."""
+
+    isl: object
+    view: object
+    req: Spec
+    res: object
+    models: "ContainedOutputs"
+
+
+def _rows(a: _IslandAnswer, indices) -> list[dict]:
+    """Catalog rows of the island's learnwares ``indices``, as ``single`` entries."""
+    ids, regression = a.view.ids, a.isl.key["task"] == "regression"
+    feats = list(a.isl.key["features"])
+    out = []
+    for j, summ in zip(indices, a.view.summaries(indices)):
+        row = {"id": str(ids[j]), "name": summ["name"], "island": a.isl.id, "features": feats,
+               "mmd2": float(a.res.mmd2[j]), "score": float(a.res.scores[j])}
+        if j in a.res.losses:   # RMSE for values (the loss is a mean square), Brier for classes
+            v = a.res.losses[j]
+            row["requirement_loss"] = float(np.sqrt(v)) if regression else v
+        out.append(row)
+    return out
+
+
+def _answer(a: _IslandAnswer, top: int) -> dict:
+    """One island's own answer (an entry of ``islands``)."""
     from ..engine.search import Ranking
 
-    ids, regression = view.ids, isl.key["task"] == "regression"
-    shown = [int(j) for j in res.order[:top]]
-    single = []
-    for j, summ in zip(shown, view.summaries(shown)):
-        row = {"id": str(ids[j]), "name": summ["name"], "mmd2": float(res.mmd2[j]),
-               "score": float(res.scores[j])}
-        if j in res.losses:     # RMSE for values (the loss is a mean square), Brier for classes
-            v = res.losses[j]
-            row["requirement_loss"] = float(np.sqrt(v)) if regression else v
-        single.append(row)
-    mix = res.mixture
+    mix = a.res.mixture
     members = [int(m) for m in mix.members]
-    mixture = {"ids": [str(ids[m]) for m in members],
-               "names": [r["name"] for r in view.summaries(members)],
+    mixture = {"ids": [str(a.view.ids[m]) for m in members],
+               "names": [r["name"] for r in a.view.summaries(members)],
                "weights": [float(w) for w in mix.weights], "mmd2": float(mix.mmd2),
                "score": float(Ranking.score(mix.mmd2)), "noise_floor": float(mix.noise_floor)}
+    req = a.req
     requirement = {"kind": req.kind, "n_rows": req.rkme.n_rows, "k": req.rkme.k,
-                   "metric_digest": req.rkme.metric.digest(), "approx_error": req.rkme.approx_error}
-    if res.ranked_by == "requirement-loss":
-        requirement["loss_metric"] = "rmse" if regression else "brier"
-    intake = req.intake
-    notes = [*(intake.notes() if intake is not None else ()), *res.notes, *view.notes,
-             *models.notes()]
-    return SearchResult(isl.id, res.mode, single, mixture, requirement, notes,
-                        ranked_by=res.ranked_by, searched=res.searched, intake=intake)
+                   "metric_digest": req.rkme.metric.digest(),
+                   "approx_error": req.rkme.approx_error}
+    if a.res.ranked_by == "requirement-loss":
+        requirement["loss_metric"] = "rmse" if a.isl.key["task"] == "regression" else "brier"
+    return {"island": a.isl.id, "features": list(a.isl.key["features"]), "mode": a.res.mode,
+            "ranked_by": a.res.ranked_by,
+            "single": _rows(a, [int(j) for j in a.res.order[:top]]),
+            "mixture": mixture, "requirement": requirement, "searched": a.res.searched,
+            **(req.intake.to_dict() if req.intake is not None else {})}
+
+
+def _result(done: list, top: int, skipped: list) -> SearchResult:
+    """One answer from the islands searched (:func:`merge_islands` decides the ranking)."""
+    from ..engine.search_pipeline import merge_islands
+
+    entries, ranked_by, lead, note = merge_islands([a.res for a in done], top)
+    single = [row for p, j in entries for row in _rows(done[p], [j])]
+    answers = [_answer(a, top) for a in done]
+    best = answers[lead]
+    intake = _searched_intake(done, lead)
+    many = len(done) > 1
+    notes = [*(intake.notes() if intake is not None else ())]
+    if note:
+        notes.append(note.format(island=done[0].isl.id))
+    for a in done:
+        said = [*a.res.notes, *a.view.notes, *a.models.notes()]
+        notes += [f"island {a.isl.id}: {n}" if many else n for n in said]
+        if many and a is not done[lead] and a.req.intake is not None:
+            notes += [f"island {a.isl.id}: {n}" for n in a.req.intake.notes()
+                      if not n.startswith("ignored ")]
+    return SearchResult(best["island"], best["mode"], single, best["mixture"],
+                        best["requirement"], [*notes, *skipped], ranked_by=ranked_by,
+                        searched=best["searched"], intake=intake, islands=answers)
+
+
+def _searched_intake(done: list, lead: int):
+    """The lead island's intake, its ignored columns cut to those no island searched took."""
+    from dataclasses import replace
+
+    intake = done[lead].req.intake
+    if intake is None or len(done) == 1:
+        return intake
+    taken = {f for a in done for f in a.isl.key["features"]}
+    return replace(intake, ignored=tuple(p for p in intake.ignored if p[0] not in taken))
 
 
 class ContainedOutputs:

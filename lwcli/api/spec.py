@@ -73,12 +73,33 @@ def build_spec(
     for a missing model file or no island taking the columns, :class:`DataError` for ``k``
     above the row count and labels that do not fit the task.
     """
+    man = _developer_manifest(model, target, meta)
+    table, isl = _spec_table(data, target, man, market, island, task, missing, seed)
+    return _fit_spec(table, isl, man, target=target, model=model, model_format=model_format,
+                     trust=trust, k=k, seed=seed, device=device, clamp_k=clamp_k, market=market)
+
+
+def requirement_for_island(src, isl, target: str | None, *, k: int = 100, seed: int = 0,
+                           device: str | None = None, missing: str = "drop",
+                           notes: Sequence[str] = ()) -> Spec:
+    """A user's requirement for island ``isl`` from the table ``src``
+    (:class:`lwcli.intake.Source`, read once for every island a search reaches): the
+    island's features taken by name, ``missing`` applied, fitted with the island's metric
+    (``k`` lowered to the rows left). ``notes`` join the intake's hints."""
+    table = _take(src, list(isl.key["features"]), f"island {isl.id}", isl, target, missing,
+                  seed, notes)
+    return _fit_spec(table, isl, None, target=target, k=k, seed=seed, device=device,
+                     clamp_k=True)
+
+
+def _fit_spec(table, isl, man, *, target, k, seed, device, clamp_k, model=None,
+              model_format=None, trust=False, market=None) -> Spec:
+    """The RKME of ``table`` (with the model's outputs, or the labels, or neither), under
+    the island's metric or a fitted one (the market's scales where known)."""
     from ..device import resolve_device
     from ..engine.kernel import fit_metric
     from ..engine.rkme import fit_rkme
 
-    man = _developer_manifest(model, target, meta)
-    table, isl = _spec_table(data, target, man, market, island, task, missing, seed)
     k = _reduced_points(k, table, clamp_k)
     dev = resolve_device(device)
     task = outputs = source = Y = None
@@ -117,15 +138,19 @@ def _spec_table(data, target, man, market, island, task, missing: str, seed: int
         features, what = list(isl.key["features"]), f"island {isl.id}"
     else:
         features, what = None, ""
+    return _take(src, features, what, isl, target, missing, seed, notes), isl
+
+
+def _take(src, features, what: str, isl, target, missing: str, seed: int, notes):
+    """``src`` cut to ``features`` under ``missing`` (imputed from its own complete rows with
+    ``impute``), with the notes and label hints in its intake."""
     table = src.take(features, missing=missing, min_rows=1, what=what)
     hints = label_hints(table.intake.ignored_columns(),
                         isl.key["outputs"] if isl is not None else (),
                         isl.key["task"] if isl is not None else None, target,
                         "for a label-aware (x, y) match")
     table = replace(table, intake=replace(table.intake, hints=(*notes, *hints)))
-    if missing == "impute":
-        table = impute_from_own_rows(table, seed)
-    return table, isl
+    return impute_from_own_rows(table, seed) if missing == "impute" else table
 
 
 def impute_from_own_rows(table, seed: int = 0):

@@ -91,8 +91,10 @@ def _render_rkme(res, rows, fmt, quiet: bool) -> None:
     mode = "inputs and labels" if res.mode == "xy" else "inputs only"
     how = ("; ranked by loss on your requirement's points"
            if res.ranked_by == "requirement-loss" else "")
-    print_rows(rows, _columns(res.requirement.get("loss_metric")), fmt=fmt, quiet=quiet,
-               title=f"island {res.island} — matched on {mode}{how}")
+    many = len({r["island"] for r in rows}) > 1
+    where = (f"{len(res.islands)} islands" if many else f"island {res.island}")
+    print_rows(rows, _columns(res.requirement.get("loss_metric"), many), fmt=fmt, quiet=quiet,
+               title=f"{where} — matched on {mode}{how}")
     if fmt is not Format.table or quiet:
         return
     mix = res.mixture
@@ -105,9 +107,11 @@ def _render_rkme(res, rows, fmt, quiet: bool) -> None:
                   f"({s['exact_mmd']:,} exact MMDs)", highlight=False)
 
 
-def _columns(metric: Optional[str]) -> list[Column]:
-    """The single matches of an RKME search (with the estimated loss after re-ranking)."""
+def _columns(metric: Optional[str], many: bool = False) -> list[Column]:
+    """The single matches of an RKME search (with the estimated loss after re-ranking); the
+    island in the table too when the matches come from several."""
     cols = [Column("rank", "#", justify="right"), Column("id"), Column("name", fold=True),
+            Column("island", table=many),
             Column("mmd2", "MMD²", cell=lambda r: f"{r['mmd2']:.4f}", justify="right"),
             Column("score", cell=lambda r: f"{r['score']:.3f}", justify="right")]
     if metric:

@@ -95,4 +95,43 @@ def run_search(stack: SpecStack, user: RKME, *, sketch: IslandSketch | None = No
                          Ranking.score(ranking.mmd2), losses, ranked_by, mix, searched, notes)
 
 
-__all__ = ["SearchOutcome", "OutputsOf", "run_search", "uses_sketch"]
+NOT_COMPARABLE = (
+    "without labels (or with --rerank 0), RKHS distances over different feature sets are not "
+    "comparable: a distance over fewer features is smaller by construction, not because the "
+    "match is better; single is the ranking of island {island} (the one that uses the most "
+    "of your columns), and islands lists each island's own ranking")
+
+
+def merge_islands(outcomes: list, keep: int) -> tuple[list, str, int, str | None]:
+    """One ranking over the searches of several islands (seed sec. 5: a user served across
+    the specification world); ``outcomes[0]`` is the primary island (the one using the most
+    of the user's columns). Returns ``(entries, ranked_by, lead, note)``: up to ``keep``
+    ``(island position, learnware index)`` pairs best first, how they are ranked, the
+    position of the island of the best entry, and why the ranking covers one island only
+    (``None`` when it covers all).
+
+    Labelled and re-ranked everywhere: one ranking by the requirement's loss, which is the
+    same target and the same loss on every island, so comparable (the learnwares no island
+    evaluated follow, taking turns island by island in each island's distance order).
+    Otherwise the primary island's ranking alone, with ``NOT_COMPARABLE`` as the note.
+    """
+    if len(outcomes) == 1 or not all(o.ranked_by == "requirement-loss" for o in outcomes):
+        first = outcomes[0]
+        note = None if len(outcomes) == 1 else NOT_COMPARABLE
+        return [(0, int(j)) for j in first.order[:keep]], first.ranked_by, 0, note
+    scored = sorted((loss, p, int(j)) for p, o in enumerate(outcomes)
+                    for j, loss in o.losses.items())
+    entries = [(p, j) for _, p, j in scored]
+    seen = set(entries)
+    queues = [[(p, int(j)) for j in o.order if (p, int(j)) not in seen]
+              for p, o in enumerate(outcomes)]
+    for turn in range(max(len(q) for q in queues)):
+        if len(entries) >= keep:
+            break
+        entries += [q[turn] for q in queues if turn < len(q)]
+    entries = entries[:keep]
+    return entries, "requirement-loss", entries[0][0] if entries else 0, None
+
+
+__all__ = ["SearchOutcome", "OutputsOf", "run_search", "uses_sketch", "merge_islands",
+           "NOT_COMPARABLE"]

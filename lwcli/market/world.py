@@ -144,6 +144,27 @@ def reachable(islands: dict, columns: Sequence[str], task: str | None = None) ->
     return sorted(out, key=lambda i: (-len(i.key["features"]), i.id))
 
 
+def eligible(islands: dict, columns: Sequence[str], *, task: str | None = None,
+             target: str | None = None, labels: Sequence[str] | None = None) -> list:
+    """Every island a labelled or unlabelled search of a table with ``columns`` matches on
+    (seed sec. 5: a user is served from several islands), most features first: those it
+    reaches (:func:`reachable`) whose outputs can hold the user's labels: a regression
+    island with the one output ``target``, a classification island whose classes include
+    every label of ``labels`` (as strings). Without ``target``, every reachable island."""
+    out = reachable(islands, columns, task)
+    if target is None:
+        return out
+    keep = []
+    for i in out:
+        outputs = list(i.key["outputs"])
+        if i.key["task"] == "regression" and outputs == [target]:
+            keep.append(i)
+        elif i.key["task"] == "classification" and labels is not None \
+                and set(labels) <= set(outputs):
+            keep.append(i)
+    return keep
+
+
 def island_for_columns(islands: dict, columns: Sequence[str], *, island: str | None = None,
                        task: str | None = None, unusable: dict | None = None
                        ) -> tuple[object, list[str]]:
@@ -202,6 +223,6 @@ def _unreachable(islands: dict, columns, task, unusable: dict) -> NotFoundError:
         "add those columns (names are compared exactly), or see lw market ls")
 
 
-__all__ = ["reachable", "island_for_columns", "Measure", "founders", "feature_scales",
+__all__ = ["reachable", "eligible", "island_for_columns", "Measure", "founders", "feature_scales",
            "output_scales", "disagreements", "misaligned", "founding_scales", "check_founding",
            "SAME_SCALE"]

@@ -115,8 +115,19 @@ def _call(lw: Learnware, method: str, X: np.ndarray):
                               "check that the data has the learnware's input features") from exc
 
 
+def union_features(learnwares: Sequence[Learnware]) -> list[str]:
+    """Every input feature of ``learnwares``: the first's in its order, then each new one in
+    the order the others declare it."""
+    names: list[str] = []
+    for lw in learnwares:
+        names += [f for f in lw.features if f not in names]
+    return names
+
+
 def check_learnwares(learnwares: Sequence[Learnware]) -> list[Learnware]:
-    """Learnwares that can be reused together: same task, same feature set, same outputs."""
+    """Learnwares that can be reused together: same task, same outputs. Their input features
+    may differ (learnwares of different islands, seed sec. 5): a reuser takes the union
+    (:func:`union_features`) and feeds each learnware its own columns by name."""
     lws = list(learnwares)
     if not lws:
         raise UsageError("no learnwares given", "pass at least one learnware id")
@@ -131,10 +142,6 @@ def check_learnwares(learnwares: Sequence[Learnware]) -> list[Learnware]:
         if lw.task != first.task:
             raise DataError(f"learnware {lw.id} is for {lw.task}, {first.id} for {first.task}",
                             "reuse learnwares of one task together")
-        if set(lw.features) != set(first.features):
-            raise DataError(f"learnware {lw.id} takes other input features than {first.id} "
-                            f"({sorted(set(lw.features) ^ set(first.features))[:6]} differ)",
-                            "reuse learnwares with the same input columns together")
         if first.task == "regression" and len(lw.outputs) != len(first.outputs):
             raise DataError(f"learnware {lw.id} has {len(lw.outputs)} outputs, {first.id} has "
                             f"{len(first.outputs)}", "reuse learnwares with the same outputs")
@@ -144,7 +151,8 @@ def check_learnwares(learnwares: Sequence[Learnware]) -> list[Learnware]:
 class Reuser(BaseEstimator, metaclass=ABCMeta):
     """Base class: parameters in ``__init__``; ``fit`` returns self; fitted names end in ``_``.
 
-    ``X`` columns follow ``feature_names_in_`` (the first learnware's declared order); each
+    ``X`` columns follow ``feature_names_in_`` (the union of the learnwares' features, the
+    first learnware's declared order first: :func:`union_features`); each
     learnware receives its own columns by name. For classification ``class_keys_`` holds the
     union of the learnwares' declared classes (and, for methods that use labels, the user's)
     as canonical keys (:func:`lwcli.labels.label_str`), and ``classes_`` the same classes in
@@ -195,8 +203,9 @@ class Reuser(BaseEstimator, metaclass=ABCMeta):
         first = lws[0]
         self.task_ = first.task
         self.learnware_ids_ = [lw.id for lw in lws]
-        self.feature_names_in_ = np.asarray(first.features, dtype=object)
-        self.n_features_in_ = len(first.features)
+        names = union_features(lws)
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = len(names)
         if self.task_ == "classification":
             keys = union_classes(*(lw.classes for lw in lws), labels)
             self.class_keys_ = np.asarray(keys, dtype=object)

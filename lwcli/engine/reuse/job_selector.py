@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ...errors import UsageError
+from ..conditional import Reference, conditional_mean
 from .base import Reuser, normalise_weights
 
 ROUTING = ("hard", "soft")
@@ -42,7 +43,11 @@ class JobSelectorReuser(Reuser):
 
     def sample_training_set(self, rng: np.random.Generator):
         """Points drawn from each learnware's RKME (in ``feature_names_in_`` order), their
-        learnware index and their sample weight."""
+        learnware index and their sample weight. Learnwares over different features (of
+        different islands): a point's features its learnware does not take are estimated
+        from the others' specifications given the ones it has (the kernel conditional mean,
+        :func:`lwcli.engine.conditional.conditional_mean`), so the selector learns in the
+        whole input space the user's rows live in."""
         active = np.flatnonzero(self.weights_ > 0)
         per = max(50, int(self.n_samples) // len(active))
         pts, lab, sw = [], [], []
@@ -52,12 +57,17 @@ class JobSelectorReuser(Reuser):
             idx = rng.choice(r.k, size=per, p=r.beta / r.beta.sum())
             S = r.points[idx] + rng.normal(size=(per, r.metric.dim)) * self.noise * \
                 np.asarray(r.metric.scales)
-            S_user = np.empty_like(S)
+            S_user = np.full((per, self.n_features_in_), np.nan)
             S_user[:, self._columns(lw)] = S
             pts.append(S_user)
             lab.append(np.full(per, i))
             sw.append(np.full(per, self.weights_[i] * len(active)))
-        return np.vstack(pts), np.concatenate(lab), np.concatenate(sw)
+        P = np.vstack(pts)
+        if np.isnan(P).any():
+            names = [str(f) for f in self.feature_names_in_]
+            refs = [Reference.of_rkme(lw.rkme, lw.features) for lw in self.learnwares_]
+            P = conditional_mean(P, names, refs)[0]
+        return P, np.concatenate(lab), np.concatenate(sw)
 
     def fit(self, X=None, y=None):
         from sklearn.dummy import DummyClassifier

@@ -1,0 +1,140 @@
+"""Search across the specification world: a user whose columns reach several islands
+(issue 15, point 3). Two islands over different feature blocks, learnwares on each, a user
+with both blocks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.linear_model import Ridge
+
+from conftest import regression_meta, run_cli, snapshot
+from lwcli import api
+
+A, B = ["a0", "a1", "a2"], ["b0", "b1"]
+
+
+def _data(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.normal(size=(n, 5)) + shift, columns=A + B)
+    df["y"] = 2 * df.a0 - df.a1 + 1.5 * df.b0 + 0.1 * rng.normal(size=n)
+    return df
+
+
+def _learnware(work, market, name: str, df: pd.DataFrame, features, alpha: float = 1.0):
+    d = work / name
+    d.mkdir(parents=True)
+    df[features].to_csv(d / "train.csv", index=False)
+    meta = regression_meta(name, features=features)
+    (d / "learnware.toml").write_text(meta.to_toml())
+    sio.dump(Ridge(alpha=alpha).fit(df[features].to_numpy(), df.y), d / "model.skops")
+    api.write_spec(api.build_spec(d / "train.csv", model=d / "model.skops",
+                                  meta=d / "learnware.toml", market=market, k=20), d / "s.json")
+    api.pack(d / "model.skops", d / "s.json", d / "learnware.toml", d / "pkg.lw")
+    return api.submit(d / "pkg.lw", market)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    work = tmp_path_factory.mktemp("islands")
+    market = work / "market"
+    api.market_init(market)
+    ids = {"A-near": _learnware(work, market, "A-near", _data(300, 1), A),
+           "A-far": _learnware(work, market, "A-far", _data(300, 2, shift=2.0), A),
+           "B-near": _learnware(work, market, "B-near", _data(300, 3), B),
+           "B-weak": _learnware(work, market, "B-weak", _data(300, 4), B, alpha=1e4)}
+    user = _data(150, 9).assign(site_id=np.arange(150) * 7 % 13, station="x")
+    user.to_csv(work / "user.csv", index=False)
+    user.drop(columns="y").to_csv(work / "unlabelled.csv", index=False)
+    return market, {k: r.id for k, r in ids.items()}, {k: r.island for k, r in ids.items()}, work
+
+
+def test_a_user_with_both_blocks_gets_one_ranking_from_both_islands(two):
+    market, ids, islands, work = two
+    before = snapshot(market)
+    doc = json.loads(run_cli("search", "--data", work / "user.csv", "--target", "y",
+                             "--market", market, "--json").stdout)
+    assert doc["ranked_by"] == "requirement-loss"
+    assert {r["island"] for r in doc["single"]} == {islands["A-near"], islands["B-near"]}
+    losses = [r["requirement_loss"] for r in doc["single"]]
+    assert losses == sorted(losses)                          # one ranking, by one loss
+    for r in doc["single"]:
+        assert r["features"] == (A if r["island"] == islands["A-near"] else B)
+    assert [i["island"] for i in doc["islands"]] == [islands["A-near"], islands["B-near"]]
+    assert doc["island"] == doc["single"][0]["island"]       # the mixture is the lead island's
+    assert set(doc["mixture"]["ids"]) <= {r["id"] for r in doc["islands"][0 if doc["island"]
+                                          == islands["A-near"] else 1]["single"]}
+    # what no island took is listed; each island's intake is in islands
+    assert [c["column"] for c in doc["ignored_columns"]] == ["site_id", "station"]
+    assert doc["islands"][1]["input_rows"]["used"] == 150
+    assert snapshot(market) == before
+
+
+def test_without_labels_one_island_ranks_and_the_warning_says_why(two):
+    market, ids, islands, work = two
+    res = api.search(market, data=work / "unlabelled.csv")
+    assert res.ranked_by == "rkme" and res.island == islands["A-near"]   # 3 features, not 2
+    assert {r["island"] for r in res.single} == {islands["A-near"]}
+    assert any("not comparable" in w for w in res.warnings)
+    assert [a["island"] for a in res.islands] == [islands["A-near"], islands["B-near"]]
+    assert res.islands[1]["single"][0]["id"] in (ids["B-near"], ids["B-weak"])
+    # --island still searches one island only
+    one = api.search(market, data=work / "unlabelled.csv", island=islands["B-near"])
+    assert {r["island"] for r in one.single} == {islands["B-near"]} and len(one.islands) == 1
+
+
+def test_the_table_names_the_island_of_each_match(two):
+    market, ids, islands, work = two
+    out = run_cli("search", "--data", work / "user.csv", "--target", "y", "--market", market,
+                  "--format", "tsv").stdout.splitlines()
+    header = out[0].split("\t")
+    assert header[:4] == ["rank", "id", "name", "island"]
+    assert {line.split("\t")[3] for line in out[1:]} == {islands["A-near"], islands["B-near"]}
+    table = run_cli("search", "--data", work / "user.csv", "--target", "y", "--market",
+                    market).stdout
+    assert "2 islands — matched on inputs and labels" in table
+
+
+# ------------------------------------------------------------------ reuse across islands
+@pytest.mark.parametrize("method", ["average", "with-user", "job-selector", "feature-augment"])
+def test_every_method_reuses_learnwares_of_different_islands_together(two, method):
+    """Each learnware gets its own columns by name from the one user table (seed sec. 5:
+    the single-modality models together, and with the user's own model)."""
+    market, ids, islands, work = two
+    train = work / "user.csv"
+    labelled = method in ("with-user", "feature-augment")
+    res = api.reuse(market, [ids["A-near"], ids["B-near"]], data=work / "unlabelled.csv",
+                    method=method, train=train if labelled else None,
+                    target="y" if labelled else None)
+    assert res.n_rows == 150 and np.isfinite(res.predictions["prediction"]).all()
+    assert res.intake.ignored_columns() == ["site_id", "station"]
+    if method == "average":
+        lws = api.load_learnwares(market, [ids["A-near"], ids["B-near"]])
+        df = pd.read_csv(work / "unlabelled.csv")
+        want = np.mean([lw.predict_values(df[list(lw.features)].to_numpy())[:, 0]
+                        for lw in lws], axis=0)
+        np.testing.assert_allclose(res.predictions["prediction"], want, rtol=1e-10)
+
+
+def test_a_one_block_user_reuses_a_learnware_of_the_other_block(two, tmp_path):
+    """The user has only the A block; learnware B-near needs b0, b1: they are estimated from
+    its specification (said, and counted), or refused with --missing error."""
+    market, ids, islands, work = two
+    only_a = pd.read_csv(work / "user.csv")[A + ["y"]]
+    only_a.to_csv(tmp_path / "a.csv", index=False)
+    res = api.reuse(market, [ids["A-near"], ids["B-near"]], data=tmp_path / "a.csv",
+                    target="y")
+    assert res.n_rows == 150 and res.intake.absent == ("b0", "b1")
+    assert res.intake.cells_imputed == 300
+    assert any("2 input columns not in the file, estimated for every row from the "
+               "specifications of 2 learnwares: 'b0', 'b1'" in w for w in res.warnings)
+    doc = json.loads(run_cli("reuse", ids["B-near"], "--data", tmp_path / "a.csv", "-o",
+                             tmp_path / "p.csv", "--market", market, "--json").stdout)
+    assert doc["input_rows"]["absent_columns"] == ["b0", "b1"]
+    proc = run_cli("reuse", ids["B-near"], "--data", tmp_path / "a.csv", "-o",
+                   tmp_path / "q.csv", "--market", market, "--missing", "error", check=4)
+    assert "lacks 2 of the 2 columns" in proc.stderr and not (tmp_path / "q.csv").exists()
