@@ -111,10 +111,11 @@ class Intake:
         if self.rows_unscored:
             out.append(f"{self.rows_unscored} row{_s(self.rows_unscored)} without a label: "
                        "predicted, not scored")
-        if self.cells_imputed:
+        gaps = self.cells_imputed - len(self.absent) * self.rows_used   # not whole columns
+        if gaps > 0:
             src = f" from {self.imputed_from}" if self.imputed_from else ""
-            out.append(f"imputed {self.cells_imputed} missing value{_s(self.cells_imputed)} in "
-                       f"{self.rows_imputed} of {self.rows_used} rows{src} (--missing impute)"
+            where = "" if self.absent else f" in {self.rows_imputed} of {self.rows_used} rows"
+            out.append(f"imputed {gaps} missing value{_s(gaps)}{where}{src} (--missing impute)"
                        f"{cols}")
         return out + list(self.hints)
 
@@ -219,13 +220,14 @@ class Source:
         X, unmeasured = self._matrix(feats, missing)
         y, no_label = self._labels(missing, unlabelled)
         gaps = np.isnan(X)
+        gaps[:, [j for j, c in enumerate(feats) if c not in self.frame.columns]] = False
         incomplete = tuple((feats[j], int(n)) for j, n in enumerate(gaps.sum(0)) if n)
         drop = no_label.copy() if unlabelled == "drop" else np.zeros(self.n_rows, dtype=bool)
         if missing == "drop":
             drop |= gaps.any(axis=1)
         intake = Intake(self.n_rows, ignored, missing, int(drop.sum()),
                         int((no_label & drop).sum()), int((no_label & ~drop).sum()),
-                        incomplete=tuple(p for p in incomplete if p[0] in self.frame.columns),
+                        incomplete=incomplete,
                         unmeasured=unmeasured,
                         absent=tuple(c for c in feats if c not in self.frame.columns))
         labelled = None if y is None else ~no_label
@@ -294,8 +296,9 @@ class Source:
             raise DataError(f"{self.name}: column {unmeasured[0]!r} is 0 in every one of the "
                             f"{self.n_rows} data rows: it was not measured",
                             "measure it, or pass --missing impute to estimate it")
-        if missing == "error" and np.isnan(X).any():
-            _missing_error(self.name, X, feats)
+        here = [j for j, c in enumerate(feats) if c in self.frame.columns]
+        if missing == "error" and np.isnan(X[:, here]).any():
+            _missing_error(self.name, X[:, here], [feats[j] for j in here])
         return X, tuple(unmeasured)
 
     def _check_infinite(self, X: np.ndarray, feats: list[str]) -> None:

@@ -138,3 +138,52 @@ def test_a_one_block_user_reuses_a_learnware_of_the_other_block(two, tmp_path):
     proc = run_cli("reuse", ids["B-near"], "--data", tmp_path / "a.csv", "-o",
                    tmp_path / "q.csv", "--market", market, "--missing", "error", check=4)
     assert "lacks 2 of the 2 columns" in proc.stderr and not (tmp_path / "q.csv").exists()
+
+
+# ------------------------------------------------------------------ island merging (Figure 3)
+@pytest.fixture(scope="module")
+def merged(two, tmp_path_factory):
+    """``two``'s market plus a learnware over both blocks: it links island A and island B."""
+    import shutil
+
+    market, ids, islands, work = two
+    root = tmp_path_factory.mktemp("merged")
+    shutil.copytree(market, root / "market")
+    before = api.market_world(root / "market")
+    span = _learnware(root, root / "market", "AB-span", _data(300, 5), A + B)
+    return root / "market", {**ids, "AB": span.id}, {**islands, "AB": span.island}, work, before
+
+
+def test_a_learnware_over_both_blocks_links_the_islands(merged):
+    market, ids, islands, work, before = merged
+    assert before.links == [] and before.groups == []
+    world = api.market_world(market)
+    assert [(ln["island"], ln["to"], ln["estimated"]) for ln in world.links] == [
+        (islands["A-near"], islands["AB"], B), (islands["B-near"], islands["AB"], A)]
+    assert world.groups == [[islands["A-near"], islands["B-near"], islands["AB"]]]
+    assert api.market_refresh(market).changed is True
+    assert api.market_refresh(market).changed is False          # idempotent
+    assert api.market_world(market).links == world.links
+    text = run_cli("market", "info", "--market", market).stdout
+    assert f"linked: island {islands['A-near']} -> {islands['AB']} through its 1 learnwares " \
+           "(b0, b1 estimated for the first's users)" in text
+
+
+def test_a_one_block_user_is_matched_across_the_link(merged, tmp_path):
+    """The user has only block A: she reaches island A directly and the spanning island
+    through the link, her b0, b1 estimated from its specifications; with labels, one
+    ranking holds learnwares of both."""
+    market, ids, islands, work, _ = merged
+    pd.read_csv(work / "user.csv")[A + ["y"]].to_csv(tmp_path / "a.csv", index=False)
+    res = api.search(market, data=tmp_path / "a.csv", target="y")
+    assert [a["island"] for a in res.islands] == [islands["A-near"], islands["AB"]]
+    bridged = res.islands[1]
+    assert bridged["input_rows"]["absent_columns"] == ["b0", "b1"]
+    assert bridged["input_rows"]["cells_imputed"] == 300
+    assert {r["island"] for r in res.single} == {islands["A-near"], islands["AB"]}
+    assert any("2 input columns not in the file, estimated for every row from the "
+               f"specifications of 1 learnwares on island {islands['AB']}" in w
+               for w in res.warnings), res.warnings
+    # and she reuses the spanning learnware, b0 and b1 estimated from its specification
+    out = api.reuse(market, [ids["AB"]], data=tmp_path / "a.csv", target="y")
+    assert out.n_rows == 150 and out.intake.absent == ("b0", "b1")

@@ -27,13 +27,14 @@ class LsResult:
 
     rows: list[dict]
     notes: list[str] = field(default_factory=list)
+    links: list[dict] = field(default_factory=list)    # :func:`lwcli.market.world.links`
 
     def to_dict(self) -> dict:
-        return {"learnwares": self.rows}
+        return {"learnwares": self.rows, "links": self.links}
 
     def __eq__(self, other) -> bool:
         if isinstance(other, LsResult):
-            return (self.rows, self.notes) == (other.rows, other.notes)
+            return (self.rows, self.notes, self.links) == (other.rows, other.notes, other.links)
         return self.rows == other if isinstance(other, list) else NotImplemented
 
     __hash__ = None
@@ -65,12 +66,16 @@ class WorldResult(DictView):
     """The specification world (``lw market info`` without an id): every island with its
     features, outputs, learnware count and metric; how the market measures each feature
     (:mod:`lwcli.market.world`); islands that measure a shared feature otherwise
-    (``misaligned``); and notes (e.g. the index could not be used for the counts)."""
+    (``misaligned``); the links between islands (:func:`lwcli.market.world.links`: an island
+    whose features another island takes with more, through that island's learnwares) and the
+    groups they merge; and notes (e.g. the index could not be used for the counts)."""
 
     islands: list[dict]
     features: dict
     outputs: dict
     misaligned: dict
+    links: list[dict] = field(default_factory=list)
+    groups: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -119,7 +124,8 @@ def market_ls(market: str | Path, *, island: str | None = None,
     of ``tags`` when given. A damaged index is not used: the rows are then read from
     ``learnwares/`` directly (every file checked against its recorded sha256), and a
     sentence saying so, with the repair, is in the result's ``notes`` (and appended to
-    ``notes`` when given). Raises :class:`NotFoundError` for an unknown island."""
+    ``notes`` when given). ``links``: the specification world's links between islands
+    (:func:`lwcli.market.world.links`). Raises :class:`NotFoundError` for an unknown island."""
     from ..market.index import learnware_summary, load_index
     from ..market.store import Market
 
@@ -143,7 +149,10 @@ def market_ls(market: str | Path, *, island: str | None = None,
         rows = [r for r in rows if set(tags) <= set(r["tags"])]
     if notes is not None:
         notes.extend(said)
-    return LsResult(sorted(rows, key=lambda r: (r["island"], r["name"], r["id"])), said)
+    from ..market.world import links
+
+    return LsResult(sorted(rows, key=lambda r: (r["island"], r["name"], r["id"])), said,
+                    links(mk.islands()))
 
 
 def market_info(market: str | Path, lw_id: str) -> InfoResult:
@@ -168,7 +177,8 @@ def market_world(market: str | Path) -> WorldResult:
     """The market's islands and how it measures each feature (``lw market info``)."""
     from ..market.index import load_index
     from ..market.store import Market
-    from ..market.world import feature_scales, founders, misaligned, output_scales
+    from ..market.world import (feature_scales, founders, groups, links, misaligned,
+                                output_scales)
 
     mk = Market.open(market)
     islands = mk.islands()
@@ -195,7 +205,9 @@ def market_world(market: str | Path) -> WorldResult:
                        {f: {"scale": m.scale, "island": m.island}
                         for f, m in sorted(feature_scales(islands).items())},
                        {o: {"scale": m.scale, "island": m.island}
-                        for o, m in sorted(output_scales(islands).items())}, bad, notes)
+                        for o, m in sorted(output_scales(islands).items())}, bad,
+                       [{**ln, "learnwares": counts.get(ln["to"], 0)} for ln in links(islands)],
+                       groups(islands), notes)
 
 
 def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False,

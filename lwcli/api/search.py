@@ -190,9 +190,11 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
                   missing) -> list:
     """``(requirement, island)`` for each island searched, the primary island first: the one
     a spec was fitted for, the one ``island`` names, or every island ``data`` reaches."""
+    from ..device import resolve_device
     from ..intake import check_policy, open_source
     from ..labels import label_str
-    from ..market.world import eligible
+    from ..market.index import island_references
+    from ..market.world import bridged, eligible
     from ..specfile import read_spec
 
     if spec is not None:
@@ -213,9 +215,17 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
         isl, primary_notes = _resolve_island_for_features(mk, src.available(), island, task,
                                                           src.unusable())
         reached = [isl]
-    return [(requirement_for_island(src, isl, target, k=k, seed=seed, device=device,
-                                    missing=missing, notes=primary_notes if p == 0 else ()),
-             isl) for p, isl in enumerate(reached)]
+    plans = [(requirement_for_island(src, isl, target, k=k, seed=seed, device=device,
+                                     missing=missing, notes=primary_notes if p == 0 else ()),
+              isl) for p, isl in enumerate(reached)]
+    if island is None:      # islands reached through a link: their extra features estimated
+        for isl, _ in bridged(mk.islands(), src.available(), reached):
+            refs = island_references(mk, isl.id, resolve_device(device))
+            if refs:
+                plans.append((requirement_for_island(src, isl, target, k=k, seed=seed,
+                                                     device=device, missing=missing,
+                                                     bridge=refs), isl))
+    return plans
 
 
 def _check_requirement(req, isl) -> None:

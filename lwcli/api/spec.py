@@ -81,15 +81,35 @@ def build_spec(
 
 def requirement_for_island(src, isl, target: str | None, *, k: int = 100, seed: int = 0,
                            device: str | None = None, missing: str = "drop",
-                           notes: Sequence[str] = ()) -> Spec:
+                           notes: Sequence[str] = (), bridge: Sequence = ()) -> Spec:
     """A user's requirement for island ``isl`` from the table ``src``
     (:class:`lwcli.intake.Source`, read once for every island a search reaches): the
     island's features taken by name, ``missing`` applied, fitted with the island's metric
-    (``k`` lowered to the rows left). ``notes`` join the intake's hints."""
-    table = _take(src, list(isl.key["features"]), f"island {isl.id}", isl, target, missing,
-                  seed, notes)
+    (``k`` lowered to the rows left). ``notes`` join the intake's hints.
+
+    ``bridge``: the island is reached through a link (:func:`lwcli.market.world.bridged`);
+    the features the table lacks (and its gaps) are estimated from these references, the
+    island's specifications (:func:`lwcli.engine.conditional.conditional_mean`)."""
+    if bridge:
+        table = _bridged_table(src, isl, missing, bridge)
+    else:
+        table = _take(src, list(isl.key["features"]), f"island {isl.id}", isl, target,
+                      missing, seed, notes)
     return _fit_spec(table, isl, None, target=target, k=k, seed=seed, device=device,
                      clamp_k=True)
+
+
+def _bridged_table(src, isl, missing: str, refs):
+    """The island's features, those the table lacks estimated from ``refs``."""
+    from ..engine.conditional import conditional_mean
+
+    table = src.take(list(isl.key["features"]), missing=missing, min_rows=1,
+                     what=f"island {isl.id}", absent="estimate")
+    X, cells, rows = conditional_mean(table.X, table.features, refs)
+    intake = replace(table.intake, rows_imputed=rows, cells_imputed=cells,
+                     imputed_from=f"the specifications of {len(refs)} learnwares on island "
+                                  f"{isl.id}")
+    return replace(table, X=X, intake=intake)
 
 
 def _fit_spec(table, isl, man, *, target, k, seed, device, clamp_k, model=None,

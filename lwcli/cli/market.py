@@ -51,8 +51,13 @@ def ls(market: Optional[Path] = options.Market,
     if not rows and fmt is Format.table and not quiet:
         info("the market has no learnwares")
         return
+    linked: dict[str, list[str]] = {}
+    for ln in res.links:
+        linked.setdefault(ln["island"], []).append(f"linked to {ln['to']}")
+        linked.setdefault(ln["to"], []).append(f"links {ln['island']}")
     print_rows(rows, LS_COLUMNS, fmt=fmt, quiet=quiet, group="island",
-               group_title=lambda i: f"island {i}")
+               group_title=lambda i: f"island {i}" + (f" ({'; '.join(linked[i])})"
+                                                       if i in linked else ""))
 
 
 LS_COLUMNS = (Column("id"), Column("island", table=False), Column("name", fold=True),
@@ -106,6 +111,10 @@ def _world(res, as_json: bool) -> None:
         out.print(f"island {i['id']}: {i['learnwares']} learnwares; {i['task']} of "
                   f"{', '.join(i['outputs'][:4])} from {len(i['features'])} features ({feats})",
                   highlight=False, markup=False)
+    for ln in res.links:
+        out.print(f"linked: island {ln['island']} -> {ln['to']} through its {ln['learnwares']} "
+                  f"learnwares ({', '.join(ln['estimated'][:6])} estimated for the first's "
+                  "users)", highlight=False, markup=False)
     for iid, bad in res.misaligned.items():
         warn(f"island {iid} measures {bad[0]}" + (f" (and {len(bad) - 1} more)"
                                                    if len(bad) > 1 else "")

@@ -461,6 +461,29 @@ def island_view(market: Market, iid: str, device=None) -> IslandView | None:
                       {s["id"]: s for s in t.summaries}, [note])
 
 
+def island_references(market: Market, iid: str, device=None, limit: int = 64) -> list:
+    """The input parts of (the first ``limit``, by id, of) the island's learnwares'
+    specifications as :class:`lwcli.engine.conditional.Reference`s, from the index: what a
+    user's features the island takes and she lacks are estimated from (a link, seed sec. 5)."""
+    from ..engine.conditional import Reference
+
+    view = island_view(market, iid, device)
+    if view is None:
+        return []
+    isl = market.island(iid)
+    m = isl.metric
+    d = m.n_inputs
+    scales = np.asarray(m.scales[:d], dtype=np.float64)
+    out = []
+    for i in range(min(limit, len(view.ids))):
+        beta = np.asarray(view.stack.beta[i], dtype=np.float64)
+        keep = beta > 0
+        pts = np.asarray(view.stack.points[i][keep, :d], dtype=np.float64) * scales
+        out.append(Reference(tuple(isl.key["features"]), pts, beta[keep] / beta[keep].sum(),
+                             scales, float(m.gamma)))
+    return out
+
+
 def publish_index(market: Market, tables: dict[str, IslandTable], *,
                   carry_from: "Index | None" = None, replace: bool = False) -> str:
     """Write a generation from ``tables`` (plus, hard-linked, every other island of

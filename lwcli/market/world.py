@@ -165,6 +165,59 @@ def eligible(islands: dict, columns: Sequence[str], *, task: str | None = None,
     return keep
 
 
+def _same_task(a, b) -> bool:
+    return all(a.key[k] == b.key[k] for k in ("data_type", "task", "objective", "outputs"))
+
+
+def links(islands: dict) -> list[dict]:
+    """The specification world's links (seed sec. 5, Figure 3): island ``island`` is linked
+    to island ``to`` when ``to`` takes every feature of ``island`` and more, for the same
+    task and outputs. Its learnwares' specifications are weighted joint samples over both
+    feature sets, so they carry a user of ``island`` over to ``to`` (her missing features
+    estimated from them). Islands linked to a common island are merged into one group."""
+    out = []
+    for span in founders(islands):
+        fs = set(span.key["features"])
+        for sub in founders(islands):
+            if sub.id != span.id and _same_task(sub, span) and set(sub.key["features"]) < fs:
+                out.append({"island": sub.id, "to": span.id,
+                            "estimated": [f for f in span.key["features"]
+                                          if f not in sub.key["features"]]})
+    return out
+
+
+def groups(islands: dict) -> list[list[str]]:
+    """Islands joined by links, each group in creation order; islands without a link are
+    left out."""
+    parent = {i: i for i in islands}
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for ln in links(islands):
+        parent[root(ln["island"])] = root(ln["to"])
+    found: dict[str, list[str]] = {}
+    for isl in founders(islands):
+        found.setdefault(root(isl.id), []).append(isl.id)
+    return [g for g in found.values() if len(g) > 1]
+
+
+def bridged(islands: dict, columns: Sequence[str], reached: Sequence) -> list:
+    """Islands a table reaches only through a link: ``(island, estimated features)`` for each
+    island that takes more features than the table has, linked from an island it reaches
+    (``reached``, e.g. :func:`eligible`'s answer, which also fixes task and outputs)."""
+    cols = set(columns)
+    have = {i.id for i in reached}
+    out = []
+    for ln in links(islands):
+        span = islands[ln["to"]]
+        if ln["island"] in have and span.id not in have and span.id not in [b.id for b, _ in out]:
+            out.append((span, [f for f in span.key["features"] if f not in cols]))
+    return out
+
+
 def island_for_columns(islands: dict, columns: Sequence[str], *, island: str | None = None,
                        task: str | None = None, unusable: dict | None = None
                        ) -> tuple[object, list[str]]:
@@ -223,6 +276,6 @@ def _unreachable(islands: dict, columns, task, unusable: dict) -> NotFoundError:
         "add those columns (names are compared exactly), or see lw market ls")
 
 
-__all__ = ["reachable", "eligible", "island_for_columns", "Measure", "founders", "feature_scales",
+__all__ = ["reachable", "eligible", "links", "groups", "bridged", "island_for_columns", "Measure", "founders", "feature_scales",
            "output_scales", "disagreements", "misaligned", "founding_scales", "check_founding",
            "SAME_SCALE"]
