@@ -40,6 +40,10 @@ _REASONS = {"bool": "true/false values", "text": "text", "dates": "dates or time
             "unmeasured": "0 in every row: not measured", "row-number": "row number"}
 
 
+#: reasons of columns that hold no data at all: a model needing one is as if it were absent
+NO_DATA = (_REASONS["empty"], _REASONS["unmeasured"])
+
+
 def check_policy(missing: str, allowed: Sequence[str] = MISSING_POLICIES) -> str:
     """``missing`` when it is one of ``allowed``, else a :class:`UsageError`."""
     if missing not in allowed:
@@ -95,19 +99,25 @@ class Intake:
             shown = ", ".join(f"{c!r} ({r})" for c, r in self.ignored[:_SHOWN])
             more = f" and {len(self.ignored) - _SHOWN} more" if len(self.ignored) > _SHOWN else ""
             out.append(f"ignored {len(self.ignored)} column{_s(self.ignored)}: {shown}{more}")
+        left = {c for c, _ in self.ignored}
         for c in self.unmeasured:
-            out.append(f"column {c!r} is 0 (or empty) in every row: taken as not measured, "
-                       "not as data")
+            if c not in left:        # an ignored one is in the ignored list, with the reason
+                out.append(f"column {c!r} is 0 (or empty) in every row: taken as not measured, "
+                           "not as data")
         if self.absent:
-            out.append(f"{len(self.absent)} input column{_s(self.absent)} not in the file, "
+            out.append(f"{len(self.absent)} input column{_s(self.absent)} not in the file (or "
+                       "without data), "
                        f"estimated for every row from {self.imputed_from or 'specifications'}: "
                        + ", ".join(repr(c) for c in self.absent[:_SHOWN])
                        + (", ..." if len(self.absent) > _SHOWN else ""))
         cols = _columns_text(self.incomplete)
-        if self.rows_dropped:
+        if self.rows_dropped and self.missing == "drop":
             why = (f"{self.rows_unlabelled} without a label; " if self.rows_unlabelled else "")
             out.append(f"dropped {self.rows_dropped} of {self.rows_read} rows with a missing "
-                       f"value ({why}--missing {self.missing}){cols}")
+                       f"value ({why}--missing drop){cols}")
+        elif self.rows_dropped:          # impute or error: only rows without a label go
+            out.append(f"dropped {self.rows_dropped} of {self.rows_read} rows without a "
+                       "label")
         if self.rows_unscored:
             out.append(f"{self.rows_unscored} row{_s(self.rows_unscored)} without a label: "
                        "predicted, not scored")
@@ -140,6 +150,7 @@ class Source:
     name: str
     frame: object
     target: str | None
+    policies: tuple = ("drop", "impute")    # the other --missing policies the command takes
     _kinds: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -219,8 +230,10 @@ class Source:
         ignored = tuple((c, self.reason(c, what)) for c in self.columns if c not in feats)
         X, unmeasured = self._matrix(feats, missing)
         y, no_label = self._labels(missing, unlabelled)
+        estimated = [c for c in feats if c not in self.frame.columns or (
+            absent == "estimate" and self.kind(c) in ("empty", "unmeasured"))]
         gaps = np.isnan(X)
-        gaps[:, [j for j, c in enumerate(feats) if c not in self.frame.columns]] = False
+        gaps[:, [j for j, c in enumerate(feats) if c in estimated]] = False
         incomplete = tuple((feats[j], int(n)) for j, n in enumerate(gaps.sum(0)) if n)
         drop = no_label.copy() if unlabelled == "drop" else np.zeros(self.n_rows, dtype=bool)
         if missing == "drop":
@@ -228,8 +241,9 @@ class Source:
         intake = Intake(self.n_rows, ignored, missing, int(drop.sum()),
                         int((no_label & drop).sum()), int((no_label & ~drop).sum()),
                         incomplete=incomplete,
-                        unmeasured=unmeasured,
-                        absent=tuple(c for c in feats if c not in self.frame.columns))
+                        unmeasured=unmeasured + tuple(
+                            c for c, _ in ignored if self.kind(c) == "unmeasured"),
+                        absent=tuple(estimated))
         labelled = None if y is None else ~no_label
         if drop.any():
             X, y = X[~drop], (None if y is None else y[~drop])
@@ -250,8 +264,9 @@ class Source:
                             f"of {what or 'the model'}", "pass another --target")
         have = [c for c in self.columns]
         raise DataError(
-            f"{self.name} lacks {len(absent)} of the {len(feats)} columns {what or 'needed'} "
-            f"takes: {absent[:5]}{'...' if len(absent) > 5 else ''} (it has {have[:8]}"
+            f"{self.name} lacks {len(absent)} of the {len(feats)} columns "
+            f"{f'of {what}' if what else 'needed'}: {absent[:5]}"
+            f"{'...' if len(absent) > 5 else ''} (it has {have[:8]}"
             f"{'...' if len(have) > 8 else ''})",
             "add those columns to the file (names are compared exactly)")
 
@@ -279,11 +294,14 @@ class Source:
                 if missing == "error":
                     _, text, fix = _diagnose(sub[c])
                     raise DataError(f"{self.name} has non-numeric feature columns [{c!r}]: "
-                                    f"{text}", f"{fix}, or pass --missing drop or impute")
+                                    f"{text}", f"{fix}, or pass "
+                                    + " or ".join(f"--missing {p}" for p in self.policies))
                 sub[c] = pd.to_numeric(sub[c].astype(str).str.strip(), errors="coerce")
             elif kind == "empty" and missing == "error":
                 raise DataError(f"{self.name}: column {c!r} is empty in every data row",
-                                "fill it in, or leave the column out of the file")
+                                "fill it in" + (", or pass --missing impute to estimate it"
+                                                if self.policies == ("impute",) else
+                                                ", or leave the column out of the file"))
             elif kind in ("empty", "unmeasured"):
                 sub[c] = np.nan
                 if kind == "unmeasured":
@@ -298,7 +316,7 @@ class Source:
                             "measure it, or pass --missing impute to estimate it")
         here = [j for j, c in enumerate(feats) if c in self.frame.columns]
         if missing == "error" and np.isnan(X[:, here]).any():
-            _missing_error(self.name, X[:, here], [feats[j] for j in here])
+            _missing_error(self.name, X[:, here], [feats[j] for j in here], self.policies)
         return X, tuple(unmeasured)
 
     def _check_infinite(self, X: np.ndarray, feats: list[str]) -> None:
@@ -355,7 +373,7 @@ class Source:
             raise DataError(f"{self.name} has a header but no data rows: expected at least "
                             f"{min_rows}", "pass a file with more rows")
         if not intake.rows_dropped:
-            raise DataError(f"{self.name} has {n} data rows: expected at least {min_rows}",
+            raise DataError(f"{self.name} has {n} data row{_s(n)}: expected at least {min_rows}",
                             "pass a file with more rows")
         empty = [c for c, k in intake.incomplete if k == self.n_rows]
         if empty:
@@ -368,14 +386,14 @@ class Source:
                         f"at least {min_rows}", "pass --missing impute, or more complete rows")
 
 
-def _missing_error(name: str, X: np.ndarray, feats: list[str]) -> None:
+def _missing_error(name: str, X: np.ndarray, feats: list[str], others: Sequence[str]) -> None:
     bad = np.isnan(X)
     cols = [feats[j] for j in np.flatnonzero(bad.any(axis=0))]
     rows = np.flatnonzero(bad.any(axis=1))
     raise DataError(
         f"{name} has {len(rows)} rows with NaN (missing) values (columns {cols[:5]}"
         f"{'...' if len(cols) > 5 else ''}; first: data row {rows[0] + 1})",
-        "pass --missing drop or --missing impute, or fill those cells")
+        " or ".join(f"--missing {p}" for p in others).join(("pass ", ", or fill those cells")))
 
 
 def _classify(col) -> str:

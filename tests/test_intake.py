@@ -68,6 +68,7 @@ def test_a_raw_station_file_is_reused_one_prediction_per_row(tmp_path):
     proc = run_cli("reuse", "0e69c50c61789ec0", "--data", RAW, "-o", tmp_path / "e.csv",
                    "--market", SAMPLE, "--missing", "error", check=4)
     assert proc.stderr.count("\n") == 1 and "rows with NaN (missing) values" in proc.stderr
+    assert "(pass --missing impute, or fill those cells)" in proc.stderr   # never drop here
     proc = run_cli("reuse", "0e69c50c61789ec0", "--data", RAW, "-o", tmp_path / "d.csv",
                    "--market", SAMPLE, "--missing", "drop", check=2)
     assert "predicts every input row" in proc.stderr
@@ -184,6 +185,8 @@ def test_switzerlands_cholesterol_is_not_measured_not_zero(tmp_path):
     res = api.search(SAMPLE, data=tmp_path / "sw.csv", target="disease", rerank=0)
     reasons = dict(res.intake.ignored)
     assert reasons["chol"] == "0 in every row: not measured"
+    assert "chol" in res.intake.unmeasured and "chol" in res.to_dict()["input_rows"][
+        "unmeasured_columns"]
     heart = ["age", "sex", "cp", "trestbps", "thalach", "exang", "oldpeak"]
     assert res.intake.rows_dropped == int(sw[heart].isna().any(axis=1).sum()) > 0
     # a model that needs it: the column is estimated (reuse) or refused (spec, drop)
@@ -271,3 +274,19 @@ def test_the_conditional_mean_follows_a_relation_between_columns():
     # a column no reference knows stays missing, for the caller to refuse
     G, cells, _ = conditional_mean(np.array([[0.0, np.nan, np.nan]]), ["a", "b", "z"], [ref])
     assert cells == 1 and np.isnan(G[0, 2])
+
+
+def test_the_exact_approximation_error_survives_cancellation():
+    """The raw station file's input spec: ||Phi_R||^2, <Phi_R, Phi_data> and ||Phi_data||^2
+    are each about 0.75 and cancel to about 1e-5, below float32's resolution of kernel
+    values: lw spec reported an approximation error of exactly 0 (true: 0.0032). It is
+    computed in float64 and equals the float64 oracle."""
+    from lwcli.engine.kernel import mmd2_numpy
+
+    sp = api.build_spec(RAW, market=SAMPLE)
+    r, m = sp.rkme, sp.rkme.metric
+    X = read_table(RAW, features=sp.features, missing="drop").X
+    oracle = np.sqrt(mmd2_numpy(m.scale(X), np.full(len(X), 1 / len(X)), m.scale(r.points),
+                                r.beta, m.gamma))
+    assert r.approx_error > 0.002
+    assert r.approx_error == pytest.approx(oracle, rel=1e-4)

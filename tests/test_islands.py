@@ -120,24 +120,25 @@ def test_every_method_reuses_learnwares_of_different_islands_together(two, metho
         np.testing.assert_allclose(res.predictions["prediction"], want, rtol=1e-10)
 
 
-def test_a_one_block_user_reuses_a_learnware_of_the_other_block(two, tmp_path):
-    """The user has only the A block; learnware B-near needs b0, b1: they are estimated from
-    its specification (said, and counted), or refused with --missing error."""
+def test_a_learnware_none_of_whose_inputs_the_file_holds_is_refused(two, tmp_path):
+    """The user has only block A; learnware B-near takes only b0, b1. Estimating both from
+    its own specification, with nothing to condition on, would give one constant for every
+    row: refused (exit 4), with what it needs. A learnware over both blocks is fine (see the
+    merging tests below); a partly covered one gets the rest estimated."""
     market, ids, islands, work = two
     only_a = pd.read_csv(work / "user.csv")[A + ["y"]]
     only_a.to_csv(tmp_path / "a.csv", index=False)
-    res = api.reuse(market, [ids["A-near"], ids["B-near"]], data=tmp_path / "a.csv",
-                    target="y")
-    assert res.n_rows == 150 and res.intake.absent == ("b0", "b1")
-    assert res.intake.cells_imputed == 300
-    assert any("2 input columns not in the file, estimated for every row from the "
-               "specifications of 2 learnwares: 'b0', 'b1'" in w for w in res.warnings)
-    doc = json.loads(run_cli("reuse", ids["B-near"], "--data", tmp_path / "a.csv", "-o",
-                             tmp_path / "p.csv", "--market", market, "--json").stdout)
-    assert doc["input_rows"]["absent_columns"] == ["b0", "b1"]
-    proc = run_cli("reuse", ids["B-near"], "--data", tmp_path / "a.csv", "-o",
-                   tmp_path / "q.csv", "--market", market, "--missing", "error", check=4)
-    assert "lacks 2 of the 2 columns" in proc.stderr and not (tmp_path / "q.csv").exists()
+    proc = run_cli("reuse", ids["A-near"], ids["B-near"], "--data", tmp_path / "a.csv", "-o",
+                   tmp_path / "p.csv", "--market", market, check=4)
+    assert f"holds none of the input columns of learnware {ids['B-near']} (['b0', 'b1'])" \
+        in proc.stderr and proc.stderr.count("\n") == 1 and not (tmp_path / "p.csv").exists()
+    pd.read_csv(work / "user.csv")[A + ["b0", "y"]].to_csv(tmp_path / "ab0.csv", index=False)
+    doc = json.loads(run_cli("reuse", ids["B-near"], "--data", tmp_path / "ab0.csv", "-o",
+                             tmp_path / "q.csv", "--market", market, "--json").stdout)
+    assert doc["n_rows"] == 150 and doc["input_rows"]["absent_columns"] == ["b1"]
+    proc = run_cli("reuse", ids["B-near"], "--data", tmp_path / "ab0.csv", "-o",
+                   tmp_path / "r.csv", "--market", market, "--missing", "error", check=4)
+    assert "lacks 1 of the 2 columns of learnware" in proc.stderr
 
 
 # ------------------------------------------------------------------ island merging (Figure 3)
@@ -181,9 +182,87 @@ def test_a_one_block_user_is_matched_across_the_link(merged, tmp_path):
     assert bridged["input_rows"]["absent_columns"] == ["b0", "b1"]
     assert bridged["input_rows"]["cells_imputed"] == 300
     assert {r["island"] for r in res.single} == {islands["A-near"], islands["AB"]}
-    assert any("2 input columns not in the file, estimated for every row from the "
+    assert any("2 input columns not in the file (or without data), estimated for every row from the "
                f"specifications of 1 learnwares on island {islands['AB']}" in w
                for w in res.warnings), res.warnings
     # and she reuses the spanning learnware, b0 and b1 estimated from its specification
     out = api.reuse(market, [ids["AB"]], data=tmp_path / "a.csv", target="y")
     assert out.n_rows == 150 and out.intake.absent == ("b0", "b1")
+
+
+# ------------------------------------------------------------------ found by breaking it
+@pytest.fixture(scope="module")
+def tasks(merged, tmp_path_factory):
+    """``merged``'s market plus a classifier over block A with integer classes 0, 2, 5."""
+    import shutil
+
+    from sklearn.linear_model import LogisticRegression
+
+    from conftest import classification_meta
+
+    market, ids, islands, work, _ = merged
+    root = tmp_path_factory.mktemp("tasks")
+    shutil.copytree(market, root / "market")
+    df = _data(300, 6)
+    y = np.array([0, 2, 5])[np.digitize(df.a0, [-0.5, 0.5])]
+    d = root / "INT"
+    d.mkdir()
+    df[A].to_csv(d / "train.csv", index=False)
+    meta = classification_meta("INT", [0, 2, 5], features=A)
+    (d / "learnware.toml").write_text(meta.to_toml())
+    sio.dump(LogisticRegression(max_iter=500).fit(df[A].to_numpy(), y), d / "model.skops")
+    api.write_spec(api.build_spec(d / "train.csv", model=d / "model.skops",
+                                  meta=d / "learnware.toml", market=root / "market", k=20),
+                   d / "s.json")
+    api.pack(d / "model.skops", d / "s.json", d / "learnware.toml", d / "pkg.lw")
+    cls = api.submit(d / "pkg.lw", root / "market")
+    user = _data(120, 7)
+    user["y"] = np.array([0, 2, 5])[np.digitize(user.a0, [-0.5, 0.5])]
+    user.to_csv(root / "int.csv", index=False)
+    user.assign(y=user.y.astype(object).where(user.index > 1, "?")).to_csv(root / "int_q.csv",
+                                                                         index=False)
+    return root / "market", cls.island, islands, root
+
+
+def test_a_brier_score_and_an_rmse_are_never_ranked_together(tasks):
+    """Integer labels 0, 2, 5 fit the classifier's classes and, as numbers, the regression
+    islands' target y: they are one task's (classes: few integers that repeat), and the note
+    names the islands left out. A '?' among them is no label, not a class."""
+    market, cls_island, islands, root = tasks
+    for f in ("int.csv", "int_q.csv"):
+        res = api.search(market, data=root / f, target="y")
+        assert {r["island"] for r in res.single} == {cls_island}, f
+        assert res.requirement["loss_metric"] == "brier"
+        assert any("your labels look like a classification target; also reachable for the "
+                   "other task" in w for w in res.warnings), res.warnings
+    floats = _data(120, 8)
+    floats.to_csv(root / "float.csv", index=False)
+    res = api.search(market, data=root / "float.csv", target="y")
+    assert cls_island not in {r["island"] for r in res.single}
+
+
+def test_links_follow_the_policy_and_the_island_option(merged, tmp_path):
+    """--missing error estimates nothing, so no island is reached through a link; --island
+    names an island reached through a link, and gets it."""
+    market, ids, islands, work, _ = merged
+    pd.read_csv(work / "user.csv")[A + ["y"]].to_csv(tmp_path / "a.csv", index=False)
+    strict = api.search(market, data=tmp_path / "a.csv", target="y", missing="error")
+    assert [a["island"] for a in strict.islands] == [islands["A-near"]]
+    one = api.search(market, data=tmp_path / "a.csv", target="y", island=islands["AB"])
+    assert [a["island"] for a in one.islands] == [islands["AB"]]
+    assert one.islands[0]["input_rows"]["absent_columns"] == ["b0", "b1"]
+
+
+def test_a_column_without_data_is_as_if_absent_for_matching(two, tmp_path):
+    """b1 is 0 in every row: island B (which needs it) is not matched on it, island A is,
+    and nothing tells the user to impute what cannot be imputed."""
+    market, ids, islands, work = two
+    pd.read_csv(work / "user.csv").assign(b1=0.0).to_csv(tmp_path / "z.csv", index=False)
+    res = api.search(market, data=tmp_path / "z.csv", target="y")
+    assert [a["island"] for a in res.islands] == [islands["A-near"]]
+    assert ("b1", "0 in every row: not measured") in res.intake.ignored
+    pd.read_csv(work / "user.csv")[B + ["y"]].assign(b1=0.0).to_csv(tmp_path / "zb.csv",
+                                                                      index=False)
+    proc = run_cli("search", "--data", tmp_path / "zb.csv", "--target", "y", "--market",
+                   market, check=3)
+    assert "also needs 1 column ['b1'] ('b1': 0 in every row: not measured)" in proc.stderr

@@ -151,11 +151,18 @@ def _reuse_table(lws, data, target, missing: str, target_optional: bool = True):
     from .spec import label_hints
 
     src = open_source(data, target, target_optional=target_optional)
+    src.policies = ("impute",)            # reuse never drops a row
     names = union_features(lws)
     table = src.take(names, missing=missing, what=f"learnware {lws[0].id}" if len(lws) == 1
                      else f"the {len(lws)} learnwares",
                      unlabelled="keep" if target_optional else "drop",
                      absent="estimate" if missing == "impute" else "error")
+    blind = [lw.id for lw in lws if set(lw.features) <= set(table.intake.absent)]
+    if blind:
+        raise DataError(f"{table.path} holds none of the input columns of learnware "
+                        f"{blind[0]} ({list(lws[[lw.id for lw in lws].index(blind[0])].features)[:6]}):"
+                        " its predictions would be one constant estimated from its "
+                        "specification", "add its input columns, or leave it out")
     outputs = [o for lw in lws for o in lw.outputs]
     hints = label_hints(table.intake.ignored_columns(), outputs, lws[0].task, src.target,
                         "to score the predictions")

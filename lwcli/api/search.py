@@ -192,7 +192,6 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
     a spec was fitted for, the one ``island`` names, or every island ``data`` reaches."""
     from ..device import resolve_device
     from ..intake import check_policy, open_source
-    from ..labels import label_str
     from ..market.index import island_references
     from ..market.world import bridged, eligible
     from ..specfile import read_spec
@@ -204,28 +203,62 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
         return [(req, isl)]
     check_policy(missing)
     src = open_source(data, target)
-    labels = None
-    if target is not None:
-        col = src.frame[src.target]
-        labels = sorted({label_str(v) for v in col[col.notna()]})
-    reached = [] if island else eligible(mk.islands(), src.available(), task=task,
-                                         target=target, labels=labels)
-    primary_notes = []
-    if not reached:         # --island, or no island whose outputs hold the labels by name
-        isl, primary_notes = _resolve_island_for_features(mk, src.available(), island, task,
-                                                          src.unusable())
+    labels = _label_keys(src)
+    islands = mk.islands()
+    found = eligible(islands, src.available(), task=task, target=target, labels=labels)
+    reached, notes = _one_task(found, src)
+    links = [] if missing == "error" else bridged(islands, src.available(), reached)
+    if island is not None:          # one island: directly, or through a link
+        links = [(i, est) for i, est in links if i.id == island]
+        reached = [i for i in reached if i.id == island] if not links else []
+    if not reached and not links:   # none by name and outputs: the single-island diagnosis
+        isl, notes = _resolve_island_for_features(mk, src.available(), island, task,
+                                                  src.unusable())
         reached = [isl]
     plans = [(requirement_for_island(src, isl, target, k=k, seed=seed, device=device,
-                                     missing=missing, notes=primary_notes if p == 0 else ()),
+                                     missing=missing, notes=notes if p == 0 else ()),
               isl) for p, isl in enumerate(reached)]
-    if island is None:      # islands reached through a link: their extra features estimated
-        for isl, _ in bridged(mk.islands(), src.available(), reached):
-            refs = island_references(mk, isl.id, resolve_device(device))
-            if refs:
-                plans.append((requirement_for_island(src, isl, target, k=k, seed=seed,
-                                                     device=device, missing=missing,
-                                                     bridge=refs), isl))
+    for isl, _ in links:            # reached through a link: the extra features estimated
+        refs = island_references(mk, isl.id, resolve_device(device))
+        if refs:
+            plans.append((requirement_for_island(src, isl, target, k=k, seed=seed,
+                                                 device=device, missing=missing, bridge=refs),
+                          isl))
     return plans
+
+
+def _label_keys(src):
+    """The target's labels as class keys, missing-value markers left out (None: no target)."""
+    from ..io import _MISSING
+    from ..labels import label_str
+
+    if src.target is None:
+        return None
+    col = src.frame[src.target]
+    return sorted({label_str(v) for v in col[col.notna()]
+                   if str(v).strip().lower() not in _MISSING})
+
+
+def _one_task(found: list, src) -> tuple[list, list[str]]:
+    """The islands of one task: labels that fit both a classification and a regression
+    island are one task's (:func:`lwcli.engine.task.infer_task` on the label column), never
+    ranked together (a Brier score and an RMSE do not compare); a note names the others."""
+    import pandas as pd
+
+    from ..engine.task import infer_task
+    from ..io import _MISSING
+
+    tasks = {i.key["task"] for i in found}
+    if len(tasks) < 2 or src.target is None:
+        return found, []
+    col = src.frame[src.target]
+    col = col[col.notna() & ~col.astype(str).str.strip().str.lower().isin(_MISSING)]
+    numbers = pd.to_numeric(col, errors="coerce")
+    want = infer_task(numbers.to_numpy() if numbers.notna().all() else col.to_numpy())
+    keep = [i for i in found if i.key["task"] == want]
+    left = [i.id for i in found if i.key["task"] != want]
+    return keep, [f"your labels look like a {want} target; also reachable for the other task: "
+                  f"{', '.join(left[:4])} (pass --task to search those)"]
 
 
 def _check_requirement(req, isl) -> None:

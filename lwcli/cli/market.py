@@ -111,6 +111,14 @@ def _world(res, as_json: bool) -> None:
         out.print(f"island {i['id']}: {i['learnwares']} learnwares; {i['task']} of "
                   f"{', '.join(i['outputs'][:4])} from {len(i['features'])} features ({feats})",
                   highlight=False, markup=False)
+    by_island: dict[str, list[str]] = {}
+    for f, m in res.features.items():
+        by_island.setdefault(m["island"], []).append(f"{f} {m['scale']:.4g}")
+    for o, m in res.outputs.items():
+        by_island.setdefault(m["island"], []).append(f"{o} (output) {m['scale']:.4g}")
+    for iid, scales in by_island.items():
+        out.print(f"scales fixed by island {iid}: {', '.join(scales)}", highlight=False,
+                  markup=False)
     for ln in res.links:
         out.print(f"linked: island {ln['island']} -> {ln['to']} through its {ln['learnwares']} "
                   f"learnwares ({', '.join(ln['estimated'][:6])} estimated for the first's "

@@ -99,7 +99,7 @@ NOT_COMPARABLE = (
     "without labels (or with --rerank 0), RKHS distances over different feature sets are not "
     "comparable: a distance over fewer features is smaller by construction, not because the "
     "match is better; single is the ranking of island {island} (the one that uses the most "
-    "of your columns), and islands lists each island's own ranking")
+    "of your columns), and islands (in --json) lists each island's own ranking")
 
 
 def merge_islands(outcomes: list, keep: int) -> tuple[list, str, int, str | None]:

@@ -237,10 +237,14 @@ def island_for_columns(islands: dict, columns: Sequence[str], *, island: str | N
                                 f"known islands: {', '.join(sorted(islands)) or 'none'}")
         return islands[island], []
     found = reachable(islands, columns, task)
-    if not found and unusable:
-        # every feature is in the table, but some hold no usable numbers: the caller's take
-        # says what they hold (text, dates, 0 in every row...)
-        found = reachable(islands, [*columns, *unusable], task)
+    from ..intake import NO_DATA
+
+    held = [c for c, why in (unusable or {}).items() if why not in NO_DATA]
+    if not found and held:
+        # every feature is in the table, but some hold something other than numbers (text,
+        # dates, ...): the caller's take says what. A column with no data at all (empty, or
+        # never measured) is as if absent: the island is not matched on it
+        found = reachable(islands, [*columns, *held], task)
     if not found:
         raise _unreachable(islands, columns, task, unusable or {})
     best = found[0]
