@@ -67,7 +67,7 @@ class Intake:
     rows_imputed: int = 0
     cells_imputed: int = 0
     incomplete: tuple[tuple[str, int], ...] = ()    # (column, missing cells) in read rows
-    unmeasured: tuple[str, ...] = ()                # taken columns that were never measured
+    unmeasured: tuple[str, ...] = ()                # columns never measured (taken or not)
     absent: tuple[str, ...] = ()                    # needed columns the file lacks (estimated)
     imputed_from: str = ""
     hints: tuple[str, ...] = ()
@@ -206,8 +206,7 @@ class Source:
         predicts every row and scores those). A feature the file lacks is a
         :class:`DataError`, or with ``absent="estimate"`` (reuse, which estimates it from
         specifications) a column of NaN listed in ``intake.absent``. :class:`DataError` for a
-        column
-        that is not there or holds no numbers (the diagnosis names what it holds), infinite
+        column that holds no numbers (the diagnosis names what it holds), infinite
         values, fill values, labels that are missing under ``error``, and fewer than
         ``min_rows`` rows left.
         """
@@ -328,6 +327,24 @@ class Source:
                             f"(column {feats[j]!r}; first: data row {i + 1})",
                             "drop or fix those rows before using lw")
 
+    def _unlabelled_rows(self) -> np.ndarray:
+        """Which rows lack a label: empty, or a missing-value marker such as ``?``."""
+        from .io import _MISSING
+
+        col = self.frame[self.target]
+        absent = col.isna().to_numpy().copy()
+        text = col.astype(str).str.strip().str.lower()
+        return absent | (text.isin(_MISSING).to_numpy() & ~absent)
+
+    def label_values(self):
+        """The target's values in the rows that have a label (a pandas Series; empty without
+        a target)."""
+        import pandas as pd
+
+        if self.target is None:
+            return pd.Series([], dtype=object)
+        return self.frame[self.target][~self._unlabelled_rows()]
+
     def _labels(self, missing: str, unlabelled: str) -> tuple[np.ndarray | None, np.ndarray]:
         """The target column (None without one) and which rows lack a label."""
         from .io import _target_values
@@ -337,13 +354,10 @@ class Source:
         import pandas as pd
         from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-        from .io import _MISSING
-
         col = self.frame[self.target]
-        absent = col.isna().to_numpy().copy()
+        absent = self._unlabelled_rows()
         if not (is_numeric_dtype(col.dtype) or is_bool_dtype(col.dtype)):
             text = col.astype(str).str.strip()
-            absent |= text.str.lower().isin(_MISSING).to_numpy() & col.notna().to_numpy()
             numbers = pd.to_numeric(text[~absent], errors="coerce")
             strict = missing == "error" and unlabelled == "drop"    # refused below, diagnosed
             if absent.any() and numbers.notna().all() and not strict:   # numbers around '?'

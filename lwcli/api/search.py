@@ -229,14 +229,11 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
 
 def _label_keys(src):
     """The target's labels as class keys, missing-value markers left out (None: no target)."""
-    from ..io import _MISSING
     from ..labels import label_str
 
     if src.target is None:
         return None
-    col = src.frame[src.target]
-    return sorted({label_str(v) for v in col[col.notna()]
-                   if str(v).strip().lower() not in _MISSING})
+    return sorted({label_str(v) for v in src.label_values()})
 
 
 def _one_task(found: list, src) -> tuple[list, list[str]]:
@@ -246,13 +243,11 @@ def _one_task(found: list, src) -> tuple[list, list[str]]:
     import pandas as pd
 
     from ..engine.task import infer_task
-    from ..io import _MISSING
 
     tasks = {i.key["task"] for i in found}
     if len(tasks) < 2 or src.target is None:
         return found, []
-    col = src.frame[src.target]
-    col = col[col.notna() & ~col.astype(str).str.strip().str.lower().isin(_MISSING)]
+    col = src.label_values()
     numbers = pd.to_numeric(col, errors="coerce")
     want = infer_task(numbers.to_numpy() if numbers.notna().all() else col.to_numpy())
     keep = [i for i in found if i.key["task"] == want]
