@@ -7,7 +7,8 @@ TORCH   := torch==2.13.0
 MARKET  := sample_market/market
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test test-fast fuzz bench bench-quality bench-reference sample-market clean
+.PHONY: install demo test test-fast fuzz bench bench-quality bench-hetero bench-reference \
+	sample-market clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -70,6 +71,13 @@ bench: $(STAMP)
 ## shipped market -> benchmarks/results/quality.md and PNG plots (about 12 min on 2 cores).
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --out benchmarks/results --jobs 2
+
+## bench-hetero: the heterogeneous specification world (seed sec. 5, Figures 3 and 7) on real
+## temporary markets built from the shipped data: a user served from two islands, a one-block
+## user before and after islands merge, four hospitals leave-one-out, search time across
+## islands -> benchmarks/results/hetero.{md,json} and a plot (about 8 min on 2 cores).
+bench-hetero: $(STAMP)
+	$(BIN)/python benchmarks/hetero.py --out benchmarks/results --jobs 2
 
 ## bench-reference: make bench with the reference package (learnware 0.4.0.post1) run on the
 ## same inputs in the same run, from its own .venv-ref (torch pinned first); the report gives

@@ -13,7 +13,9 @@ name**, and applies a missing-value policy:
 Every column not taken is listed with the reason (:class:`Intake`), and every row dropped or
 cell imputed is counted: nothing is left out silently. A numeric column that is 0 in every one
 of at least :data:`UNMEASURED_MIN_ROWS` rows (a site that never measured it, as Switzerland's
-cholesterol in the Cleveland heart-disease data) is taken as not measured, never as data.
+cholesterol in the Cleveland heart-disease data) is taken as not measured, never as data,
+unless the market knows 0 as an ordinary value of that feature (:meth:`Source.keep_zeros`:
+40 patients without high fasting blood sugar are 40 zeros).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Intake:
     incomplete: tuple[tuple[str, int], ...] = ()    # (column, missing cells) in read rows
     unmeasured: tuple[str, ...] = ()                # columns never measured (taken or not)
     absent: tuple[str, ...] = ()                    # needed columns the file lacks (estimated)
+    zeros: tuple[str, ...] = ()       # 0 in every row, taken as data: 0 is ordinary for them
     imputed_from: str = ""
     hints: tuple[str, ...] = ()
 
@@ -90,6 +93,7 @@ class Intake:
                                "missing_policy": self.missing,
                                "incomplete_columns": {c: n for c, n in self.incomplete},
                                "unmeasured_columns": list(self.unmeasured),
+                               "zero_columns": list(self.zeros),
                                "absent_columns": list(self.absent)}}
 
     def notes(self) -> list[str]:
@@ -104,6 +108,9 @@ class Intake:
             if c not in left:        # an ignored one is in the ignored list, with the reason
                 out.append(f"column {c!r} is 0 (or empty) in every row: taken as not measured, "
                            "not as data")
+        for c in self.zeros:
+            out.append(f"column {c!r} is 0 in every row: taken as data, as 0 is an ordinary "
+                       "value of it in the market's specifications")
         if self.absent:
             out.append(f"{len(self.absent)} input column{_s(self.absent)} not in the file (or "
                        "without data), "
@@ -151,6 +158,7 @@ class Source:
     frame: object
     target: str | None
     policies: tuple = ("drop", "impute")    # the other --missing policies the command takes
+    zeros: tuple = ()                       # all-zero columns kept as data (keep_zeros)
     _kinds: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -168,6 +176,20 @@ class Source:
         if column not in self._kinds:
             self._kinds[column] = _classify(self.frame[column])
         return self._kinds[column]
+
+    def unmeasured(self) -> list[str]:
+        """Columns (not the target) that are 0 in every row: taken as not measured, unless
+        :meth:`keep_zeros` is told otherwise."""
+        return [c for c in self.columns if self.kind(c) == "unmeasured"]
+
+    def keep_zeros(self, columns: Sequence[str]) -> None:
+        """Take these all-zero columns as data: 0 is an ordinary value of them where the
+        market's specifications are concerned (the caller asks
+        :func:`lwcli.engine.conditional.ordinary_zeros`). Listed in ``intake.zeros``."""
+        for c in columns:
+            if self.kind(c) == "unmeasured":
+                self._kinds[c] = "numeric"
+                self.zeros += (c,)
 
     def available(self) -> list[str]:
         """Columns a model could take: numbers (gaps allowed), measured, not the target."""
@@ -242,7 +264,8 @@ class Source:
                         incomplete=incomplete,
                         unmeasured=unmeasured + tuple(
                             c for c, _ in ignored if self.kind(c) == "unmeasured"),
-                        absent=tuple(estimated))
+                        absent=tuple(estimated),
+                        zeros=tuple(c for c in self.zeros if c in feats))
         labelled = None if y is None else ~no_label
         if drop.any():
             X, y = X[~drop], (None if y is None else y[~drop])

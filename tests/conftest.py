@@ -319,14 +319,15 @@ def classification_meta(name: str, classes, features=FEATURES, tags=("synthetic"
 
 
 def build_classifier(workdir: Path, name: str, X, y, classes, *, market: Path | None = None,
-                     model=None, k: int = 30) -> Built:
-    """Train, specify and pack a classification learnware declaring ``classes`` (in order)."""
+                     model=None, k: int = 30, features=None) -> Built:
+    """Train, specify and pack a classification learnware declaring ``classes`` (in order),
+    over ``features`` (default ``f0``, ``f1``, ...)."""
     import skops.io as sio
     from sklearn.linear_model import LogisticRegression
 
     d = workdir / name
     d.mkdir(parents=True, exist_ok=True)
-    features = [f"f{i}" for i in range(X.shape[1])]
+    features = list(features) if features is not None else [f"f{i}" for i in range(X.shape[1])]
     pd.DataFrame(X, columns=features).to_csv(d / "train.csv", index=False)
     model = model if model is not None else LogisticRegression(max_iter=1000).fit(X, y)
     meta = classification_meta(name, classes, features)
@@ -338,6 +339,16 @@ def build_classifier(workdir: Path, name: str, X, y, classes, *, market: Path | 
     api.pack(d / "model.skops", d / "rkme.json", d / "learnware.toml", d / "pkg.lw")
     return Built(d, d / "pkg.lw", d / "model.skops", d / "learnware.toml", d / "rkme.json",
                  d / "train.csv")
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def three_class_data(n: int, seed: int):

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, run_cli, snapshot
+from conftest import ROOT, build_classifier, run_cli, snapshot
 from lwcli import api
-from lwcli.engine.conditional import Reference, conditional_mean
-from lwcli.errors import DataError, UsageError
+from lwcli.engine.conditional import Reference, conditional_mean, ordinary_zeros
+from lwcli.errors import DataError, NotFoundError, UsageError
 from lwcli.io import read_table
 
 SAMPLE = ROOT / "sample_market" / "market"
@@ -200,6 +200,59 @@ def test_switzerlands_cholesterol_is_not_measured_not_zero(tmp_path):
     with pytest.raises(DataError, match="'chol' is 0 in every one of the 123 data rows: it "
                                         "was not measured"):
         read_table(tmp_path / "sw.csv", target="disease", features=["age", "chol"])
+
+
+VA = ["age", "sex", "cp", "chol", "fbs", "restecg"]     # what VA Long Beach measured
+
+
+@pytest.fixture(scope="module")
+def va_market(tmp_path_factory) -> tuple:
+    """A market with one learnware over VA's measured features (fbs: 0 for most patients).
+    VA recorded 0 for the cholesterol of a quarter of its patients; this developer left them
+    out (with them, 0 would be an ordinary cholesterol in the market's eyes)."""
+    tmp = tmp_path_factory.mktemp("va")
+    va = _heart("va").dropna(subset=VA)
+    va = va[va.chol > 0]
+    market = tmp / "market"
+    api.market_init(market)
+    b = build_classifier(tmp, "heart-va", va[VA].to_numpy(float), va["disease"], ["no", "yes"],
+                         market=market, features=VA)
+    lid = api.submit(b.package, market).id
+    api.market_refresh(market)
+    return market, lid
+
+
+def test_an_all_zero_indicator_is_data_where_the_market_knows_zero(va_market, tmp_path):
+    """40 Hungarian patients without high fasting blood sugar: fbs is 0 in every row, and
+    0 is what most of the market's patients have. It is data, not "not measured": the search
+    reaches the island that takes it, and reuse feeds the zeros. Cholesterol 0 in every row
+    (no patient has it) is still not measured."""
+    market, lid = va_market
+    hu = _heart("hungarian").dropna(subset=VA)
+    user = hu[hu.fbs == 0].head(40)[[*VA, "disease"]]
+    res = api.search(market, data=user, target="disease")
+    assert res.single[0]["id"] == lid and res.intake.zeros == ("fbs",)
+    assert res.intake.unmeasured == () and res.to_dict()["input_rows"]["zero_columns"] == ["fbs"]
+    assert any("'fbs' is 0 in every row: taken as data" in w for w in res.warnings)
+    used = api.reuse(market, [lid], data=user, target="disease")
+    assert used.intake.zeros == ("fbs",) and used.intake.cells_imputed == 0
+    no_chol = user.assign(chol=0)
+    got = api.reuse(market, [lid], data=no_chol, target="disease")
+    assert got.intake.unmeasured == ("chol",) and got.intake.cells_imputed == 40
+    with pytest.raises(NotFoundError, match="also needs 1 column \\['chol'\\]"):
+        api.search(market, data=no_chol, target="disease")
+
+
+
+
+def test_zero_is_ordinary_where_the_specifications_put_weight_at_it():
+    rng = np.random.default_rng(0)
+    pts = np.c_[rng.integers(0, 2, 100) * (rng.random(100) < 0.5),    # an indicator, 75% 0
+                rng.normal(240, 50, 100),                               # cholesterol
+                rng.normal(0, 1, 100)]                                  # centred, continuous
+    ref = Reference(("fbs", "chol", "z"), pts, np.full(100, 0.01), np.array([0.4, 50, 1.0]), 0.5)
+    assert ordinary_zeros([ref], ["fbs", "chol", "z", "absent"]) == ["fbs"]
+    assert ordinary_zeros([], ["fbs"]) == []
 
 
 def test_reuse_estimates_an_unmeasured_input_from_the_specification(world, tmp_path):

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from conftest import ROOT
+from conftest import load_benchmark
 
 
 @pytest.mark.slow
 def test_quick_quality_benchmark_top1_beats_a_random_learnware(tmp_path):
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = load_benchmark("quality")
     summary = quality.main(["--quick", "--out", str(tmp_path), "--jobs", "1"])
     m = summary[200]["methods"]
     assert m["top1"]["rmse"] < m["random"]["rmse"]          # RKME search beats chance

@@ -117,10 +117,12 @@ def _anchor_table(mk, data, target: str, island, task, missing: str):
     from dataclasses import replace
 
     from ..intake import check_policy, open_source
+    from ..market.index import keep_ordinary_zeros
     from .spec import impute_from_own_rows
 
     check_policy(missing)
     src = open_source(data, target)
+    keep_ordinary_zeros(mk, src)
     isl, notes = _resolve_island_for_features(mk, src.available(), island, task,
                                               src.unusable())
     table = src.take(isl.key["features"], missing=missing, min_rows=MIN_ANCHOR_ROWS,

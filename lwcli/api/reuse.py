@@ -144,7 +144,7 @@ def _reuse_table(lws, data, target, missing: str, target_optional: bool = True):
     label in the labelled ``--train`` file."""
     from dataclasses import replace
 
-    from ..engine.conditional import Reference, conditional_mean
+    from ..engine.conditional import Reference, conditional_mean, ordinary_zeros
     from ..engine.reuse.base import union_features
     from ..errors import DataError
     from ..intake import open_source
@@ -152,6 +152,8 @@ def _reuse_table(lws, data, target, missing: str, target_optional: bool = True):
 
     src = open_source(data, target, target_optional=target_optional)
     src.policies = ("impute",)            # reuse never drops a row
+    refs = [Reference.of_rkme(lw.rkme, lw.features) for lw in lws if lw.rkme is not None]
+    src.keep_zeros(ordinary_zeros(refs, src.unmeasured()))
     names = union_features(lws)
     table = src.take(names, missing=missing, what=f"learnware {lws[0].id}" if len(lws) == 1
                      else f"the {len(lws)} learnwares",
@@ -168,7 +170,6 @@ def _reuse_table(lws, data, target, missing: str, target_optional: bool = True):
                         "to score the predictions")
     intake = replace(table.intake, hints=hints)
     if table.n_missing:
-        refs = [Reference.of_rkme(lw.rkme, lw.features) for lw in lws if lw.rkme is not None]
         X, cells, rows = conditional_mean(table.X, names, refs)
         if np.isnan(X).any():
             raise DataError(f"{table.path} has {table.n_missing} missing input values and "

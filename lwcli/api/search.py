@@ -192,7 +192,7 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
     a spec was fitted for, the one ``island`` names, or every island ``data`` reaches."""
     from ..device import resolve_device
     from ..intake import check_policy, open_source
-    from ..market.index import island_references
+    from ..market.index import island_references, keep_ordinary_zeros
     from ..market.world import bridged, eligible
     from ..specfile import read_spec
 
@@ -203,6 +203,7 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
         return [(req, isl)]
     check_policy(missing)
     src = open_source(data, target)
+    keep_ordinary_zeros(mk, src, resolve_device(device))
     labels = _label_keys(src)
     islands = mk.islands()
     found = eligible(islands, src.available(), task=task, target=target, labels=labels)

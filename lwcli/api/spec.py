@@ -237,10 +237,13 @@ def _developer_manifest(model, target, meta):
 
 def _spec_island(market, src, man, island: str | None, task: str | None):
     """The island a spec is fitted for (``None``: the manifest's island does not exist yet,
-    this spec will found it) and notes about the choice."""
+    this spec will found it) and notes about the choice. The market also says which of the
+    table's all-zero columns are data (:func:`lwcli.market.index.keep_ordinary_zeros`)."""
+    from ..market.index import keep_ordinary_zeros
     from ..market.store import Market
 
     mk = Market.open(market)
+    keep_ordinary_zeros(mk, src)
     if island is not None:
         isl = mk.island(island)
         if man is not None and man.island_id() != isl.id:

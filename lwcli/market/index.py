@@ -484,6 +484,21 @@ def island_references(market: Market, iid: str, device=None, limit: int = 64) ->
     return out
 
 
+def keep_ordinary_zeros(market: Market, src, device=None) -> None:
+    """Tell ``src`` (:class:`lwcli.intake.Source`) which of its all-zero columns are data:
+    those where 0 is an ordinary value of the feature in the specifications of the islands
+    that take it (:func:`lwcli.engine.conditional.ordinary_zeros`). Reads the index only
+    when the table has such a column."""
+    from ..engine.conditional import ordinary_zeros
+
+    cols = src.unmeasured()
+    if not cols:
+        return
+    refs = [r for iid, isl in market.islands().items() if set(cols) & set(isl.key["features"])
+            for r in island_references(market, iid, device)]
+    src.keep_zeros(ordinary_zeros(refs, cols))
+
+
 def publish_index(market: Market, tables: dict[str, IslandTable], *,
                   carry_from: "Index | None" = None, replace: bool = False) -> str:
     """Write a generation from ``tables`` (plus, hard-linked, every other island of
