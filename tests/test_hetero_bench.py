@@ -1,4 +1,4 @@
-"""The heterogeneous-world benchmark, small: one user station, one size, one hospital."""
+"""The heterogeneous-world benchmark, small: one user station, one size, two hospitals."""
 
 from __future__ import annotations
 
@@ -24,9 +24,14 @@ def test_quick_hetero_benchmark_serves_a_user_from_two_islands(tmp_path):
     # island too, through the link
     for r in res["merge"]:
         assert r["before"]["islands"] == 1 and r["after"]["islands"] == 2
-    # (c) Hungary (no slope, ca, thal) is served by the islands whose features she measured
-    (h,) = res["hospitals"]
-    assert "not_served" not in h and h["features"] == 10 and 0 <= h["top1"] <= 1
+    # (c) Hungary (no slope, ca, thal) is served by the islands whose features she measured;
+    # Switzerland (no cholesterol, fbs, ca, thal) by none as she is: refused, with the way
+    # out, and served when she names the nearest island
+    hu, sw = res["hospitals"]
+    assert "refused" not in hu and hu["features"] == 10 and 0 <= hu["top1"] <= 1
+    assert "--island ID --missing impute" not in sw["refused"]      # the message; the hint:
+    assert sw["features"] == 9 and "no island of this market takes" in sw["refused"]
+    assert any("estimated" in i for i in sw["islands"]) and 0 <= sw["top1"] <= 1
     # (d) both timings measured, and the targets are all stated
     assert {t["case"] for t in res["timing"]} == {
         "sample market, labelled", "sample market, unlabelled",

@@ -239,8 +239,23 @@ def test_an_all_zero_indicator_is_data_where_the_market_knows_zero(va_market, tm
     no_chol = user.assign(chol=0)
     got = api.reuse(market, [lid], data=no_chol, target="disease")
     assert got.intake.unmeasured == ("chol",) and got.intake.cells_imputed == 40
-    with pytest.raises(NotFoundError, match="also needs 1 column \\['chol'\\]"):
+    with pytest.raises(NotFoundError, match="also needs 1 column \\['chol'\\]") as e:
         api.search(market, data=no_chol, target="disease")
+    assert "pass --island ID --missing impute" in e.value.hint
+    # asked for by name, the island is searched with chol estimated from its specifications
+    island = api.search(market, data=user, target="disease").island
+    res = api.search(market, data=no_chol, target="disease", island=island, missing="impute")
+    (got,) = res.islands
+    assert res.single[0]["id"] == lid and got["input_rows"]["absent_columns"] == ["chol"]
+    assert got["input_rows"]["cells_imputed"] == 40
+    with pytest.raises(DataError, match="so --missing drop leaves no row"):   # not by default
+        api.search(market, data=no_chol, target="disease", island=island)
+    lacking = user.drop(columns="chol")          # the column absent: the same, either way
+    with pytest.raises(DataError, match="lacks 1 of the 6 columns of island .*'chol'") as e:
+        api.search(market, data=lacking, target="disease", island=island)
+    assert "or pass --missing impute to have them estimated" in e.value.hint
+    res = api.search(market, data=lacking, target="disease", island=island, missing="impute")
+    assert res.islands[0]["input_rows"]["absent_columns"] == ["chol"]
 
 
 
@@ -295,6 +310,7 @@ def test_a_search_that_reaches_no_island_names_what_the_nearest_lacks(world, tmp
     pd.DataFrame(X[:, :3], columns=["f0", "f1", "f2"]).to_csv(tmp_path / "v.csv", index=False)
     proc = run_cli("search", "--data", tmp_path / "v.csv", "--market", world["base"], check=3)
     assert "also needs 1 column ['f3']" in proc.stderr and proc.stderr.count("\n") == 1
+    assert "or pass --island ID --missing impute to have them estimated" in proc.stderr
     assert snapshot(world["base"]) == before
 
 

@@ -237,6 +237,25 @@ def test_classification_probabilities_sum_to_one(clf, tmp_path, method):
     assert res.scores["accuracy"] > 0.6                  # chance is 1/3
 
 
+@pytest.mark.parametrize("method", ["with-user", "feature-augment"])
+def test_the_users_model_learns_from_folds_and_labels_of_one_class(clf, tmp_path, method):
+    """20 patients of whom one is 'b': some folds' training rows hold one class, and no
+    classifier fits on one class. Those folds' model predicts it; a user whose labels are all
+    one class gets that model as her own ("one-class"). Not an internal error."""
+    root, ids, _ = clf
+    X, _ = three_class_data(20, seed=4)
+    for labels, name in ((["a"] * 19 + ["b"], None), (["a"] * 20, "one-class")):
+        pd.DataFrame(X, columns=[f"f{i}" for i in range(4)]).assign(label=labels).to_csv(
+            tmp_path / "lab.csv", index=False)
+        res = api.reuse(root, [ids["abc"], ids["ba"]], data=tmp_path / "lab.csv",
+                        train=tmp_path / "lab.csv", target="label", method=method, proba=True)
+        assert res.n_rows == 20 and set(res.predictions.prediction) <= {"a", "b", "c"}
+        cols = [c for c in res.predictions.columns if c.startswith("proba_")]
+        np.testing.assert_allclose(res.predictions[cols].sum(axis=1), 1.0)
+        if name is not None and method == "with-user":
+            assert res.details["user_model_name"] == name
+
+
 def test_hard_voting_counts_votes(clf):
     root, ids, _ = clf
     lws = api.load_learnwares(root, [ids["abc"], ids["cba"], ids["ba"]])

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import NotFoundError, SpecError, UsageError
+from ..errors import DataError, NotFoundError, SpecError, UsageError
 from ..specfile import Spec
 from .spec import _resolve_island_for_features, requirement_for_island
 
@@ -209,12 +209,16 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
     found = eligible(islands, src.available(), task=task, target=target, labels=labels)
     reached, notes = _one_task(found, src)
     links = [] if missing == "error" else bridged(islands, src.available(), reached)
-    if island is not None:          # one island: directly, or through a link
+    if island is not None:          # one island: directly, through a link, or estimated
         links = [(i, est) for i, est in links if i.id == island]
         reached = [i for i in reached if i.id == island] if not links else []
+        if not reached and not links:
+            links = _estimated(islands, island, src, task, target, labels)
+            if links and missing != "impute":     # estimated only when asked to
+                _refuse_lacking(src, links[0])
+                links = []
     if not reached and not links:   # none by name and outputs: the single-island diagnosis
-        isl, notes = _resolve_island_for_features(mk, src.available(), island, task,
-                                                  src.unusable())
+        isl, notes = _diagnosed(mk, src, island, task)
         reached = [isl]
     plans = [(requirement_for_island(src, isl, target, k=k, seed=seed, device=device,
                                      missing=missing, notes=notes if p == 0 else ()),
@@ -226,6 +230,51 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
                                                  device=device, missing=missing, bridge=refs),
                           isl))
     return plans
+
+
+def _estimated(islands: dict, island: str, src, task, target, labels) -> list:
+    """``--island`` names an island whose features the table lacks some of, under
+    ``--missing impute``: ``[(island, lacking features)]`` when the island is of the table's
+    task and outputs and the table holds at least one of its features; the others are then
+    estimated from the island's own specifications, joint samples over all of its features
+    (as through a link, seed sec. 5). Otherwise ``[]`` (the diagnosis follows)."""
+    from ..market.world import eligible
+
+    isl = islands.get(island)
+    if isl is None:
+        return []
+    have = set(src.available())
+    feats = list(isl.key["features"])
+    lack = [f for f in feats if f not in have]
+    fits = eligible({isl.id: isl}, feats, task=task, target=target, labels=labels)
+    return [(isl, lack)] if fits and lack and len(lack) < len(feats) else []
+
+
+def _refuse_lacking(src, link) -> None:
+    """``--island`` names an island whose features the file lacks, without ``--missing
+    impute``: a :class:`DataError` saying so and how to have them estimated (a column that is
+    there but holds no data gets the intake's own diagnosis instead)."""
+    isl, lack = link
+    absent = [f for f in lack if f not in src.frame.columns]
+    if absent:
+        n = len(isl.key["features"])
+        raise DataError(f"{src.name} lacks {len(absent)} of the {n} columns of island "
+                        f"{isl.id}: {absent[:5]}{'...' if len(absent) > 5 else ''}",
+                        "add those columns (names are compared exactly), or pass --missing "
+                        "impute to have them estimated from its specifications")
+
+
+def _diagnosed(mk, src, island, task) -> tuple:
+    """The one island (and notes) the table is matched on when no island reaches it by name
+    and outputs (:func:`lwcli.market.world.island_for_columns`); its :class:`NotFoundError`
+    also says how to have the columns an island lacks estimated."""
+    try:
+        return _resolve_island_for_features(mk, src.available(), island, task, src.unusable())
+    except NotFoundError as e:
+        if island is not None or "also needs" not in e.message:
+            raise
+        raise NotFoundError(e.message, f"{e.hint}; or pass --island ID --missing impute to "
+                                       "have them estimated from its specifications") from None
 
 
 def _label_keys(src):

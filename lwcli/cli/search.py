@@ -24,7 +24,10 @@ def search(
     market: Optional[Path] = options.Market,
     tag: List[str] = typer.Option([], "--tag", help="Only learnwares with this tag (repeatable)."),
     top: int = typer.Option(10, "--top", min=1, help="How many single matches to show."),
-    island: Optional[str] = typer.Option(None, "--island", help="Search this island."),
+    island: Optional[str] = typer.Option(
+        None, "--island",
+        help="Search this island only. With --missing impute, also one whose features --data "
+             "lacks some of: they are estimated from its specifications."),
     task: Optional[str] = typer.Option(None, "--task",
                                        help="classification | regression, when columns match several islands."),
     k: int = typer.Option(100, "--k", min=1, help="Reduced points of the requirement."),

@@ -109,13 +109,24 @@ def candidates(task: str, n_rows: int, random_state: int) -> dict:
     return out
 
 
+def _fit(est, X: np.ndarray, yt: np.ndarray, task: str):
+    """A clone of ``est`` fitted on ``(X, yt)``; labels of one class (a fold of 20 patients of
+    whom 19 are ill, or a user whose labels are all one class) give the model that predicts
+    that class, as no classifier can learn a boundary from them."""
+    if task == "classification" and len(np.unique(yt)) < 2:
+        from sklearn.dummy import DummyClassifier
+
+        return DummyClassifier(strategy="prior").fit(X, yt)
+    return clone(est).fit(X, yt)
+
+
 def out_of_fold(est, X: np.ndarray, y, task: str, classes, folds) -> np.ndarray:
     """Out-of-fold outputs of ``est`` (cloned per fold) in the quadratic-loss space."""
     yt = _fit_target(y, task)
     width = len(classes) if task == "classification" else targets(y, task, classes).shape[1]
     out = np.zeros((len(X), width))
     for train, test in folds:
-        fitted = clone(est).fit(X[train], yt[train])
+        fitted = _fit(est, X[train], yt[train], task)
         out[test] = estimator_output(fitted, X[test], task, classes)
     return out
 
@@ -130,10 +141,15 @@ class UserModelChoice:
 
 def select_user_model(X: np.ndarray, y, task: str, classes, folds, *, estimator=None,
                       random_state: int = 0) -> UserModelChoice:
-    """The candidate (or the given ``estimator``) with the lowest cross-validated loss."""
+    """The candidate (or the given ``estimator``) with the lowest cross-validated loss; for
+    labels of one class, ``"one-class"``: the model that predicts it."""
     T = targets(y, task, classes)
     pool = {"custom": estimator} if estimator is not None else \
         candidates(task, len(X), random_state)
+    if task == "classification" and len(np.unique(_fit_target(y, task))) < 2:
+        from sklearn.dummy import DummyClassifier
+
+        pool = {"one-class": DummyClassifier(strategy="prior")}   # nothing else to learn
     best = None
     losses = {}
     for name, est in pool.items():
@@ -145,4 +161,4 @@ def select_user_model(X: np.ndarray, y, task: str, classes, folds, *, estimator=
 
 
 def fit_estimator(est, X: np.ndarray, y, task: str):
-    return clone(est).fit(X, _fit_target(y, task))
+    return _fit(est, X, _fit_target(y, task), task)
