@@ -75,7 +75,7 @@ bench-quality: $(STAMP)
 ## bench-hetero: the heterogeneous specification world (seed sec. 5, Figures 3 and 7) on real
 ## temporary markets built from the shipped data: a user served from two islands, a one-block
 ## user before and after islands merge, four hospitals leave-one-out, search time across
-## islands -> benchmarks/results/hetero.{md,json} and a plot (about 8 min on 2 cores).
+## islands -> benchmarks/results/hetero.{md,json} and two plots (about 7 min on 2 cores).
 bench-hetero: $(STAMP)
 	$(BIN)/python benchmarks/hetero.py --out benchmarks/results --jobs 2
 

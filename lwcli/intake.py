@@ -69,9 +69,10 @@ class Intake:
     rows_imputed: int = 0
     cells_imputed: int = 0
     incomplete: tuple[tuple[str, int], ...] = ()    # (column, missing cells) in read rows
-    unmeasured: tuple[str, ...] = ()                # columns never measured (taken or not)
+    unmeasured: tuple[str, ...] = ()    # columns never measured, 0 or empty (taken or not)
     absent: tuple[str, ...] = ()                    # needed columns the file lacks (estimated)
     zeros: tuple[str, ...] = ()       # 0 in every row, taken as data: 0 is ordinary for them
+    target_zero: bool = False         # the label column is 0 in every row (of at least 10)
     imputed_from: str = ""
     hints: tuple[str, ...] = ()
 
@@ -108,6 +109,9 @@ class Intake:
             if c not in left:        # an ignored one is in the ignored list, with the reason
                 out.append(f"column {c!r} is 0 (or empty) in every row: taken as not measured, "
                            "not as data")
+        if self.target_zero:
+            out.append("the target is 0 in every row: if it was not measured at this site, "
+                       "these labels say nothing (lw takes them as they are)")
         for c in self.zeros:
             out.append(f"column {c!r} is 0 in every row: taken as data, as 0 is an ordinary "
                        "value of it in the market's specifications")
@@ -263,7 +267,9 @@ class Source:
                         int((no_label & drop).sum()), int((no_label & ~drop).sum()),
                         incomplete=incomplete,
                         unmeasured=unmeasured + tuple(
-                            c for c, _ in ignored if self.kind(c) == "unmeasured"),
+                            c for c, _ in ignored if self.kind(c) in ("empty", "unmeasured")),
+                        target_zero=self.target is not None
+                        and self.kind(self.target) == "unmeasured",
                         absent=tuple(estimated),
                         zeros=tuple(c for c in self.zeros if c in feats))
         labelled = None if y is None else ~no_label
@@ -326,8 +332,7 @@ class Source:
                                                 ", or leave the column out of the file"))
             elif kind in ("empty", "unmeasured"):
                 sub[c] = np.nan
-                if kind == "unmeasured":
-                    unmeasured.append(c)
+                unmeasured.append(c)
         # one conversion of the whole frame, as pandas lays it out: reductions over it (the
         # metric's standard deviations) then sum in the same order as they always have
         X = sub.to_numpy(dtype=np.float64, copy=True)

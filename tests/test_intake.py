@@ -260,6 +260,33 @@ def test_an_all_zero_indicator_is_data_where_the_market_knows_zero(va_market, tm
 
 
 
+def test_a_named_island_is_checked_like_any_other(va_market):
+    """--island with --missing impute estimates the columns the file lacks, but the labels
+    must still fit the island, and --task must agree with it (usage error otherwise)."""
+    market, lid = va_market
+    hu = _heart("hungarian").dropna(subset=VA)
+    user = hu.head(40)[[*VA, "disease"]]
+    island = api.search(market, data=user, target="disease").island
+    odd = user.drop(columns="chol").assign(disease=["maybe"] + list(user.disease[1:]))
+    with pytest.raises(DataError, match="'maybe'.*not among the classes|not among the classes"):
+        api.search(market, data=odd, target="disease", island=island, missing="impute")
+    for missing in ("drop", "impute"):
+        with pytest.raises(UsageError, match="--task regression conflicts with --island"):
+            api.search(market, data=user, target="disease", island=island, task="regression",
+                       missing=missing)
+    # a column empty in every row is not measured either, like one of zeros
+    got = api.reuse(market, [lid], data=user.assign(chol=np.nan), target="disease")
+    assert got.intake.unmeasured == ("chol",) and got.intake.cells_imputed == 40
+
+
+def test_a_target_of_zeros_is_said(tmp_path):
+    user = pd.read_csv(ROOT / "sample_market" / "user" / "wanshouxigong_200h.csv")
+    res = api.search(SAMPLE, data=user.assign(**{"PM2.5": 0.0}), target="PM2.5", rerank=0)
+    assert any("the target is 0 in every row" in w for w in res.warnings)
+    res = api.search(SAMPLE, data=user, target="PM2.5", rerank=0)
+    assert not any("the target is 0" in w for w in res.warnings)
+
+
 def test_zero_is_ordinary_where_the_specifications_put_weight_at_it():
     rng = np.random.default_rng(0)
     pts = np.c_[rng.integers(0, 2, 100) * (rng.random(100) < 0.5),    # an indicator, 75% 0

@@ -252,6 +252,8 @@ def test_the_users_model_learns_from_folds_and_labels_of_one_class(clf, tmp_path
         assert res.n_rows == 20 and set(res.predictions.prediction) <= {"a", "b", "c"}
         cols = [c for c in res.predictions.columns if c.startswith("proba_")]
         np.testing.assert_allclose(res.predictions[cols].sum(axis=1), 1.0)
+        said = any("every label is 'a'" in w for w in res.warnings)
+        assert said == (name is not None)
         if name is not None and method == "with-user":
             assert res.details["user_model_name"] == name
 

@@ -129,6 +129,11 @@ def _fitted_reuser(market, ids, *, method, train, target, weights, voting, trust
     if cls.needs_labels:
         tr = _reuse_table(lws, train, target, missing, target_optional=False)
         notes = [f"--train: {n}" for n in tr.intake.notes()]
+        if lws[0].task == "classification" and len({str(v) for v in tr.y}) == 1:
+            notes.append(f"--train: every label is {tr.y[0]!r}: your own model predicts it "
+                         "for every row, and cross-validation on these labels cannot tell it "
+                         "from a model that knows the other classes; label rows of the "
+                         "other classes, or reuse the learnwares without --train")
         r.fit(tr.X, tr.y)
     else:
         r.fit()

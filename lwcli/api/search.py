@@ -193,7 +193,7 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
     from ..device import resolve_device
     from ..intake import check_policy, open_source
     from ..market.index import island_references, keep_ordinary_zeros
-    from ..market.world import bridged, eligible
+    from ..market.world import bridged, check_island_task, eligible
     from ..specfile import read_spec
 
     if spec is not None:
@@ -210,10 +210,12 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
     reached, notes = _one_task(found, src)
     links = [] if missing == "error" else bridged(islands, src.available(), reached)
     if island is not None:          # one island: directly, through a link, or estimated
+        if island in islands:
+            check_island_task(islands[island], task)
         links = [(i, est) for i, est in links if i.id == island]
         reached = [i for i in reached if i.id == island] if not links else []
         if not reached and not links:
-            links = _estimated(islands, island, src, task, target, labels)
+            links = _estimated(islands, island, src)
             if links and missing != "impute":     # estimated only when asked to
                 _refuse_lacking(src, links[0])
                 links = []
@@ -232,22 +234,20 @@ def _requirements(mk, market, *, data, target, spec, island, task, k, seed, devi
     return plans
 
 
-def _estimated(islands: dict, island: str, src, task, target, labels) -> list:
-    """``--island`` names an island whose features the table lacks some of, under
-    ``--missing impute``: ``[(island, lacking features)]`` when the island is of the table's
-    task and outputs and the table holds at least one of its features; the others are then
-    estimated from the island's own specifications, joint samples over all of its features
-    (as through a link, seed sec. 5). Otherwise ``[]`` (the diagnosis follows)."""
-    from ..market.world import eligible
-
+def _estimated(islands: dict, island: str, src) -> list:
+    """``--island`` names an island whose features the table lacks some of:
+    ``[(island, lacking features)]`` when the table holds at least one of its features; under
+    ``--missing impute`` the others are then estimated from the island's own specifications,
+    joint samples over all of its features (as through a link, seed sec. 5). The labels are
+    checked against the island's outputs as for any named island. Otherwise ``[]`` (the
+    diagnosis follows)."""
     isl = islands.get(island)
     if isl is None:
         return []
     have = set(src.available())
     feats = list(isl.key["features"])
     lack = [f for f in feats if f not in have]
-    fits = eligible({isl.id: isl}, feats, task=task, target=target, labels=labels)
-    return [(isl, lack)] if fits and lack and len(lack) < len(feats) else []
+    return [(isl, lack)] if lack and len(lack) < len(feats) else []
 
 
 def _refuse_lacking(src, link) -> None:

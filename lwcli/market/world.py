@@ -235,6 +235,7 @@ def island_for_columns(islands: dict, columns: Sequence[str], *, island: str | N
         if island not in islands:
             raise NotFoundError(f"no island {island!r} in this market",
                                 f"known islands: {', '.join(sorted(islands)) or 'none'}")
+        check_island_task(islands[island], task)
         return islands[island], []
     found = reachable(islands, columns, task)
     from ..intake import NO_DATA
@@ -262,6 +263,13 @@ def island_for_columns(islands: dict, columns: Sequence[str], *, island: str | N
     return best, notes
 
 
+def check_island_task(isl, task: str | None) -> None:
+    """``--island`` and ``--task`` together must agree: a :class:`UsageError` otherwise."""
+    if task is not None and isl.key["task"] != task:
+        raise UsageError(f"--task {task} conflicts with --island {isl.id}, a "
+                         f"{isl.key['task']} island", "drop one of them")
+
+
 def _unreachable(islands: dict, columns, task, unusable: dict) -> NotFoundError:
     cols = set(columns)
     cands = [i for i in islands.values() if task is None or i.key["task"] == task]
@@ -280,6 +288,6 @@ def _unreachable(islands: dict, columns, task, unusable: dict) -> NotFoundError:
         "add those columns (names are compared exactly), or see lw market ls")
 
 
-__all__ = ["reachable", "eligible", "links", "groups", "bridged", "island_for_columns", "Measure", "founders", "feature_scales",
+__all__ = ["reachable", "eligible", "check_island_task", "links", "groups", "bridged", "island_for_columns", "Measure", "founders", "feature_scales",
            "output_scales", "disagreements", "misaligned", "founding_scales", "check_founding",
            "SAME_SCALE"]
