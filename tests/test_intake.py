@@ -279,6 +279,30 @@ def test_a_named_island_is_checked_like_any_other(va_market):
     assert got.intake.unmeasured == ("chol",) and got.intake.cells_imputed == 40
 
 
+def test_the_named_island_errors_through_the_cli(va_market, tmp_path):
+    """Each new refusal: one line, its documented exit code, the market unchanged."""
+    market, lid = va_market
+    user = _heart("hungarian").dropna(subset=VA).head(40)[[*VA, "disease"]]
+    island = api.search(market, data=user, target="disease").island
+    user.drop(columns="chol").to_csv(tmp_path / "lack.csv", index=False)
+    before = snapshot(market)
+    base = ["search", "--data", tmp_path / "lack.csv", "--target", "disease", "--market",
+            market]
+    for extra, code, needle in (
+            ([], 3, "or pass --island ID --missing impute"),
+            (["--island", island], 4, "lacks 1 of the 6 columns of island"),
+            (["--island", island, "--task", "regression"], 2, "--task regression conflicts"),
+            (["--island", island, "--missing", "impute", "--task", "regression"], 2,
+             "--task regression conflicts")):
+        proc = run_cli(*base, *extra, check=code)
+        assert needle in proc.stderr and proc.stderr.count("\n") == 1 and proc.stdout == ""
+    proc = run_cli(*base, "--island", island, "--missing", "impute", "--json")
+    doc = json.loads(proc.stdout)
+    assert doc["single"][0]["id"] == lid
+    assert doc["islands"][0]["input_rows"]["absent_columns"] == ["chol"]
+    assert snapshot(market) == before
+
+
 def test_a_target_of_zeros_is_said(tmp_path):
     user = pd.read_csv(ROOT / "sample_market" / "user" / "wanshouxigong_200h.csv")
     res = api.search(SAMPLE, data=user.assign(**{"PM2.5": 0.0}), target="PM2.5", rerank=0)
