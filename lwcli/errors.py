@@ -37,6 +37,10 @@ class LwError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __reduce__(self):
+        # pickled whole (hint included) when it comes back from a worker process
+        return (self.__class__, (self.message, self.hint))
+
 
 class UsageError(LwError):
     exit_code = 2
@@ -96,6 +100,15 @@ class DeviceError(LwError):
 
 class MissingExtraError(DeviceError):
     """An optional dependency (e.g. onnxruntime) is not installed."""
+
+
+class SchedulerError(DeviceError):
+    """The Dask scheduler asked for (``--scheduler``, ``LW_SCHEDULER``) cannot be reached or
+    cannot run lw."""
+
+
+class WorkerLostError(DeviceError):
+    """A piece of batch work killed its worker process every time it ran."""
 
 
 class ModelCheckError(LwError):

@@ -4,7 +4,8 @@ OS write fault means to a user (:func:`storage_error`).
 ``crash_point("submit:renamed")`` does nothing unless ``LW_CRASH_AT`` (read in
 :mod:`lwcli.settings`) names that point: then the process SIGKILLs itself there, as a power cut
 or the OOM killer would stop it (no ``finally``, no ``atexit``). ``name@N`` fires on the N-th
-time the point is reached in the process. ``LW_FAIL_AT`` names points where a write raises
+time the point is reached in the process, ``name@once:MARKER`` the first time in any process
+(the one that creates the file MARKER). ``LW_FAIL_AT`` names points where a write raises
 ``OSError`` instead (``ENOSPC`` unless ``=ERRNO`` is given, e.g. ``=EROFS``), as a full disk
 or a read-only filesystem would. :data:`POINTS` lists every point, for the tests.
 """
@@ -45,19 +46,35 @@ POINTS = (
 _hits: dict[str, int] = {}
 
 
-def _parse(raw: str) -> dict[str, tuple[int, str]]:
+#: Reached by every piece of batch work in the process that runs it (:mod:`lwcli.executor`),
+#: to kill a worker mid-batch; with ``@once:MARKER`` it fires in the first process only.
+#: ``piece:<i>`` is reached by the i-th piece (from 0) of a batch only.
+PIECE_POINT = "piece"
+
+
+def _parse(raw: str) -> dict[str, tuple[int | str, str]]:
     out = {}
     for item in filter(None, (s.strip() for s in raw.split(","))):
         item, _, err = item.partition("=")
         name, _, nth = item.partition("@")
-        out[name] = (int(nth) if nth.isdigit() else 1, err or "ENOSPC")
+        out[name] = (nth if nth.startswith("once:") else int(nth) if nth.isdigit() else 1,
+                     err or "ENOSPC")
     return out
 
 
 def _reached(name: str, raw: str) -> str | None:
+    """The errno name when this reach of ``name`` fires: the N-th in this process
+    (``name@N``), or the first across processes (``name@once:MARKER``: whoever creates the
+    file MARKER first)."""
     wanted = _parse(raw).get(name)
     if wanted is None:
         return None
+    if isinstance(wanted[0], str):
+        try:
+            os.close(os.open(wanted[0][len("once:"):], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return None
+        return wanted[1]
     key = f"{raw}\0{name}"
     _hits[key] = _hits.get(key, 0) + 1
     return wanted[1] if _hits[key] == wanted[0] else None

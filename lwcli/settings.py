@@ -3,6 +3,8 @@
 
     LW_MARKET          default market directory (``--market``)
     LW_DEVICE          auto | cpu | cuda | cuda:N (``--device``; checked in :mod:`lwcli.device`)
+    LW_SCHEDULER       Dask scheduler address for batch work (``--scheduler``)
+    LW_JOBS            local worker processes for batch work (``--jobs``)
     LW_DEBUG           set and not empty: an internal error shows its traceback
     LW_QA_TIMEOUT      seconds a submitted model may take to load and predict (default 60)
     LW_MAX_MODEL_MB    largest model file a package may hold, in MiB (default 512)
@@ -20,6 +22,8 @@ variable, what it holds and what to set instead.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 from .errors import UsageError
 
@@ -53,6 +57,23 @@ def device() -> str | None:
     return _raw("LW_DEVICE")
 
 
+def scheduler() -> str | None:
+    """``LW_SCHEDULER``: the address of the Dask scheduler (``tcp://host:8786``) that runs
+    ``lw spec`` batches and ``lw market refresh``, or None (:mod:`lwcli.executor`)."""
+    return _raw("LW_SCHEDULER")
+
+
+def jobs() -> int | None:
+    """``LW_JOBS``: local worker processes for batch work (a whole number >= 1), or None."""
+    raw = _raw("LW_JOBS")
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"LW_JOBS={raw!r} is not a whole number >= 1",
+                         "unset LW_JOBS or set e.g. LW_JOBS=4")
+    return int(raw)
+
+
 def debug() -> bool:
     """``LW_DEBUG``: True when set to anything but the empty string; an internal error then
     raises with its traceback instead of printing one line."""
@@ -83,6 +104,37 @@ def source_date_epoch() -> int | None:
         raise UsageError(f"SOURCE_DATE_EPOCH={raw!r} is not a whole number of seconds",
                          "unset SOURCE_DATE_EPOCH or set seconds since 1970, e.g. 1767225600"
                          ) from None
+
+
+#: the variables a piece of batch work takes along to the worker that runs it
+_CARRIED_PREFIX = "LW_"
+_CARRIED = ("SOURCE_DATE_EPOCH",)
+
+
+def carried() -> dict[str, str]:
+    """lw's settings as this process has them (every ``LW_*`` and ``SOURCE_DATE_EPOCH``): what
+    a piece of batch work takes to the worker that runs it (:mod:`lwcli.executor`), so that
+    it runs under the caller's settings, not the worker's."""
+    return {k: v for k, v in os.environ.items() if k.startswith(_CARRIED_PREFIX) or k in _CARRIED}
+
+
+@contextmanager
+def adopted(values: dict[str, str]) -> Iterator[None]:
+    """Run the block under ``values`` (from :func:`carried`) as lw's settings: lw's variables
+    that ``values`` lacks are unset meanwhile; everything is restored after."""
+    before = carried()
+    if before == values:
+        yield
+        return
+    try:
+        for k in before:
+            os.environ.pop(k, None)
+        os.environ.update(values)
+        yield
+    finally:
+        for k in carried():
+            os.environ.pop(k, None)
+        os.environ.update(before)
 
 
 def crash_at() -> str:

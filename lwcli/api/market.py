@@ -211,15 +211,23 @@ def market_world(market: str | Path) -> WorldResult:
 
 
 def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False,
-                   trust: bool = False, n_anchors: int | None = None) -> RefreshResult:
+                   trust: bool = False, n_anchors: int | None = None, jobs: int | None = None,
+                   scheduler=None, progress=None) -> RefreshResult:
     """Rebuild the derived data: the search index and each island's anchors.
 
     Idempotent: an unchanged market writes nothing (``changed`` is false) and takes no lock,
     so it works on a read-only market. Anchors run every learnware on the island's probe
     inputs; pickle/joblib learnwares join only with ``trust``. ``force`` rebuilds both into
     new generations and switches to them atomically (the repair for damaged derived data).
+
+    The index's islands and the anchors' model runs are pieces of one executor
+    (:func:`lwcli.executor.open_executor`: ``jobs`` local processes or the Dask cluster at
+    ``scheduler``, default ``LW_JOBS``/``LW_SCHEDULER``, else here), started only when there
+    is something to compute; what is written is the same bytes whichever ran them.
+    ``progress(stage, done, total)`` is told as pieces finish.
     """
     from ..device import resolve_device
+    from ..executor import open_executor
     from ..faults import crash_point, point
     from ..market.anchors import plan_anchors, publish_anchors
     from ..market.index import build_index, index_state
@@ -229,17 +237,20 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
         raise UsageError(f"--anchors must be >= 1, got {n_anchors}", "pass a positive number")
     mk = Market.open(market)
     dev = resolve_device(device)
-    *_, fresh = index_state(mk)
-    if fresh and not force and not mk.needs_recovery():
-        gen, changed = current_generation_in(mk.layout.index), False      # nothing to write
-    else:
-        with mk.writing(device=dev):
-            point("refresh:locked", mk.root)
-            gen, changed = build_index(mk, dev, force=force)
-            point("refresh:indexed", mk.layout.index)
-    # running every model for the anchors can take a while: not under the writers' lock
-    # (learnwares are immutable; the plan's name is a digest of the members it used)
-    plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force)
+    with open_executor(jobs, scheduler, deferred=True) as ex:
+        *_, fresh = index_state(mk)
+        if fresh and not force and not mk.needs_recovery():
+            gen, changed = current_generation_in(mk.layout.index), False   # nothing to write
+        else:
+            with mk.writing(device=dev):
+                point("refresh:locked", mk.root)
+                gen, changed = build_index(mk, dev, force=force, executor=ex,
+                                           progress=progress)
+                point("refresh:indexed", mk.layout.index)
+        # running every model for the anchors can take a while: not under the writers' lock
+        # (learnwares are immutable; the plan's name is a digest of the members it used)
+        plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force, executor=ex,
+                            progress=progress)
     crash_point("refresh:planned")
     if plan.changed:
         with mk.writing(device=dev):

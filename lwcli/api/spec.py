@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError, NotFoundError, UsageError
+from ..errors import DataError, LwError, NotFoundError, UsageError
 from ..specfile import Spec
 
 
@@ -302,27 +302,85 @@ class BatchSpecResult:
 
 
 def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool = False,
-                progress=None, **options) -> BatchSpecResult:
+                progress=None, jobs: int | None = None, scheduler=None,
+                **options) -> BatchSpecResult:
     """:func:`build_spec` for many data files (folders give their ``.csv``, ``.parquet`` and
     ``.npy`` files), writing ``<out_dir>/<stem>.rkme.json`` each; ``options`` are
     :func:`build_spec`'s keywords, the same for every file. A spec that is up to date (same
     data, same options, file untouched: see :mod:`lwcli.specbatch`) is skipped unless
     ``force``. A file that fails is reported in ``failed`` and the others go on.
+
+    The fits run through :func:`lwcli.executor.open_executor` (``jobs`` local processes, or
+    the Dask cluster at ``scheduler``; default ``LW_JOBS``/``LW_SCHEDULER``, else here); the
+    specs are the same bytes whichever ran them, and each is written here as it arrives.
     ``progress(done, total, path, status)`` is called after each file."""
-    from ..errors import LwError
+    from ..executor import open_executor
     from ..specbatch import SpecFolder, expand_inputs, output_names
 
+    opts = _batch_options(options)
+    folder = SpecFolder(out_dir)
+    inputs = expand_inputs(data)
+    names = output_names(inputs)
+    digest = _options_digest(opts)
+    metric_ok = _metric_check(opts["market"])
+    written, skipped, failed = [], [], []
+    done = 0
+
+    def tick(path: Path, status: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(inputs), path, status)
+
+    todo = []
+    for path, name in zip(inputs, names):
+        if not force and folder.is_current(name, path, digest, metric_ok):
+            skipped.append({"data": str(path), "output": str(folder.root / name)})
+            tick(path, "skipped")
+        else:
+            todo.append((path, name))
+
+    def finished(i: int, sp) -> None:
+        path, name = todo[i]
+        if not isinstance(sp, LwError):
+            try:
+                out = folder.record(name, path, digest, sp)
+            except LwError as exc:           # the folder's lock, a full disk: this file fails
+                sp = exc
+        if isinstance(sp, LwError):
+            failed.append({"data": str(path), "error": str(sp), "exit_code": sp.exit_code})
+            tick(path, "failed")
+            return
+        written.append({"data": str(path), "output": str(out), "kind": sp.kind,
+                        "k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
+                        "approx_error": sp.rkme.approx_error, "island": sp.island,
+                        **_intake_dict(sp.intake),
+                        "warnings": sp.intake.notes() if sp.intake else []})
+        tick(path, "written")
+
+    if todo:
+        with open_executor(jobs, scheduler) as ex:
+            ex.run(_spec_piece, [(path, opts) for path, _ in todo], finished)
+    order = {str(p): n for n, p in enumerate(inputs)}
+    for rows in (written, failed):
+        rows.sort(key=lambda r: order[r["data"]])
+    return BatchSpecResult(str(folder.root), written, skipped, failed)
+
+
+def _batch_options(options: dict) -> dict:
+    """:func:`build_spec`'s keywords with its defaults filled in; an unknown one is a
+    :class:`UsageError`."""
     defaults = {n: p.default for n, p in inspect.signature(build_spec).parameters.items()
                 if n != "data"}
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise UsageError(f"unknown spec options {unknown}", f"use some of {sorted(defaults)}")
-    opts = {**defaults, **options}
-    folder = SpecFolder(out_dir)
-    inputs = expand_inputs(data)
-    names = output_names(inputs)
-    market = opts["market"]
-    digest = _options_digest(opts)
+    return {**defaults, **options}
+
+
+def _metric_check(market):
+    """``metric_ok(island, metric_digest)``: whether a spec recorded with that island and
+    metric is still current for ``market`` (its island has that metric; no market: none)."""
     islands = None
     if market is not None:
         from ..market.store import Market
@@ -335,28 +393,13 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
         isl = islands.get(island_id)
         return isl is not None and isl.metric.digest() == metric_digest
 
-    written, skipped, failed = [], [], []
-    for i, (path, name) in enumerate(zip(inputs, names), 1):
-        status = "skipped"
-        if not force and folder.is_current(name, path, digest, metric_ok):
-            skipped.append({"data": str(path), "output": str(folder.root / name)})
-        else:
-            try:
-                sp = build_spec(path, **opts)
-                out = folder.record(name, path, digest, sp)
-                written.append({"data": str(path), "output": str(out), "kind": sp.kind,
-                                "k": sp.rkme.k, "n_rows": sp.rkme.n_rows,
-                                "approx_error": sp.rkme.approx_error, "island": sp.island,
-                                **_intake_dict(sp.intake),
-                                "warnings": sp.intake.notes() if sp.intake else []})
-                status = "written"
-            except LwError as exc:
-                failed.append({"data": str(path), "error": str(exc),
-                               "exit_code": exc.exit_code})
-                status = "failed"
-        if progress is not None:
-            progress(i, len(inputs), path, status)
-    return BatchSpecResult(str(folder.root), written, skipped, failed)
+    return metric_ok
+
+
+def _spec_piece(job: tuple) -> Spec:
+    """One file of a batch, in whatever process the executor chose: its spec."""
+    path, opts = job
+    return build_spec(path, **opts)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import typer
 
 from . import options
 from ._errors import handle_errors
-from ._output import Column, Format, info, out, print_json, print_rows, safe_markup, warn
+from ._output import Column, Format, err, info, out, print_json, print_rows, safe_markup, warn
 
 app = typer.Typer(help="Create, list, inspect, refresh and verify a market directory.",
                   no_args_is_help=True)
@@ -139,12 +139,26 @@ def refresh(market: Optional[Path] = options.Market,
                                                   help="Anchors per island (default: about "
                                                        "sqrt(N), 2 to 8)."),
             device: Optional[str] = options.Device,
+            jobs: Optional[int] = options.Jobs,
+            scheduler: Optional[str] = options.Scheduler,
             as_json: bool = options.Json) -> None:
     """Rebuild the derived index and anchors (idempotent; safe to run from cron)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from .. import api
 
-    res = api.market_refresh(market, device=device, force=force, trust=trust,
-                             n_anchors=anchors).to_dict()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, transient=True, disable=as_json or not err.is_terminal) as bar:
+        tasks: dict = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        res = api.market_refresh(market, device=device, force=force, trust=trust,
+                                 n_anchors=anchors, jobs=jobs, scheduler=scheduler,
+                                 progress=progress).to_dict()
     if as_json:
         print_json(res, "market-refresh")
         return

@@ -31,6 +31,12 @@ Device = typer.Option(None, "--device",
                       help="auto | cpu | cuda | cuda:N (default: $LW_DEVICE or auto).",
                       show_default=False)
 
+Jobs = typer.Option(None, "--jobs", "-j", min=1, show_default=False,
+                    help="Run the batch's pieces in N local processes (default: $LW_JOBS or 1).")
+Scheduler = typer.Option(None, "--scheduler", metavar="ADDRESS", show_default=False,
+                         help="Run the batch's pieces on the Dask cluster at ADDRESS, e.g. "
+                              "tcp://host:8786 (default: $LW_SCHEDULER; needs lwcli[dask]).")
+
 RowFormat = typer.Option(None, "--format", case_sensitive=False, show_default=False,
                          help="table | tsv | csv | jsonl (default: table). tsv and csv have a "
                               "header row; jsonl is one JSON object per row.")

@@ -40,6 +40,8 @@ def spec(
     island: Optional[str] = typer.Option(None, "--island", help="Fit with this island's metric."),
     missing: str = options.Missing("drop", options.MISSING_DROP),
     device: Optional[str] = options.Device,
+    jobs: Optional[int] = options.Jobs,
+    scheduler: Optional[str] = options.Scheduler,
     as_json: bool = options.Json,
 ) -> None:
     """Build an RKME specification of a data file, or of many.
@@ -47,6 +49,7 @@ def spec(
     Developer:  lw spec train.csv --model model.skops --meta learnware.toml --market M -o rkme.json
     User:       lw spec mine.csv --target PM2.5 --market M -o requirement.json
     Batch:      lw spec data/ more.csv --market M --out-dir specs/   (reruns skip what is done)
+                add --jobs N (local processes) or --scheduler ADDRESS (Dask) to fit in parallel
 
     Columns are taken by name (the manifest's features, the island's, or every numeric one
     that is no row number); the others (ids, dates, text, a label) are ignored and listed.
@@ -63,10 +66,13 @@ def spec(
         if output is not None:
             raise UsageError("--output and --out-dir both given",
                              "-o writes one spec; --out-dir writes one per data file")
-        _batch(api, paths, out_dir, force, as_json, target=target, model=model,
+        _batch(api, paths, out_dir, force, as_json, jobs, scheduler, target=target, model=model,
                model_format=model_format, trust=trust, meta=meta, k=k, seed=seed,
                market=market, island=island, device=device, clamp_k=clamp_k, missing=missing)
         return
+    if jobs is not None or scheduler is not None:
+        raise UsageError(f"{'--jobs' if jobs is not None else '--scheduler'} given for one file",
+                         "they run a batch (--out-dir DIR) in parallel; drop it for -o")
     _one(api, paths, output, from_list, as_json, target=target, model=model,
          model_format=model_format, trust=trust, meta=meta, k=k, seed=seed, device=device,
          market=market, island=island, clamp_k=clamp_k, missing=missing)
@@ -94,7 +100,7 @@ def _one(api, paths, output, from_list, as_json: bool, **kw) -> None:
              + (f", island {res.island}" if res.island else ""))
 
 
-def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
+def _batch(api, paths, out_dir, force: bool, as_json: bool, jobs, scheduler, **kw) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -105,7 +111,8 @@ def _batch(api, paths, out_dir, force: bool, as_json: bool, **kw) -> None:
         def progress(done, total, path, status):
             bar.update(task, completed=done, total=total, last=f"{status}: {path.name}")
 
-        res = api.build_specs(paths, out_dir, force=force, progress=progress, **kw)
+        res = api.build_specs(paths, out_dir, force=force, progress=progress, jobs=jobs,
+                              scheduler=scheduler, **kw)
     for w in res.written:
         for note in w.get("warnings", []):
             warn(f"{w['data']}: {note}")

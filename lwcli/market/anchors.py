@@ -82,36 +82,61 @@ def _digest(groups: dict[str, list[str]], params: dict) -> str:
     return generation_name(h.hexdigest())
 
 
-def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, manifests):
+def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, manifests,
+                  executor=None, progress=None):
     """Every learnware's outputs on the probes: (N, P, C), plus the ids that failed.
 
-    The models run contained (one child process for the batch, :mod:`lwcli.market.contained`):
-    a model that crashes, hangs or misbehaves is listed as failed (skipped), never run in
-    lw's own process."""
+    The ids are cut into chunks (:func:`lwcli.executor.chunks`), each one piece of
+    ``executor`` (default: here). In a piece the models run contained (one child process
+    for the chunk, :mod:`lwcli.market.contained`): a model that crashes, hangs or misbehaves
+    is listed as failed (skipped), never run in lw's own process."""
+    from ..executor import InProcess, chunks, counting
+
+    ex = executor or InProcess()
+    parts = chunks(ids, ex.width)
+    island = manifests[ids[0]].island_id() if ids else ""
+    results = ex.run(_outputs_piece, [(str(market.root.resolve()), part, X, trust)
+                                      for part in parts],
+                     counting(progress, f"anchors: {island} ({len(ids)} models)", len(parts)))
+    got, failed = {}, []
+    for part, res in zip(parts, results):
+        if isinstance(res, LwError):          # the whole piece was lost (its worker died)
+            failed += [{"id": i, "island": manifests[i].island_id(), "reason": res.message}
+                       for i in part]
+            continue
+        for lw_id, out in res:
+            if isinstance(out, str):
+                failed.append({"id": lw_id, "island": manifests[lw_id].island_id(),
+                               "reason": out})
+            else:
+                got[lw_id] = out
+    kept = [i for i in ids if i in got]
+    order = {lw_id: n for n, lw_id in enumerate(ids)}
+    failed.sort(key=lambda f: order[f["id"]])
+    return (np.stack([got[i] for i in kept]) if kept else None), kept, failed
+
+
+def _outputs_piece(job: tuple) -> list[tuple[str, object]]:
+    """One chunk of learnwares run on the probes, contained, in whatever process the executor
+    chose: ``(id, outputs array or the reason it failed)`` for each."""
     from ..settings import qa_timeout
     from .contained import Item, run_contained
 
-    items, item_ids, failed = [], [], []
+    root, ids, X, trust = job
+    market = Market.open(root, recover=False)
+    items, item_ids, out = [], [], {}
     for lw_id in ids:
-        man = manifests[lw_id]
         try:
+            man = market.manifest(lw_id)
             items.append(Item(market.model_bytes(lw_id), man.model_format, man.features,
                               man.task, man.outputs, X, mode="outputs", id=lw_id))
             item_ids.append(lw_id)
         except LwError as exc:
-            failed.append({"id": lw_id, "island": man.island_id(), "reason": exc.message})
-    outs, kept = [], []
+            out[lw_id] = exc.message
     results = run_contained(items, trust=trust, timeout=qa_timeout()) if items else []
     for lw_id, res in zip(item_ids, results):
-        if isinstance(res, LwError):
-            failed.append({"id": lw_id, "island": manifests[lw_id].island_id(),
-                           "reason": res.message})
-        else:
-            outs.append(res)
-            kept.append(lw_id)
-    order = {lw_id: n for n, lw_id in enumerate(ids)}
-    failed.sort(key=lambda f: order[f["id"]])
-    return (np.stack(outs) if outs else None), kept, failed
+        out[lw_id] = res.message if isinstance(res, LwError) else res
+    return [(lw_id, out[lw_id]) for lw_id in ids]
 
 
 @dataclass
@@ -125,7 +150,7 @@ class AnchorPlan:
 
 
 def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None = None,
-                 force: bool = False) -> AnchorPlan:
+                 force: bool = False, executor=None, progress=None) -> AnchorPlan:
     """Choose each island's anchors: runs every learnware on the island's probes.
 
     Needs no lock: learnwares are immutable and the generation's name is a digest of the
@@ -152,7 +177,8 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
         isl = islands[iid]
         X = probe_inputs([market.spec(i).rkme for i in ids], ANCHOR_PROBES, PROBE_SEED,
                          PROBE_NOISE)
-        outs, kept, failed = probe_outputs(market, ids, X, trust, manifests)
+        outs, kept, failed = probe_outputs(market, ids, X, trust, manifests, executor,
+                                           progress)
         doc["skipped"] += failed
         if outs is None:
             continue

@@ -611,16 +611,40 @@ def index_state(market: Market) -> tuple[dict, dict[str, list[str]], str, bool]:
     return islands, groups, digest, fresh
 
 
-def build_index(market: Market, device=None, *, force: bool = False) -> tuple[str, bool]:
+def build_index(market: Market, device=None, *, force: bool = False,
+                executor=None, progress=None) -> tuple[str, bool]:
     """Rebuild the index from ``learnwares/`` (caller holds the lock). Returns (generation,
     changed). Unchanged (same digest, ``force`` not given) writes nothing; ``force`` writes a
-    new generation under a fresh name and switches ``CURRENT`` to it."""
+    new generation under a fresh name and switches ``CURRENT`` to it.
+
+    Each island's table (stack, sketch, catalog rows) is one piece of ``executor``
+    (:mod:`lwcli.executor`; default: here); the generation is written here.
+    ``progress(stage, done, total)`` is told as islands finish."""
+    from ..executor import InProcess, counting
+
     islands, groups, digest, fresh = index_state(market)
     if fresh and not force:
         return current_generation_in(market.layout.index), False
-    tables = {iid: island_table(market, islands[iid], sorted(ids), device)
-              for iid, ids in sorted(groups.items())}
-    return publish_index(market, tables, replace=force), True
+    order = sorted(groups)
+    dev = None if device is None else str(device)
+    tables = (executor or InProcess()).run(
+        _island_piece, [(str(market.root.resolve()), iid, sorted(groups[iid]), dev)
+                        for iid in order], counting(progress, "index: islands", len(order)))
+    for t in tables:
+        if isinstance(t, LwError):
+            raise t
+    return publish_index(market, dict(zip(order, tables)), replace=force), True
+
+
+def _island_piece(job: tuple) -> IslandTable:
+    """One island's table, in whatever process the executor chose (the market is opened
+    read-only there: no recovery, no lock)."""
+    from ..device import resolve_device
+
+    root, iid, ids, device = job
+    market = Market.open(root, recover=False)
+    return island_table(market, market.island(iid), ids,
+                        resolve_device(device) if device else None)
 
 
 def add_to_index(market: Market, lw_id: str, device=None) -> str:
