@@ -7,7 +7,7 @@ TORCH   := torch==2.13.0
 MARKET  := sample_market/market
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test test-fast fuzz bench bench-quality bench-hetero bench-reference \
+.PHONY: install demo test test-fast fuzz bench bench-quality bench-hetero bench-scale bench-reference \
 	sample-market clean
 
 $(BIN)/python:
@@ -78,6 +78,12 @@ bench-quality: $(STAMP)
 ## islands -> benchmarks/results/hetero.{md,json} and two plots (about 7 min on 2 cores).
 bench-hetero: $(STAMP)
 	$(BIN)/python benchmarks/hetero.py --out benchmarks/results --jobs 2
+
+## bench-scale: running at scale: a no-op cron refresh of 1,000,000 learnwares, one new
+## learnware on an island of 100,000, 200 spec files of 50,000 rows in-process / --jobs 2 /
+## Dask -> benchmarks/results/scale.{md,json} (about 25 min on 2 cores; ~3 GiB scratch disk).
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py --out benchmarks/results
 
 ## bench-reference: make bench with the reference package (learnware 0.4.0.post1) run on the
 ## same inputs in the same run, from its own .venv-ref (torch pinned first); the report gives

@@ -161,9 +161,10 @@ class ProcessPool(Executor):
         return self._pool
 
     def run(self, fn: Callable, items: Sequence, on_result: OnResult | None = None) -> list:
-        """Long because a dead worker breaks the whole pool: the unfinished pieces are
-        resubmitted to a fresh one, and only the pieces that had started and not finished
-        (each marks its start in a scratch folder) count the death against them."""
+        """Long because a dead worker breaks the whole pool (every worker is stopped): the
+        unfinished pieces are resubmitted to a fresh one. The pieces that were running (each
+        marks its start in a scratch folder) are suspects: each runs again alone, so a death
+        is blamed on the piece that caused it, never on its neighbours."""
         import shutil
         import tempfile
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -175,42 +176,47 @@ class ProcessPool(Executor):
         out: list = [None] * len(items)
         todo = set(range(len(items)))
         attempts = dict.fromkeys(todo, 0)
+        suspects: set[int] = set()
         marks = Path(tempfile.mkdtemp(prefix="lw-pieces-"))
+
+        def finish(i: int, res: Any) -> None:
+            out[i] = res
+            todo.discard(i)
+            suspects.discard(i)
+            if on_result is not None:
+                on_result(i, res)
+
         try:
             while todo:
+                alone = sorted(suspects & todo)[:1]
+                batch = alone or sorted(todo)
                 pool = self._pool or self._fresh_pool()
                 futures = {pool.submit(_marked_call, fn, items[i], env, i, str(marks / str(i))): i
-                           for i in sorted(todo)}
+                           for i in batch}
                 pending, broken = set(futures), False
                 while pending and not broken:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
-                        i = futures[f]
                         try:
                             res = f.result()
                         except BrokenProcessPool:
                             broken = True
                             continue
-                        out[i] = res
-                        todo.discard(i)
-                        if on_result is not None:
-                            on_result(i, res)
+                        finish(futures[f], res)
                 if not broken:
                     continue
                 self.close()
-                for i in sorted(todo):
-                    if not (marks / str(i)).exists():
-                        continue                 # had not started: not its fault
-                    (marks / str(i)).unlink()
-                    attempts[i] += 1
-                    if attempts[i] >= MAX_ATTEMPTS:
-                        out[i] = WorkerLostError(
-                            f"piece {i + 1} of {len(items)}: its worker process died "
-                            f"{attempts[i]} times while running it",
-                            "it may need more memory than a worker has, or crash its process")
-                        todo.discard(i)
-                        if on_result is not None:
-                            on_result(i, out[i])
+                for i in batch:
+                    if i in todo and (marks / str(i)).exists():    # it was running
+                        (marks / str(i)).unlink()
+                        attempts[i] += 1
+                        suspects.add(i)
+                        if alone and attempts[i] >= MAX_ATTEMPTS:
+                            finish(i, WorkerLostError(
+                                f"piece {i + 1} of {len(items)}: its worker process died "
+                                f"{attempts[i]} times while running it",
+                                "it may need more memory than a worker has, or crash its "
+                                "process"))
         finally:
             shutil.rmtree(marks, ignore_errors=True)
         return out

@@ -115,6 +115,14 @@ class FineThenCrash:
                 os.kill(os.getpid(), 11)
             time.sleep(600)
         return np.asarray(X) @ self.w
+
+
+class FineThenCrashOnMany(FineThenCrash):
+    """Passes QA, segfaults on ``rows`` rows or more (the anchors' 512 probes)."""
+    def predict(self, X):
+        if len(X) >= self.rows:
+            os.kill(os.getpid(), 11)
+        return np.asarray(X) @ self.w
 '''
 
 
@@ -307,7 +315,7 @@ def test_contained_rerank_and_anchors_equal_the_in_process_results(market, three
     mk = Market.open(market)
     manifests = {i: mk.manifest(i) for i in ids}
     P = np.random.default_rng(0).normal(size=(50, 4))
-    outs, kept, failed = probe_outputs(mk, ids, P, False, manifests)
+    outs, kept, failed = probe_outputs(mk, ids, P, False, manifests[ids[0]].island_id())
     assert kept == ids and failed == []
     for n, i in enumerate(ids):
         m = manifests[i]
@@ -340,7 +348,23 @@ def test_a_stored_model_that_crashes_or_hangs_is_reported_by_search_and_refresh(
     assert f"{added['hang']}: the model did not answer" in notes
     assert {r["id"] for r in res.single if "requirement_loss" in r} == set(ids)
     out = api.market_refresh(market, trust=True, force=True)
-    assert out is not None
+    assert out.anchors["skipped"] == []              # 512 probes: these two answer
+    # one that crashes on the anchors' probes is reported and not run again: a stored model
+    # never changes; only what is new runs
+    man = dataclasses.replace(pkg.manifest, model_format="pickle", model_file="model.pkl",
+                              name="crashy-many")
+    p = tmp_path / "many.lw"
+    p.write_bytes(build_package(man, pkg.spec, pickle.dumps(
+        hostile.FineThenCrashOnMany(w, 400))))
+    many = api.submit(p, market, trust=True, timeout=60).id
+    out = api.market_refresh(market, trust=True).anchors
+    assert out["models_run"] == 1
+    (failed,) = out["skipped"]
+    assert failed["id"] == many and failed["failed"] and "SIGSEGV" in failed["reason"]
+    Xn, yn = domain_data(0, 300, seed=6)
+    api.submit(build_learnware(tmp_path, "late", Xn, yn, market=market).package, market)
+    again = api.market_refresh(market, trust=True).anchors
+    assert again["models_run"] == 1 and again["skipped"] == out["skipped"]
     assert list(systmp.iterdir()) == []
 
 

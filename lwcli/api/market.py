@@ -212,13 +212,16 @@ def market_world(market: str | Path) -> WorldResult:
 
 def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False,
                    trust: bool = False, n_anchors: int | None = None, jobs: int | None = None,
-                   scheduler=None, progress=None) -> RefreshResult:
+                   scheduler=None, progress=None, reprobe: str | None = None) -> RefreshResult:
     """Rebuild the derived data: the search index and each island's anchors.
 
-    Idempotent: an unchanged market writes nothing (``changed`` is false) and takes no lock,
-    so it works on a read-only market. Anchors run every learnware on the island's probe
-    inputs; pickle/joblib learnwares join only with ``trust``. ``force`` rebuilds both into
-    new generations and switches to them atomically (the repair for damaged derived data).
+    Idempotent and incremental: an unchanged market (the same learnware ids and islands as
+    the derived data records) reads no learnware, writes nothing (``changed`` is false) and
+    takes no lock, so it works on a read-only market. Anchors run each learnware new to an
+    island on the island's stored probe inputs (:func:`lwcli.market.anchors.plan_anchors`);
+    ``reprobe`` (a reason, recorded) draws every island's probes again and runs every model.
+    Pickle/joblib learnwares join only with ``trust``. ``force`` rebuilds both into new
+    generations and switches to them atomically (the repair for damaged derived data).
 
     The index's islands and the anchors' model runs are pieces of one executor
     (:func:`lwcli.executor.open_executor`: ``jobs`` local processes or the Dask cluster at
@@ -230,16 +233,16 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
     from ..executor import open_executor
     from ..faults import crash_point, point
     from ..market.anchors import plan_anchors, publish_anchors
-    from ..market.index import build_index, index_state
+    from ..market.index import build_index, index_fresh
     from ..market.store import Market, current_generation_in
 
     if n_anchors is not None and n_anchors < 1:
         raise UsageError(f"--anchors must be >= 1, got {n_anchors}", "pass a positive number")
     mk = Market.open(market)
     dev = resolve_device(device)
+    ids = mk.ids()
     with open_executor(jobs, scheduler, deferred=True) as ex:
-        *_, fresh = index_state(mk)
-        if fresh and not force and not mk.needs_recovery():
+        if index_fresh(mk, ids) and not force and not mk.needs_recovery():
             gen, changed = current_generation_in(mk.layout.index), False   # nothing to write
         else:
             with mk.writing(device=dev):
@@ -247,10 +250,11 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
                 gen, changed = build_index(mk, dev, force=force, executor=ex,
                                            progress=progress)
                 point("refresh:indexed", mk.layout.index)
-        # running every model for the anchors can take a while: not under the writers' lock
+            ids = mk.ids()
+        # running models for the anchors can take a while: not under the writers' lock
         # (learnwares are immutable; the plan's name is a digest of the members it used)
-        plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force, executor=ex,
-                            progress=progress)
+        plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force,
+                            reprobe=reprobe, executor=ex, progress=progress, ids=ids)
     crash_point("refresh:planned")
     if plan.changed:
         with mk.writing(device=dev):
@@ -258,7 +262,7 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
             crash_point("refresh:published")
     else:
         anchors = publish_anchors(mk, plan, force=force)    # unchanged: writes nothing
-    return RefreshResult(gen, changed or anchors["changed"], changed, len(mk.ids()),
+    return RefreshResult(gen, changed or anchors["changed"], changed, len(ids),
                          len(mk.islands()), anchors)
 
 

@@ -324,13 +324,7 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     digest = _options_digest(opts)
     metric_ok = _metric_check(opts["market"])
     written, skipped, failed = [], [], []
-    done = 0
-
-    def tick(path: Path, status: str) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, len(inputs), path, status)
+    tick = _ticker(progress, len(inputs))
 
     todo = []
     for path, name in zip(inputs, names):
@@ -365,6 +359,19 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     for rows in (written, failed):
         rows.sort(key=lambda r: order[r["data"]])
     return BatchSpecResult(str(folder.root), written, skipped, failed)
+
+
+def _ticker(progress, total: int):
+    """``tick(path, status)``: calls ``progress(done, total, path, status)`` (if any)."""
+    done = 0
+
+    def tick(path: Path, status: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, path, status)
+
+    return tick
 
 
 def _batch_options(options: dict) -> dict:

@@ -139,10 +139,16 @@ def refresh(market: Optional[Path] = options.Market,
                                                   help="Anchors per island (default: about "
                                                        "sqrt(N), 2 to 8)."),
             device: Optional[str] = options.Device,
+            reprobe: Optional[str] = typer.Option(
+                None, "--reprobe", metavar="REASON",
+                help="Draw every island's anchor probes again and run every model on them "
+                     "(slow); REASON is recorded. Without it, probes are kept and only new "
+                     "learnwares run."),
             jobs: Optional[int] = options.Jobs,
             scheduler: Optional[str] = options.Scheduler,
             as_json: bool = options.Json) -> None:
-    """Rebuild the derived index and anchors (idempotent; safe to run from cron)."""
+    """Rebuild the derived index and anchors (idempotent and incremental; safe to run from
+    cron: an unchanged market reads no learnware and writes nothing)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .. import api
@@ -158,14 +164,15 @@ def refresh(market: Optional[Path] = options.Market,
 
         res = api.market_refresh(market, device=device, force=force, trust=trust,
                                  n_anchors=anchors, jobs=jobs, scheduler=scheduler,
-                                 progress=progress).to_dict()
+                                 progress=progress, reprobe=reprobe).to_dict()
     if as_json:
         print_json(res, "market-refresh")
         return
     info(f"index {res['generation']} {'rebuilt' if res['index_changed'] else 'already up to date'}"
          f" ({res['learnwares']} learnwares, {res['islands']} islands)")
     a = res["anchors"]
-    info(f"anchors {a['generation']} {'rebuilt' if a['changed'] else 'already up to date'}: "
+    ran = f" ({a['models_run']} models run)" if a["changed"] else ""
+    info(f"anchors {a['generation']} {'rebuilt' if a['changed'] else 'already up to date'}{ran}: "
          + ("; ".join(f"{iid}: {len(d['anchors'])} of {d['members']}"
                       for iid, d in a["islands"].items()) or "no islands"))
     for s in a["skipped"]:

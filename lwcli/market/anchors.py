@@ -2,14 +2,18 @@
 and ``lw search --anchor-report``.
 
     anchors/CURRENT                  names the live generation
-    anchors/gen-<digest>/anchors.json   per island: members, anchors, probe settings, skipped
+    anchors/gen-<digest>/anchors.json   per island: members, anchors, probes, skipped; source
+    anchors/gen-<digest>/<island>.probes.npy       (P, d) float64 probe inputs
     anchors/gen-<digest>/<island>.outputs.npy      (N, P, C) float32 outputs on the probes
     anchors/gen-<digest>/<island>.<distance>.npy   (N, A) distances from members to anchors
 
 A generation's name is a digest of what it was built from (the islands' members — content
-ids, so any change of a model or spec changes it — and the settings), so refreshing an
-unchanged market writes nothing. Models are loaded by format exactly as in submit: a pickle or
-joblib learnware is included only with ``trust=True`` and is otherwise listed as skipped.
+ids, so any change of a model or spec changes it — the settings and each island's probes);
+``anchors.json`` records a digest of the market's ids and islands (``source``), so refreshing
+an unchanged market reads no learnware and writes nothing. An island's probes stay the same
+across membership changes (:func:`plan_anchors`), so a new learnware is the only model that
+runs. Models are loaded by format exactly as in submit: a pickle or joblib learnware is
+included only with ``trust=True`` and is otherwise listed as skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from ..engine.anchors import choose_anchors, default_n_anchors, distances, probe_inputs
 from ..errors import LwError, MarketError, NotFoundError
-from .layout import (ANCHOR_OUTPUTS, ANCHORS, ANCHORS_JSON, CURRENT, anchor_distances_file,
+from .layout import (ANCHOR_OUTPUTS, ANCHOR_PROBE_INPUTS, ANCHORS, ANCHORS_JSON, CURRENT, anchor_distances_file,
                      generation_digest, generation_name, island_file)
 from .manifest import TRUST_FORMATS
 from .store import (Market, current_generation_in, publish_generation, read_current,
@@ -57,32 +61,102 @@ def anchor_set_id(island: str, anchors: list[str]) -> str:
     return "as-" + h[:16]
 
 
-def _members(market: Market, trust: bool, islands):
-    """(island -> member ids, skipped entries, id -> manifest) of the learnwares to run."""
+def _members(market: Market, trust: bool, islands, ids):
+    """(island -> member ids, skipped entries) of the learnwares ``ids``. Their islands and
+    model formats come from the live index when it is fresh (no learnware is read: the
+    index's catalog rows hold both), else from their manifests."""
+    from .index import index_fresh, load_index
+
+    rows = None
+    try:
+        if index_fresh(market, ids):
+            idx = load_index(market)
+            rows = {r["id"]: (r["island"], r["model_format"])
+                    for iid in idx.islands() for r in idx.iter_summaries(iid)}
+    except MarketError:
+        rows = None                  # a damaged index: the manifests say it as well
     groups: dict[str, list[str]] = {}
     skipped = []
-    manifests = {}
-    for lw_id in market.ids():
-        man = manifests[lw_id] = market.manifest(lw_id)
-        if man.island_id() not in islands:   # its island was created after we read the config:
+    for lw_id in ids:
+        if rows is not None and lw_id in rows:
+            iid, fmt = rows[lw_id]
+        else:
+            man = market.manifest(lw_id)
+            iid, fmt = man.island_id(), man.model_format
+        if iid not in islands:               # its island was created after we read the config:
             continue                         # it joins at the next refresh
-        if man.model_format in TRUST_FORMATS and not trust:
-            skipped.append({"id": lw_id, "island": man.island_id(),
-                            "reason": f"{man.model_format} model: needs --trust to load"})
+        if fmt in TRUST_FORMATS and not trust:
+            skipped.append({"id": lw_id, "island": iid,
+                            "reason": f"{fmt} model: needs --trust to load"})
             continue
-        groups.setdefault(man.island_id(), []).append(lw_id)
-    return {k: sorted(v) for k, v in sorted(groups.items())}, skipped, manifests
+        groups.setdefault(iid, []).append(lw_id)
+    return {k: sorted(v) for k, v in sorted(groups.items())}, skipped
 
 
-def _digest(groups: dict[str, list[str]], params: dict) -> str:
+def _digest(groups: dict[str, list[str]], params: dict, probes: dict[str, str]) -> str:
+    """The generation's name: a digest of its members, settings and each island's probes."""
     h = hashlib.sha256(f"lw-anchors-{ANCHORS_FORMAT}\n".encode())
     h.update(json.dumps(params, sort_keys=True).encode())
     for iid, ids in groups.items():
-        h.update(f"\nisland {iid} {','.join(ids)}".encode())
+        h.update(f"\nisland {iid} {probes.get(iid, '')} {','.join(ids)}".encode())
     return generation_name(h.hexdigest())
 
 
-def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, manifests,
+def anchor_params(n_anchors: int | None = None) -> dict:
+    """The settings an anchor generation records (and is named by)."""
+    return {"n_probes": ANCHOR_PROBES, "seed": PROBE_SEED, "noise": PROBE_NOISE,
+            "n_anchors": n_anchors or "auto"}
+
+
+def anchors_source(islands, ids, trust: bool, params: dict) -> str:
+    """What an anchor generation is computed from, as a digest (see
+    :func:`lwcli.market.index.source_digest`), with the settings: equal means unchanged."""
+    from .index import source_digest
+
+    canon = json.dumps({"params": params, "trust": bool(trust)}, sort_keys=True)
+    return hashlib.sha256(f"{source_digest(islands, ids)}\n{canon}".encode()).hexdigest()
+
+
+def _stored_doc(market: Market, name: str | None) -> dict | None:
+    """The anchors.json of generation ``name`` as stored (None: none, or unreadable)."""
+    if name is None:
+        return None
+    try:
+        doc = json.loads((market.layout.anchors_generation(name) / ANCHORS_JSON).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("islands"), dict) else None
+
+
+def _stored_probes(market: Market, name: str | None, doc: dict | None, iid: str, dim: int):
+    """An island's probes and its members' outputs on them from the live generation:
+    ``(probes (P, d), {id: outputs (P, C) float32}, probes entry)``, or a sentence saying why
+    they cannot be used (then the probes are drawn again)."""
+    entry = (doc or {}).get("islands", {}).get(iid)
+    if not isinstance(entry, dict):
+        return "the island's first anchors"
+    info = entry.get("probes")
+    if not isinstance(info, dict):
+        return "the anchors were built by an lw that did not keep their probes"
+    path = market.layout.anchors_generation(name)
+    files = entry.get("files", {})
+    arrays = {}
+    for f in (island_file(iid, ANCHOR_PROBE_INPUTS), island_file(iid, ANCHOR_OUTPUTS)):
+        try:
+            if sha256_file(path / f) != files.get(f):
+                return f"the stored {f} does not match its recorded sha256"
+            arrays[f] = np.load(path / f, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            return f"the stored {f} is unreadable ({exc})"
+    X, outs = arrays[island_file(iid, ANCHOR_PROBE_INPUTS)], arrays[island_file(iid, ANCHOR_OUTPUTS)]
+    members = entry.get("members", [])
+    if X.ndim != 2 or X.shape[1] != dim or outs.ndim != 3 or outs.shape[:2] != \
+            (len(members), X.shape[0]):
+        return f"the stored probes {X.shape} and outputs {outs.shape} do not fit the island"
+    return X, dict(zip(members, outs)), info
+
+
+def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, island: str,
                   executor=None, progress=None):
     """Every learnware's outputs on the probes: (N, P, C), plus the ids that failed.
 
@@ -94,20 +168,18 @@ def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, ma
 
     ex = executor or InProcess()
     parts = chunks(ids, ex.width)
-    island = manifests[ids[0]].island_id() if ids else ""
     results = ex.run(_outputs_piece, [(str(market.root.resolve()), part, X, trust)
                                       for part in parts],
                      counting(progress, f"anchors: {island} ({len(ids)} models)", len(parts)))
     got, failed = {}, []
     for part, res in zip(parts, results):
         if isinstance(res, LwError):          # the whole piece was lost (its worker died)
-            failed += [{"id": i, "island": manifests[i].island_id(), "reason": res.message}
+            failed += [{"id": i, "island": island, "reason": res.message}
                        for i in part]
             continue
         for lw_id, out in res:
             if isinstance(out, str):
-                failed.append({"id": lw_id, "island": manifests[lw_id].island_id(),
-                               "reason": out})
+                failed.append({"id": lw_id, "island": island, "reason": out})
             else:
                 got[lw_id] = out
     kept = [i for i in ids if i in got]
@@ -141,63 +213,102 @@ def _outputs_piece(job: tuple) -> list[tuple[str, object]]:
 
 @dataclass
 class AnchorPlan:
-    """A computed anchor generation, ready to publish (``arrays`` empty when unchanged)."""
+    """A computed anchor generation, ready to publish (``arrays`` empty when unchanged);
+    ``ran``: how many models ran on probes to compute it."""
 
     name: str
     doc: dict
     arrays: dict
     changed: bool
+    ran: int = 0
 
 
 def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None = None,
-                 force: bool = False, executor=None, progress=None) -> AnchorPlan:
-    """Choose each island's anchors: runs every learnware on the island's probes.
+                 force: bool = False, reprobe: str | None = None, executor=None,
+                 progress=None, ids=None) -> AnchorPlan:
+    """Choose each island's anchors from its members' outputs on the island's probes.
 
     Needs no lock: learnwares are immutable and the generation's name is a digest of the
-    members it was computed from.
+    members, settings and probes it was computed from.
+
+    Incremental: unchanged (the same learnware ids ``ids``, default the market's, islands and
+    settings as the live generation records) reads no learnware and runs nothing. Otherwise
+    an island keeps its stored probes, so only learnwares new to it run on them (one per
+    submit, not the island's N); the others' outputs are carried over, and a model that failed
+    is not run again. The anchors are then chosen again from all the outputs. The probes are
+    drawn again, every member run, only for a new island, when the stored ones cannot be used
+    (the reason is recorded), or when ``reprobe`` gives a reason. ``force`` runs every model
+    again on the same probes (the repair; a full rebuild gives what the increments gave).
     """
     market.reload()
     islands = market.islands()
-    groups, skipped, manifests = _members(market, trust, islands)
-    params = {"n_probes": ANCHOR_PROBES, "seed": PROBE_SEED, "noise": PROBE_NOISE,
-              "n_anchors": n_anchors or "auto"}
-    name = _digest(groups, params)
-    lay = market.layout
-    cur = current_generation_in(lay.anchors, strict=False)
-    if not force and cur is not None and generation_digest(cur) == name:
-        try:
-            doc = json.loads((lay.anchors_generation(cur) / ANCHORS_JSON).read_text())
-            return AnchorPlan(cur, doc, {}, False)
-        except (OSError, ValueError):
-            pass                 # damaged: build it again (under a fresh name, see publish)
-    doc = {"format": ANCHORS_FORMAT, "generation": name, "params": params, "islands": {},
+    ids = market.ids() if ids is None else list(ids)
+    params = anchor_params(n_anchors)
+    source = anchors_source(islands, ids, trust, params)
+    cur = current_generation_in(market.layout.anchors, strict=False)
+    stored = _stored_doc(market, cur)
+    if not force and reprobe is None and stored is not None and stored.get("source") == source:
+        return AnchorPlan(cur, stored, {}, False)
+    groups, skipped = _members(market, trust, islands, ids)
+    failed_before = {f["id"]: f for f in (stored or {}).get("skipped", [])
+                     if f.get("failed") and not force}
+    doc = {"format": ANCHORS_FORMAT, "params": params, "source": source, "islands": {},
            "skipped": list(skipped)}
     arrays: dict[str, np.ndarray] = {}
-    for iid, ids in groups.items():
+    probe_sha, ran = {}, 0
+    for iid, members in groups.items():
         isl = islands[iid]
-        X = probe_inputs([market.spec(i).rkme for i in ids], ANCHOR_PROBES, PROBE_SEED,
-                         PROBE_NOISE)
-        outs, kept, failed = probe_outputs(market, ids, X, trust, manifests, executor,
-                                           progress)
-        doc["skipped"] += failed
-        if outs is None:
-            continue
-        kinds = distance_kinds(isl.key["task"])
-        k = min(n_anchors or default_n_anchors(len(kept)), len(kept))
-        med = choose_anchors(outs, kinds[0], k, seed=PROBE_SEED)
-        anchors = [kept[j] for j in med.index]
-        arrays[island_file(iid, ANCHOR_OUTPUTS)] = outs.astype(np.float32)
-        for kind in kinds:
-            # rounded so that rebuilding on another machine gives the same bytes
-            arrays[anchor_distances_file(iid, kind)] = np.round(distances(outs, outs[med.index], kind), 9)
-        doc["islands"][iid] = {
-            "task": isl.key["task"], "objective": isl.key["objective"],
-            "members": kept, "anchors": anchors, "anchor_set": anchor_set_id(iid, anchors),
-            "distances": list(kinds), "cluster_sizes": np.bincount(med.assignment).tolist(),
-            "n_probes": int(X.shape[0]),
-            "files": {f: npy_sha256(a) for f, a in arrays.items()
-                      if f.startswith(island_file(iid, ""))}}
-    return AnchorPlan(name, doc, arrays, True)
+        old = _stored_probes(market, cur, stored, iid, isl.metric.n_inputs) \
+            if reprobe is None else reprobe
+        if isinstance(old, tuple):
+            X, known, info = old
+            before = failed_before
+        else:
+            X = probe_inputs([market.spec(i).rkme for i in members], ANCHOR_PROBES,
+                             PROBE_SEED, PROBE_NOISE)
+            known, info, before = {}, {"reason": old, "drawn_from": len(members)}, {}
+        if force:
+            known = {}
+        run = [i for i in members if i not in known and i not in before]
+        outs, new, failed = probe_outputs(market, run, X, trust, iid, executor, progress)
+        ran += len(run)
+        known.update(zip(new, outs.astype(np.float32)) if outs is not None else [])
+        doc["skipped"] += [before[i] for i in members if i in before] + \
+            [{**f, "failed": True} for f in failed]
+        kept = [i for i in members if i in known]
+        if kept:
+            probe_sha[iid] = _island_anchors(doc, arrays, isl, iid, kept, known, X, info,
+                                             n_anchors)
+    doc["skipped"].sort(key=lambda f: (f["island"], f["id"]))
+    doc["generation"] = name = _digest(groups, params, probe_sha)
+    return AnchorPlan(name, doc, arrays, True, ran)
+
+
+def _island_anchors(doc: dict, arrays: dict, isl, iid: str, kept: list[str], known: dict,
+                    X: np.ndarray, info: dict, n_anchors: int | None) -> str:
+    """Choose one island's anchors from its members' outputs; fill its arrays and its entry
+    of ``doc``. Returns the probes' sha256."""
+    outs = np.stack([known[i] for i in kept]).astype(np.float32)
+    kinds = distance_kinds(isl.key["task"])
+    k = min(n_anchors or default_n_anchors(len(kept)), len(kept))
+    med = choose_anchors(outs, kinds[0], k, seed=PROBE_SEED)
+    anchors = [kept[j] for j in med.index]
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    arrays[island_file(iid, ANCHOR_PROBE_INPUTS)] = X
+    arrays[island_file(iid, ANCHOR_OUTPUTS)] = outs
+    for kind in kinds:
+        # rounded so that rebuilding on another machine gives the same bytes
+        arrays[anchor_distances_file(iid, kind)] = np.round(
+            distances(outs, outs[med.index], kind), 9)
+    files = {f: npy_sha256(a) for f, a in arrays.items() if f.startswith(island_file(iid, ""))}
+    doc["islands"][iid] = {
+        "task": isl.key["task"], "objective": isl.key["objective"],
+        "members": kept, "anchors": anchors, "anchor_set": anchor_set_id(iid, anchors),
+        "distances": list(kinds), "cluster_sizes": np.bincount(med.assignment).tolist(),
+        "n_probes": int(X.shape[0]),
+        "probes": {**info, "sha256": files[island_file(iid, ANCHOR_PROBE_INPUTS)]},
+        "files": files}
+    return files[island_file(iid, ANCHOR_PROBE_INPUTS)]
 
 
 def publish_anchors(market: Market, plan: AnchorPlan, *, force: bool = False) -> dict:
@@ -218,7 +329,8 @@ def publish_anchors(market: Market, plan: AnchorPlan, *, force: bool = False) ->
         replace = force or (cur is not None and generation_digest(cur) == plan.name) or \
             lay.anchors_generation(plan.name).exists()
         name = publish_generation(lay.anchors, plan.name, write, lay.tmp, replace=replace).name
-    return {"generation": name, "changed": plan.changed, **_summary(plan.doc)}
+    return {"generation": name, "changed": plan.changed, "models_run": plan.ran,
+            **_summary(plan.doc)}
 
 
 def _summary(doc: dict) -> dict:

@@ -62,6 +62,21 @@ def index_digest(islands: dict[str, Island], entries) -> str:
     return generation_name(h.hexdigest())
 
 
+SOURCE_FORMAT = 1
+
+
+def source_digest(islands: dict[str, Island], ids) -> str:
+    """What a market's derived data is computed from, as one sha256 hex digest: the islands'
+    kernel metrics and the learnware ids. An id is the digest of its package's files and a
+    stored learnware never changes, so equal digests mean the same inputs: a refresh decides
+    "nothing changed" from a directory listing, without reading any learnware."""
+    h = hashlib.sha256(f"lw-source-{SOURCE_FORMAT}\n".encode())
+    for iid in sorted(islands):
+        h.update(f"island {iid} {islands[iid].metric.digest()}\n".encode())
+    h.update("\n".join(sorted(ids)).encode())
+    return h.hexdigest()
+
+
 def sketch_seed(island_id: str) -> int:
     """The island's sketch seed: fixed by its id, recorded in the catalog."""
     return int(hashlib.sha256(f"lw-sketch {island_id}".encode()).hexdigest()[:8], 16)
@@ -521,6 +536,7 @@ def publish_index(market: Market, tables: dict[str, IslandTable], *,
             for name in INDEX_ISLAND_FILES:
                 os.link(carry_from._file(iid, name), stage / island_file(iid, name))
         catalog = {"format": INDEX_FORMAT, "digest": digest, "learnwares": len(entries),
+                   "source": source_digest(islands, [e[0] for e in entries]),
                    "islands": {k: meta[k] for k in sorted(meta)}}
         write_file_synced(stage / CATALOG,
                           (json.dumps(catalog, indent=1, sort_keys=True) + "\n").encode())
@@ -611,6 +627,28 @@ def index_state(market: Market) -> tuple[dict, dict[str, list[str]], str, bool]:
     return islands, groups, digest, fresh
 
 
+def _live_catalog(market: Market) -> dict | None:
+    """The live generation's catalog as stored (None: no index, or unreadable)."""
+    name = current_generation_in(market.layout.index, strict=False)
+    if name is None:
+        return None
+    try:
+        catalog = json.loads((market.layout.index_generation(name) / CATALOG).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return catalog if isinstance(catalog, dict) else None
+
+
+def index_fresh(market: Market, ids: Sequence[str]) -> bool:
+    """Whether the live index was built from exactly the learnwares ``ids`` (the market's,
+    :meth:`Market.ids`) and the islands of ``market.toml``: decided from the source digest
+    its catalog records (:func:`source_digest`), reading no learnware. An index written
+    before lw recorded it counts as not fresh (the next refresh rewrites it once)."""
+    catalog = _live_catalog(market)
+    return (catalog is not None and catalog.get("format") == INDEX_FORMAT
+            and catalog.get("source") == source_digest(market.islands(), ids))
+
+
 def build_index(market: Market, device=None, *, force: bool = False,
                 executor=None, progress=None) -> tuple[str, bool]:
     """Rebuild the index from ``learnwares/`` (caller holds the lock). Returns (generation,
@@ -624,7 +662,9 @@ def build_index(market: Market, device=None, *, force: bool = False,
 
     islands, groups, digest, fresh = index_state(market)
     if fresh and not force:
-        return current_generation_in(market.layout.index), False
+        if "source" in (_live_catalog(market) or {}):
+            return current_generation_in(market.layout.index), False
+        force = True      # written before lw recorded its source: once more, under a new name
     order = sorted(groups)
     dev = None if device is None else str(device)
     tables = (executor or InProcess()).run(

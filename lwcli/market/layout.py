@@ -7,7 +7,8 @@
                          (the files of :data:`INDEX_ISLAND_FILES`)
     anchors/CURRENT      names the live anchor generation
     anchors/<generation>/ derived, rebuildable: anchors.json + per island
-                         ``<island>.outputs.npy`` and ``<island>.<distance>.npy``
+                         ``<island>.probes.npy``, ``<island>.outputs.npy`` and
+                         ``<island>.<distance>.npy``
     tmp/                 staging on the same filesystem, so renames are atomic; created when a
                          write needs it and removed when it is empty again
     tmp/<id>.intent      a submit under way: what the next writer completes or undoes if the
@@ -49,6 +50,8 @@ INDEX_ISLAND_FILES = ("ids.npy", "points.npy", "beta.npy", "self.npy", "sketch.n
                       "sketchnorm.npy", "summaries.jsonl", "offsets.npy", "tagptr.npy",
                       "tagidx.npy")
 ANCHOR_OUTPUTS = "outputs.npy"
+#: an island's probe inputs in an anchor generation, kept across refreshes
+ANCHOR_PROBE_INPUTS = "probes.npy"
 
 INTENT_SUFFIX = ".intent"
 OWNER_SUFFIX = ".owner"

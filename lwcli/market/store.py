@@ -407,10 +407,13 @@ class Market:
 
     # ------------------------------------------------------------------ learnwares
     def ids(self) -> list[str]:
-        if not self.layout.learnwares.is_dir():
+        """The stored learnwares' ids, sorted: one listing of ``learnwares/`` (a folder's type
+        comes with the listing on most filesystems, so nothing inside is read)."""
+        try:
+            with os.scandir(self.layout.learnwares) as it:
+                return sorted(e.name for e in it if ID_RE.match(e.name) and e.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p.name for p in self.layout.learnwares.iterdir()
-                      if ID_RE.match(p.name) and p.is_dir())
 
     def has(self, lw_id: str) -> bool:
         return self.layout.record(lw_id).is_file()
