@@ -81,7 +81,8 @@ bench-hetero: $(STAMP)
 
 ## bench-scale: running at scale: a no-op cron refresh of 1,000,000 learnwares, one new
 ## learnware on an island of 100,000, 200 spec files of 50,000 rows in-process / --jobs 2 /
-## Dask -> benchmarks/results/scale.{md,json} (about 25 min on 2 cores; ~3 GiB scratch disk).
+## Dask, search on S3 (local server) -> benchmarks/results/scale.{md,json} (about 15 min on 2
+## cores; ~3 GiB scratch disk).
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --out benchmarks/results
 

@@ -89,6 +89,11 @@ class MetricMismatchError(MarketError):
     """A specification was fitted with a kernel metric other than its island's."""
 
 
+class ConcurrentWriteError(MarketError):
+    """Another writer changed an object-store market's pointer first (compare-and-swap lost)
+    too many times in a row."""
+
+
 class LockTimeoutError(MarketError):
     """Another lw process held a lock (the market's writers' lock, a spec folder's state
     lock) past the timeout: a conflict, exit code 5."""

@@ -39,7 +39,7 @@ _SHOWN = 8
 _REASONS = {"bool": "true/false values", "text": "text", "dates": "dates or times",
             "thousands": "numbers written with thousands separators",
             "mixed": "numbers mixed with text", "empty": "empty in every row",
-            "unmeasured": "0 in every row: not measured", "row-number": "row number"}
+            "unmeasured": "0 or empty in every row: not measured", "row-number": "row number"}
 
 
 #: reasons of columns that hold no data at all: a model needing one is as if it were absent

@@ -5,6 +5,8 @@
     LW_DEVICE          auto | cpu | cuda | cuda:N (``--device``; checked in :mod:`lwcli.device`)
     LW_SCHEDULER       Dask scheduler address for batch work (``--scheduler``)
     LW_JOBS            local worker processes for batch work (``--jobs``)
+    LW_CACHE_DIR       where lw keeps local copies of object-store markets (default
+                       ``$XDG_CACHE_HOME/lw``, else ``~/.cache/lw``)
     LW_DEBUG           set and not empty: an internal error shows its traceback
     LW_QA_TIMEOUT      seconds a submitted model may take to load and predict (default 60)
     LW_MAX_MODEL_MB    largest model file a package may hold, in MiB (default 512)
@@ -61,6 +63,16 @@ def scheduler() -> str | None:
     """``LW_SCHEDULER``: the address of the Dask scheduler (``tcp://host:8786``) that runs
     ``lw spec`` batches and ``lw market refresh``, or None (:mod:`lwcli.executor`)."""
     return _raw("LW_SCHEDULER")
+
+
+def cache_dir() -> str:
+    """``LW_CACHE_DIR``: the folder for local copies of object-store markets (their immutable
+    files and live generations); default ``$XDG_CACHE_HOME/lw``, else ``~/.cache/lw``."""
+    raw = _raw("LW_CACHE_DIR")
+    if raw is not None:
+        return raw
+    base = _raw("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lw")
 
 
 def jobs() -> int | None:

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import domain_data, market_tree, read_json, run_cli, write_user
 from lwcli import api
-from lwcli.errors import MissingExtraError, SchedulerError, UsageError
+from lwcli.errors import SchedulerError, UsageError
 from lwcli.executor import (DaskExecutor, Deferred, InProcess, ProcessPool, chunks,
                             open_executor, single_threaded)
 

@@ -260,9 +260,9 @@ def test_a_column_without_data_is_as_if_absent_for_matching(two, tmp_path):
     pd.read_csv(work / "user.csv").assign(b1=0.0).to_csv(tmp_path / "z.csv", index=False)
     res = api.search(market, data=tmp_path / "z.csv", target="y")
     assert [a["island"] for a in res.islands] == [islands["A-near"]]
-    assert ("b1", "0 in every row: not measured") in res.intake.ignored
+    assert ("b1", "0 or empty in every row: not measured") in res.intake.ignored
     pd.read_csv(work / "user.csv")[B + ["y"]].assign(b1=0.0).to_csv(tmp_path / "zb.csv",
                                                                       index=False)
     proc = run_cli("search", "--data", tmp_path / "zb.csv", "--target", "y", "--market",
                    market, check=3)
-    assert "also needs 1 column ['b1'] ('b1': 0 in every row: not measured)" in proc.stderr
+    assert "also needs 1 column ['b1'] ('b1': 0 or empty in every row: not measured)" in proc.stderr

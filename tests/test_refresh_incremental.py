@@ -132,3 +132,25 @@ def test_other_settings_replan_without_running_what_is_carried(grown):
     res = api.market_refresh(grown, trust=True)
     assert res.anchors["changed"] and res.anchors["models_run"] == 0
     assert not api.market_refresh(grown, trust=True).changed
+
+
+def test_recheck_runs_qa_again_and_reports_what_no_longer_passes(grown):
+    """After an upgrade, --recheck runs every stored model's QA again in this environment
+    (the same probes as at submit: the same agreement); a model that no longer loads is
+    reported, the records stay as they were."""
+    api.market_refresh(grown)
+    res = api.market_refresh(grown, recheck=True)
+    assert not res.changed
+    assert res.recheck == {"checked": 3, "failed": [], "changed": [], "skipped": []}
+    lw_id = sorted(p.name for p in (grown / "learnwares").iterdir())[0]
+    model = next(p for p in (grown / "learnwares" / lw_id).iterdir() if p.suffix == ".skops")
+    model.chmod(0o644)
+    model.write_bytes(b"not a model any more")
+    before = snapshot(grown)
+    out = run_cli("market", "refresh", "--market", grown, "--recheck", "--jobs", "2", "--json")
+    rc = json.loads(out.stdout)["recheck"]
+    assert rc["checked"] == 3 and [f["id"] for f in rc["failed"]] == [lw_id]
+    assert "damaged" in rc["failed"][0]["reason"]
+    assert snapshot(grown) == before
+    text = run_cli("market", "refresh", "--market", grown, "--recheck")
+    assert f"{lw_id} no longer passes QA here" in text.stderr

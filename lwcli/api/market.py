@@ -90,6 +90,7 @@ class RefreshResult(DictView):
     learnwares: int
     islands: int
     anchors: dict
+    recheck: dict | None = None      # :func:`lwcli.market.checks.recheck_learnwares`
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def market_init(root: str | Path) -> InitResult:
     from ..market.store import Market
 
     mk = Market.init(root)
-    return InitResult(str(mk.root), len(mk.islands()), len(mk.ids()))
+    return InitResult(mk.location, len(mk.islands()), len(mk.ids()))
 
 
 def market_ls(market: str | Path, *, island: str | None = None,
@@ -212,7 +213,8 @@ def market_world(market: str | Path) -> WorldResult:
 
 def market_refresh(market: str | Path, *, device: str | None = None, force: bool = False,
                    trust: bool = False, n_anchors: int | None = None, jobs: int | None = None,
-                   scheduler=None, progress=None, reprobe: str | None = None) -> RefreshResult:
+                   scheduler=None, progress=None, reprobe: str | None = None,
+                   recheck: bool = False) -> RefreshResult:
     """Rebuild the derived data: the search index and each island's anchors.
 
     Idempotent and incremental: an unchanged market (the same learnware ids and islands as
@@ -227,12 +229,14 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
     (:func:`lwcli.executor.open_executor`: ``jobs`` local processes or the Dask cluster at
     ``scheduler``, default ``LW_JOBS``/``LW_SCHEDULER``, else here), started only when there
     is something to compute; what is written is the same bytes whichever ran them.
-    ``progress(stage, done, total)`` is told as pieces finish.
+    ``progress(stage, done, total)`` is told as pieces finish. ``recheck`` runs QA again
+    on every stored learnware in this environment, through the same executor, and reports
+    what no longer passes (``recheck``; records are never changed).
     """
     from ..device import resolve_device
     from ..executor import open_executor
-    from ..faults import crash_point, point
-    from ..market.anchors import plan_anchors, publish_anchors
+    from ..faults import point
+    from ..market.checks import recheck_learnwares
     from ..market.index import build_index, index_fresh
     from ..market.store import Market, current_generation_in
 
@@ -245,25 +249,52 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
         if index_fresh(mk, ids) and not force and not mk.needs_recovery():
             gen, changed = current_generation_in(mk.layout.index), False   # nothing to write
         else:
-            with mk.writing(device=dev):
+            def index() -> tuple[str, bool]:
                 point("refresh:locked", mk.root)
-                gen, changed = build_index(mk, dev, force=force, executor=ex,
-                                           progress=progress)
+                built = build_index(mk, dev, force=force, executor=ex, progress=progress)
                 point("refresh:indexed", mk.layout.index)
+                return built
+
+            gen, changed = mk.transact(index, device=dev)
             ids = mk.ids()
-        # running models for the anchors can take a while: not under the writers' lock
-        # (learnwares are immutable; the plan's name is a digest of the members it used)
-        plan = plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force,
-                            reprobe=reprobe, executor=ex, progress=progress, ids=ids)
-    crash_point("refresh:planned")
-    if plan.changed:
-        with mk.writing(device=dev):
-            anchors = publish_anchors(mk, plan, force=force)
-            crash_point("refresh:published")
-    else:
-        anchors = publish_anchors(mk, plan, force=force)    # unchanged: writes nothing
+
+        anchors = _refresh_anchors(mk, ids, dev, force=force, trust=trust,
+                                   n_anchors=n_anchors, reprobe=reprobe, executor=ex,
+                                   progress=progress)
+        checked = recheck_learnwares(mk, mk.ids(), trust=trust, executor=ex,
+                                     progress=progress) if recheck else None
+    if changed or anchors["changed"]:
+        mk.collect_stale_generations()
     return RefreshResult(gen, changed or anchors["changed"], changed, len(ids),
-                         len(mk.islands()), anchors)
+                         len(mk.islands()), anchors, checked)
+
+
+def _refresh_anchors(mk, ids, dev, *, force, trust, n_anchors, reprobe, executor,
+                     progress) -> dict:
+    """The anchors' part of a refresh: planned without the writers' lock (running models
+    can take a while; learnwares are immutable and a plan's name is a digest of the members
+    it used), published under it; planned again there if another refresh published first."""
+    from ..faults import crash_point
+    from ..market.anchors import plan_anchors, publish_anchors
+    from ..market.store import current_generation_in
+
+    def plan(ids=None):
+        return plan_anchors(mk, trust=trust, n_anchors=n_anchors, force=force,
+                            reprobe=reprobe, executor=executor, progress=progress, ids=ids)
+
+    first = plan(ids)
+    crash_point("refresh:planned")
+    if not first.changed:
+        return publish_anchors(mk, first, force=force)    # unchanged: writes nothing
+
+    def publish() -> dict:
+        p = first if current_generation_in(mk.layout.anchors, strict=False) == first.base \
+            else plan()
+        published = publish_anchors(mk, p, force=force)
+        crash_point("refresh:published")
+        return published
+
+    return mk.transact(publish, device=dev)
 
 
 def market_verify(market: str | Path, *, device: str | None = None) -> VerifyResult:

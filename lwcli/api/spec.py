@@ -451,7 +451,16 @@ def _options_digest(opts: dict) -> str:
         "format": [FORMAT, VERSION],
         "model_sha256": sha256_file(Path(opts["model"])) if opts["model"] else None,
         "meta_sha256": sha256_file(Path(opts["meta"])) if opts["meta"] else None,
-        "market": str(Path(market).resolve()) if market is not None else None})
+        "market": _market_key(market)})
+
+
+def _market_key(market) -> str | None:
+    """The market as a batch's state records it: an absolute path, or the URL."""
+    from ..market.remote import is_remote
+
+    if market is None:
+        return None
+    return str(market).rstrip("/") if is_remote(market) else str(Path(market).resolve())
 
 
 def write_spec(spec: Spec, out: str | Path) -> SpecWritten:

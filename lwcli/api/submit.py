@@ -62,21 +62,29 @@ def submit(package: str | Path, market: str | Path, *, trust: bool = False,
         # the model runs in a child with its scratch files outside the market
         qa = quality_check(pkg, trust=trust, timeout=timeout)
     dev = resolve_device(device)
-    with mk.writing(device=dev):        # recovers what a dead writer left, first
+    done: dict = {}                     # what an attempt that lost a race already did
+
+    def store() -> SubmitResult:        # under the writers' lock, after recovery
+        nonlocal qa
         point("submit:locked", mk.root)
-        if mk.has(lw_id):               # completed by recovery, or stored meanwhile
+        if mk.has(lw_id):               # completed by recovery, stored meanwhile, or by us
             if not indexed(mk):
                 add_to_index(mk, lw_id, dev)
             rec = mk.record(lw_id)
-            return SubmitResult(lw_id, iid, "added" if stored else "exists",
-                                qa=dict(rec.get("qa", {})) if stored else {})
+            mine = stored or done.get("added", False)
+            return SubmitResult(lw_id, iid, "added" if mine else "exists",
+                                done.get("created", False),
+                                qa=dict(rec.get("qa", {})) if mine else {})
         current = mk.islands().get(iid)
         _check_metric(mk, pkg, iid, metric)          # again: another submit may have won
         created = current is None
         if qa is None:                  # it was stored, and is gone again: check it after all
             qa = quality_check(pkg, trust=trust, timeout=timeout)
         added = _store(mk, pkg, qa, created, trust, dev)
-    return SubmitResult(lw_id, iid, "added" if added else "exists", created, qa.to_dict())
+        done.update(added=added, created=created)
+        return SubmitResult(lw_id, iid, "added" if added else "exists", created, qa.to_dict())
+
+    return mk.transact(store, device=dev)
 
 
 def _check_metric(mk, pkg, iid: str, metric) -> None:
@@ -87,12 +95,12 @@ def _check_metric(mk, pkg, iid: str, metric) -> None:
     islands = mk.islands()
     existing = islands.get(iid)
     if existing is None:
-        check_founding(islands, iid, pkg.manifest.island_key(), metric, str(mk.root))
+        check_founding(islands, iid, pkg.manifest.island_key(), metric, mk.display)
     elif existing.metric.digest() != metric.digest():
         raise MetricMismatchError(
             f"the package's specification was fitted with kernel metric {metric.digest()}, "
             f"but island {iid} uses {existing.metric.digest()}",
-            f"rebuild the spec with lw spec ... --market {mk.root} and pack again")
+            f"rebuild the spec with lw spec ... --market {mk.display} and pack again")
 
 
 def _indexed(mk, lw_id: str) -> bool:

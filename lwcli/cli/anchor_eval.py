@@ -21,7 +21,7 @@ def anchor_eval(
                                             "match several islands."),
     trust: bool = typer.Option(False, "--trust", help="Allow loading pickle/joblib anchors."),
     missing: str = options.Missing("drop", options.MISSING_DROP),
-    market: Optional[Path] = options.Market,
+    market: Optional[str] = options.Market,
     as_json: bool = options.Json,
 ) -> None:
     """Score the market's anchor learnwares on your labelled data, locally.

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -15,7 +14,8 @@ app = typer.Typer(help="Create, list, inspect, refresh and verify a market direc
 
 @app.command("init")
 @handle_errors
-def init(directory: Path = typer.Argument(..., help="The market directory to create."),
+def init(directory: str = typer.Argument(..., help="The market directory (or object-store URL, "
+                                                  "e.g. s3://bucket/prefix) to create."),
          as_json: bool = options.Json) -> None:
     """Create an empty market (idempotent: an existing market is left as it is)."""
     from .. import api
@@ -29,7 +29,7 @@ def init(directory: Path = typer.Argument(..., help="The market directory to cre
 
 @app.command("ls")
 @handle_errors
-def ls(market: Optional[Path] = options.Market,
+def ls(market: Optional[str] = options.Market,
        island: Optional[str] = typer.Option(None, "--island",
                                             help="Only this island's learnwares."),
        tag: List[str] = typer.Option([], "--tag",
@@ -68,7 +68,7 @@ LS_COLUMNS = (Column("id"), Column("island", table=False), Column("name", fold=T
 @app.command("info")
 @handle_errors
 def info_cmd(lw_id: Optional[str] = typer.Argument(None, metavar="[ID]"),
-             market: Optional[Path] = options.Market,
+             market: Optional[str] = options.Market,
              as_json: bool = options.Json) -> None:
     """Show one learnware (manifest, QA record, specification summary), or without an ID the
     specification world: islands, their features, and how the market measures each feature."""
@@ -131,7 +131,7 @@ def _world(res, as_json: bool) -> None:
 
 @app.command("refresh")
 @handle_errors
-def refresh(market: Optional[Path] = options.Market,
+def refresh(market: Optional[str] = options.Market,
             force: bool = typer.Option(False, "--force", help="Rebuild even if up to date."),
             trust: bool = typer.Option(False, "--trust",
                                        help="Run pickle/joblib learnwares for the anchors too."),
@@ -144,6 +144,9 @@ def refresh(market: Optional[Path] = options.Market,
                 help="Draw every island's anchor probes again and run every model on them "
                      "(slow); REASON is recorded. Without it, probes are kept and only new "
                      "learnwares run."),
+            recheck: bool = typer.Option(
+                False, "--recheck", help="Run QA again on every stored learnware in this "
+                                         "environment and report what no longer passes."),
             jobs: Optional[int] = options.Jobs,
             scheduler: Optional[str] = options.Scheduler,
             as_json: bool = options.Json) -> None:
@@ -164,7 +167,8 @@ def refresh(market: Optional[Path] = options.Market,
 
         res = api.market_refresh(market, device=device, force=force, trust=trust,
                                  n_anchors=anchors, jobs=jobs, scheduler=scheduler,
-                                 progress=progress, reprobe=reprobe).to_dict()
+                                 progress=progress, reprobe=reprobe,
+                                 recheck=recheck).to_dict()
     if as_json:
         print_json(res, "market-refresh")
         return
@@ -177,11 +181,22 @@ def refresh(market: Optional[Path] = options.Market,
                       for iid, d in a["islands"].items()) or "no islands"))
     for s in a["skipped"]:
         warn(f"{s['id']} left out of the anchors: {s['reason']}")
+    rc = res.get("recheck")
+    if rc is not None:
+        info(f"QA re-check: {rc['checked']} checked, {len(rc['failed'])} failed, "
+             f"{len(rc['changed'])} changed, {len(rc['skipped'])} skipped")
+        for f in rc["failed"]:
+            warn(f"{f['id']} no longer passes QA here: {f['reason']}")
+        for c in rc["changed"]:
+            warn(f"{c['id']}: agreement with its spec moved from {c['recorded']:.6f} to "
+                 f"{c['now']:.6f} here")
+        for s in rc["skipped"]:
+            warn(f"{s['id']} not re-checked: {s['reason']}")
 
 
 @app.command("verify")
 @handle_errors
-def verify(market: Optional[Path] = options.Market,
+def verify(market: Optional[str] = options.Market,
            device: Optional[str] = options.Device,
            as_json: bool = options.Json) -> None:
     """Check hashes, manifests, specs and the index; exit 5 if anything is wrong."""

@@ -8,24 +8,24 @@ here (an unset ``--market`` is ``$LW_MARKET``), ``--device`` in
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 
-def _market_or_setting(value: Optional[Path]) -> Optional[Path]:
-    """``--market`` as given, else ``$LW_MARKET``, else None (the command says what is missing)."""
+def _market_or_setting(value: Optional[str]) -> Optional[str]:
+    """``--market`` as given, else ``$LW_MARKET``, else None (the command says what is missing).
+    A string, not a path: an object-store URL (``s3://bucket/prefix``) keeps its ``//``."""
     if value is not None:
         return value
     from ..settings import market
 
-    env = market()
-    return Path(env) if env is not None else None
+    return market()
 
 
 Market = typer.Option(None, "--market", "-m", callback=_market_or_setting,
-                      help="Market directory (default: $LW_MARKET).", show_default=False)
+                      help="Market directory or object-store URL such as s3://bucket/prefix "
+                           "(default: $LW_MARKET).", show_default=False)
 Json = typer.Option(False, "--json", help="Print one JSON object on stdout, nothing else.")
 Device = typer.Option(None, "--device",
                       help="auto | cpu | cuda | cuda:N (default: $LW_DEVICE or auto).",

@@ -61,7 +61,7 @@ def reuse(
     missing: str = options.Missing(
         "impute", "estimate missing inputs from the learnwares' specifications (the default: "
                   "every row gets a prediction), or refuse the file (error)."),
-    market: Optional[Path] = options.Market,
+    market: Optional[str] = options.Market,
     as_json: bool = options.Json,
 ) -> None:
     """Put learnwares to work on your data and write predictions.

@@ -21,7 +21,7 @@ def search(
     anchor_report: Optional[Path] = typer.Option(
         None, "--anchor-report",
         help="Rank by predicted performance from lw anchor-eval's report (little data)."),
-    market: Optional[Path] = options.Market,
+    market: Optional[str] = options.Market,
     tag: List[str] = typer.Option([], "--tag", help="Only learnwares with this tag (repeatable)."),
     top: int = typer.Option(10, "--top", min=1, help="How many single matches to show."),
     island: Optional[str] = typer.Option(

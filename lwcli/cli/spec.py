@@ -36,7 +36,7 @@ def spec(
     clamp_k: bool = typer.Option(False, "--clamp-k",
                                  help="Lower --k to the row count of smaller files."),
     seed: int = typer.Option(0, "--seed", help="Random seed (fits are deterministic)."),
-    market: Optional[Path] = options.Market,
+    market: Optional[str] = options.Market,
     island: Optional[str] = typer.Option(None, "--island", help="Fit with this island's metric."),
     missing: str = options.Missing("drop", options.MISSING_DROP),
     device: Optional[str] = options.Device,

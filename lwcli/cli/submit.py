@@ -13,7 +13,7 @@ from ._output import info, print_json, warn
 @handle_errors
 def submit(
     package: Path = typer.Argument(..., help="A package from lw pack."),
-    market: Optional[Path] = options.Market,
+    market: Optional[str] = options.Market,
     trust: bool = typer.Option(False, "--trust",
                                help="Allow loading a pickle/joblib model for the checks."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,

@@ -168,7 +168,7 @@ def probe_outputs(market: Market, ids: list[str], X: np.ndarray, trust: bool, is
 
     ex = executor or InProcess()
     parts = chunks(ids, ex.width)
-    results = ex.run(_outputs_piece, [(str(market.root.resolve()), part, X, trust)
+    results = ex.run(_outputs_piece, [(market.location, part, X, trust)
                                       for part in parts],
                      counting(progress, f"anchors: {island} ({len(ids)} models)", len(parts)))
     got, failed = {}, []
@@ -221,6 +221,7 @@ class AnchorPlan:
     arrays: dict
     changed: bool
     ran: int = 0
+    base: str | None = None     # the live generation it was planned from
 
 
 def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None = None,
@@ -248,7 +249,7 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
     cur = current_generation_in(market.layout.anchors, strict=False)
     stored = _stored_doc(market, cur)
     if not force and reprobe is None and stored is not None and stored.get("source") == source:
-        return AnchorPlan(cur, stored, {}, False)
+        return AnchorPlan(cur, stored, {}, False, base=cur)
     groups, skipped = _members(market, trust, islands, ids)
     failed_before = {f["id"]: f for f in (stored or {}).get("skipped", [])
                      if f.get("failed") and not force}
@@ -281,7 +282,7 @@ def plan_anchors(market: Market, *, trust: bool = False, n_anchors: int | None =
                                              n_anchors)
     doc["skipped"].sort(key=lambda f: (f["island"], f["id"]))
     doc["generation"] = name = _digest(groups, params, probe_sha)
-    return AnchorPlan(name, doc, arrays, True, ran)
+    return AnchorPlan(name, doc, arrays, True, ran, cur)
 
 
 def _island_anchors(doc: dict, arrays: dict, isl, iid: str, kept: list[str], known: dict,
@@ -389,7 +390,7 @@ def load_anchor_set(market: Market, island: str) -> AnchorSet:
     """The live anchors of ``island``; a clear error when refresh has not built them, and a
     :class:`MarketError` (exit 5, with the repair) when what is stored is damaged."""
     lay = market.layout
-    hint = (f"run lw market refresh --market {market.root} to choose anchors (with --trust "
+    hint = (f"run lw market refresh --market {market.display} to choose anchors (with --trust "
             "if the island's models are pickled)")
     doc = name = None
     for _ in range(3):        # a concurrent refresh may swap generations between two reads

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import LwError, ManifestError, ModelCheckError, SpecError
+from .layout import MANIFEST_NAME, SPEC_NAME
 from .manifest import Manifest
 from .package import Package
 
@@ -133,9 +134,74 @@ def quality_check(pkg: Package, *, trust: bool, timeout: float | None = None,
     return QAReport(QA_PROBES, agree, metric, tuple(warnings))
 
 
+def recheck_learnwares(market, ids: list[str], *, trust: bool = False, executor=None,
+                       progress=None) -> dict:
+    """QA again, on the stored learnwares ``ids``, in this environment (after an upgrade of
+    scikit-learn, onnxruntime, lw...): each model loaded and run on the same probes as at its
+    submit (:func:`quality_check`, same seed), contained. Chunks of ids are pieces of
+    ``executor`` (:mod:`lwcli.executor`). Stored records are never changed (a learnware is
+    immutable): the result says what no longer passes.
+
+    Returns ``{"checked", "failed": [{"id", "reason"}], "changed": [{"id", "recorded",
+    "now"}], "skipped": [{"id", "reason"}]}``: ``failed`` no longer loads or runs,
+    ``changed`` passes with an agreement that moved by more than :data:`RECHECK_TOLERANCE`,
+    ``skipped`` are pickle/joblib models without ``trust``."""
+    from ..executor import InProcess, chunks, counting
+    from .manifest import TRUST_FORMATS
+
+    ex = executor or InProcess()
+    out = {"checked": 0, "failed": [], "changed": [], "skipped": []}
+    run = []
+    for lw_id in ids:
+        if market.manifest(lw_id).model_format in TRUST_FORMATS and not trust:
+            out["skipped"].append({"id": lw_id, "reason": "pickle/joblib model: needs --trust"})
+        else:
+            run.append(lw_id)
+    parts = chunks(run, ex.width)
+    results = ex.run(_recheck_piece, [(market.location, part, trust) for part in parts],
+                     counting(progress, f"QA re-check ({len(run)} models)", len(parts)))
+    for part, res in zip(parts, results):
+        if isinstance(res, LwError):
+            out["failed"] += [{"id": i, "reason": res.message} for i in part]
+            continue
+        for row in res:
+            out["checked"] += 1
+            if "reason" in row:
+                out["failed"].append(row)
+            elif abs(row["now"] - row["recorded"]) > RECHECK_TOLERANCE:
+                out["changed"].append(row)
+    return out
+
+
+#: an agreement that moved by more than this at a re-check is reported
+RECHECK_TOLERANCE = 1e-6
+
+
+def _recheck_piece(job: tuple) -> list[dict]:
+    """One chunk of a re-check, in whatever process the executor chose."""
+    from .store import Market
+
+    location, ids, trust = job
+    market = Market.open(location, recover=False)
+    rows = []
+    for lw_id in ids:
+        try:
+            files = market.learnware_files(lw_id)
+            man = market.manifest(lw_id)
+            pkg = Package(man, market.spec(lw_id), files[man.model_file], files[MANIFEST_NAME],
+                          files[SPEC_NAME])
+            rep = quality_check(pkg, trust=trust)
+            recorded = market.record(lw_id).get("qa", {}).get("agreement")
+            rows.append({"id": lw_id, "recorded": recorded if recorded is not None
+                         else rep.agreement, "now": rep.agreement})
+        except LwError as exc:
+            rows.append({"id": lw_id, "reason": exc.message})
+    return rows
+
+
 # lw market verify lives in lwcli.market.verify; lwcli.api imports it from this module
 from .verify import VerifyReport, verify_market  # noqa: E402
 
 
-__all__ = ["quality_check", "verify_market", "QAReport", "VerifyReport", "check_consistency",
+__all__ = ["quality_check", "recheck_learnwares", "verify_market", "QAReport", "VerifyReport", "check_consistency",
            "run_model_in_child"]

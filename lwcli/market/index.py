@@ -668,7 +668,7 @@ def build_index(market: Market, device=None, *, force: bool = False,
     order = sorted(groups)
     dev = None if device is None else str(device)
     tables = (executor or InProcess()).run(
-        _island_piece, [(str(market.root.resolve()), iid, sorted(groups[iid]), dev)
+        _island_piece, [(market.location, islands[iid], sorted(groups[iid]), dev)
                         for iid in order], counting(progress, "index: islands", len(order)))
     for t in tables:
         if isinstance(t, LwError):
@@ -678,13 +678,13 @@ def build_index(market: Market, device=None, *, force: bool = False,
 
 def _island_piece(job: tuple) -> IslandTable:
     """One island's table, in whatever process the executor chose (the market is opened
-    read-only there: no recovery, no lock)."""
+    there for its learnwares only: no recovery, no lock; the island comes with the job, as
+    the writer sees it)."""
     from ..device import resolve_device
 
-    root, iid, ids, device = job
-    market = Market.open(root, recover=False)
-    return island_table(market, market.island(iid), ids,
-                        resolve_device(device) if device else None)
+    location, island, ids, device = job
+    market = Market.open(location, recover=False)
+    return island_table(market, island, ids, resolve_device(device) if device else None)
 
 
 def add_to_index(market: Market, lw_id: str, device=None) -> str:

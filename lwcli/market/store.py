@@ -315,8 +315,23 @@ class Market:
         self._records: dict[str, dict] = {}    # checked records (learnwares are immutable)
 
     # ------------------------------------------------------------------ open / init
+    @property
+    def display(self) -> str:
+        """The market as messages name it: the path as given (a URL on object storage)."""
+        return str(self.root)
+
+    @property
+    def location(self) -> str:
+        """Where the market is, as a user names it: its absolute path (a URL for a market
+        on object storage): what a piece of batch work opens in its worker."""
+        return str(self.root.resolve())
+
     @classmethod
     def init(cls, root: str | Path) -> "Market":
+        from .remote import RemoteMarket, is_remote
+
+        if is_remote(root):
+            return RemoteMarket.init(root)
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise MarketError(f"{root} exists and is not a directory", "choose another path")
@@ -349,6 +364,10 @@ class Market:
             root = market_setting()
         if root is None:
             raise NotFoundError("no market given", "pass --market DIR or set LW_MARKET")
+        from .remote import RemoteMarket, is_remote
+
+        if is_remote(root):
+            return RemoteMarket.open(root, recover=recover)
         root = Path(root)
         lay = Layout(root)
         if not lay.market_toml.is_file():
@@ -430,7 +449,7 @@ class Market:
             if self._indexed(lw_id):   # listed by ls and search, gone from learnwares/
                 raise MarketError(f"learnware {lw_id} is damaged: the index lists it, but its "
                                   f"folder {d} is missing", DAMAGED_HINT)
-            raise NotFoundError(f"no learnware {lw_id} in market {self.root}",
+            raise NotFoundError(f"no learnware {lw_id} in market {self.display}",
                                 "list ids with lw market ls")
         return d
 
@@ -621,6 +640,12 @@ class Market:
                 finally:
                     _rmdir_if_empty(self.layout.tmp)
 
+    def transact(self, fn, *, device=None):
+        """``fn()`` under :meth:`writing`, returned. (A market on object storage starts it
+        again when another writer swapped a pointer first: :mod:`lwcli.market.remote`.)"""
+        with self.writing(device=device):
+            return fn()
+
     def locked(self, timeout: float | None = None):
         """The writers' lock alone (:func:`market_lock`), without :meth:`writing`'s reload and
         recovery: for a tool that fills a market it just created (the benchmark's synthetic
@@ -733,6 +758,11 @@ class Market:
         done["removed"] += self.collect_garbage()
         crash_point("recover:collected")
         return done
+
+    def collect_stale_generations(self) -> list[str]:
+        """Generations no reader can reach any more, removed (a local market removes them
+        as it publishes: nothing to do; object storage: :mod:`lwcli.market.remote`)."""
+        return []
 
     def collect_garbage(self) -> list[str]:
         """Remove stale temporaries and unused generations (caller holds the lock)."""

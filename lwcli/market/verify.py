@@ -61,7 +61,21 @@ def _canon(row: dict) -> str:
 
 
 def verify_market(market: Market, device=None) -> VerifyReport:
-    """Check the whole market; every finding is a problem or a warning, never an exception."""
+    """Check the whole market; every finding is a problem or a warning, never an exception.
+    A market on object storage is downloaded afresh first (every object, whatever the local
+    copy holds) and checked as a directory; the paths reported are its URLs."""
+    from .remote import RemoteMarket
+
+    if isinstance(market, RemoteMarket):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory(prefix="lw-verify-") as td:
+            local = market.download(Path(td) / "market")
+            rep = verify_market(Market.open(local, recover=False), device)
+            for row in rep.problems + rep.warnings:
+                row["path"] = row["path"].replace(str(local), market.url)
+        return rep
     rep = VerifyReport()
     lay = market.layout
     try:

@@ -229,7 +229,7 @@ def island_for_columns(islands: dict, columns: Sequence[str], *, island: str | N
     that uses the most of the table's columns; a tie between islands is a
     :class:`UsageError` (pass ``--island`` or ``--task``). No reachable island is a
     :class:`NotFoundError` naming the nearest one's missing columns (``unusable``: column ->
-    why it cannot be used, e.g. "text" or "0 in every row: not measured").
+    why it cannot be used, e.g. "text" or "0 or empty in every row: not measured").
     """
     if island:
         if island not in islands:
