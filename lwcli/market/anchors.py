@@ -31,7 +31,7 @@ from .layout import (ANCHOR_OUTPUTS, ANCHOR_PROBE_INPUTS, ANCHORS, ANCHORS_JSON,
                      generation_digest, generation_name, island_file)
 from .manifest import TRUST_FORMATS
 from .store import (Market, current_generation_in, publish_generation, read_current,
-                    save_npy_synced, sha256, sha256_file, write_file_synced)
+                    save_npy_synced, sha256, sha256_file, stored_json, write_file_synced)
 
 ANCHORS_FORMAT = 1
 #: probe inputs each learnware runs on to choose anchors (QA uses its own, fewer)
@@ -119,13 +119,9 @@ def anchors_source(islands, ids, trust: bool, params: dict) -> str:
 
 def _stored_doc(market: Market, name: str | None) -> dict | None:
     """The anchors.json of generation ``name`` as stored (None: none, or unreadable)."""
-    if name is None:
-        return None
-    try:
-        doc = json.loads((market.layout.anchors_generation(name) / ANCHORS_JSON).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("islands"), dict) else None
+    doc = None if name is None else \
+        stored_json(market.layout.anchors_generation(name) / ANCHORS_JSON)
+    return doc if doc is not None and isinstance(doc.get("islands"), dict) else None
 
 
 def _stored_probes(market: Market, name: str | None, doc: dict | None, iid: str, dim: int):

@@ -41,7 +41,7 @@ from ..errors import LwError, MarketError
 from .layout import (CATALOG, CURRENT, INDEX, INDEX_ISLAND_FILES, SPEC_NAME, generation_digest,
                      generation_name, island_file)
 from .store import (Island, Market, current_generation_in, publish_generation, read_current,
-                    save_npy_synced, sha256_file, write_file_synced)
+                    save_npy_synced, sha256_file, stored_json, write_file_synced)
 
 INDEX_FORMAT = 2
 REBUILD = "rebuild it with lw market refresh --force"
@@ -630,13 +630,7 @@ def index_state(market: Market) -> tuple[dict, dict[str, list[str]], str, bool]:
 def _live_catalog(market: Market) -> dict | None:
     """The live generation's catalog as stored (None: no index, or unreadable)."""
     name = current_generation_in(market.layout.index, strict=False)
-    if name is None:
-        return None
-    try:
-        catalog = json.loads((market.layout.index_generation(name) / CATALOG).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return catalog if isinstance(catalog, dict) else None
+    return None if name is None else stored_json(market.layout.index_generation(name) / CATALOG)
 
 
 def index_fresh(market: Market, ids: Sequence[str]) -> bool:

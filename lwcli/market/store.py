@@ -196,6 +196,16 @@ def read_current(area: Path) -> str | None:
     return current_generation_in(area, strict=True)
 
 
+def stored_json(path: Path) -> dict | None:
+    """A derived JSON document (a catalog, anchors.json) as stored: None when it is missing,
+    unreadable or not a JSON object (the caller then rebuilds, never trusts it)."""
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def sha256_file(path: Path) -> str:
     """The sha256 of a file, read in chunks."""
     h = hashlib.sha256()
