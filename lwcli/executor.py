@@ -266,7 +266,7 @@ class DaskExecutor(Executor):
         if isinstance(scheduler, distributed.Client):
             self.client, self._own = scheduler, False
         else:
-            address = str(scheduler)
+            address = _checked_address(str(scheduler))
             try:
                 self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT,
                                                  set_as_default=False)
@@ -376,6 +376,26 @@ class Deferred(Executor):
             self._inner.close()
 
 
+def _checked_address(address: str) -> str:
+    """A scheduler address Dask can parse (``tcp://host:port``, ``host:port``), else a
+    :class:`UsageError` at once (Dask would try for its whole timeout)."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, loc = parse_address(address, strict=False)
+        if scheme not in ("tcp", "tls", "ws", "wss"):
+            raise ValueError(f"protocol {scheme!r}: lw takes tcp, tls, ws or wss")
+        port = parse_host_port(loc)[1]
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"port {port} is out of range")
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--scheduler {address!r} is not a Dask scheduler address ({exc})",
+                         "give one like tcp://10.0.0.5:8786 (what `dask scheduler` prints)"
+                         ) from None
+    return address
+
+
 def _lw_version() -> str:
     from . import __version__
 
@@ -401,6 +421,10 @@ def open_executor(jobs: int | None = None, scheduler: Any = None, *,
                          "--jobs N runs local processes, --scheduler a Dask cluster: pick one")
     if scheduler is None and jobs is None:
         scheduler = settings.scheduler()
+        if scheduler is not None and (settings.jobs() or 1) > 1:
+            raise UsageError("both LW_JOBS and LW_SCHEDULER are set",
+                             "LW_JOBS runs local processes, LW_SCHEDULER a Dask cluster: "
+                             "unset one (or pass --jobs or --scheduler)")
     if scheduler is not None:
         if not deferred:
             return DaskExecutor(scheduler)

@@ -175,6 +175,31 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, data_folder):
         DaskExecutor(f"tcp://127.0.0.1:{port}")
 
 
+def test_a_malformed_scheduler_address_is_a_usage_error_at_once(tmp_path, data_folder):
+    out = tmp_path / "specs"
+    out.mkdir()
+    for bad in ("notanaddress", "tcp://host-without-port", "garbage://x"):
+        res = run_cli("spec", data_folder, "--target", "y", "--out-dir", out, "--scheduler",
+                      bad, check=2)
+        assert "is not a Dask scheduler address" in res.stderr
+        assert res.stderr.count("\n") == 1
+    assert list(out.iterdir()) == []
+
+
+def test_both_settings_set_is_a_usage_error(monkeypatch):
+    monkeypatch.setenv("LW_JOBS", "2")
+    monkeypatch.setenv("LW_SCHEDULER", "tcp://127.0.0.1:8786")
+    with pytest.raises(UsageError, match="both LW_JOBS and LW_SCHEDULER"):
+        open_executor()
+    assert isinstance(open_executor(jobs=1), InProcess)        # a flag decides
+
+
+def test_flags_are_checked_before_the_output_folder(tmp_path, data_folder):
+    res = run_cli("spec", data_folder, "--target", "y", "--out-dir", tmp_path / "missing",
+                  "--jobs", "2", "--scheduler", "tcp://127.0.0.1:1", check=2)
+    assert "both --jobs and --scheduler" in res.stderr
+
+
 def test_jobs_for_one_file_is_a_usage_error(tmp_path, data_folder):
     res = run_cli("spec", data_folder / "site0.csv", "--target", "y", "-o", tmp_path / "a.json",
                   "--jobs", "2", check=2)
@@ -202,6 +227,17 @@ def test_spec_batch_same_bytes_here_in_processes_and_on_dask(tmp_path, data_fold
     with single_threaded():
         one = api.build_spec(data_folder / "site3.csv", target="y", k=20)
     assert one.to_bytes() == outs["here"]["site3.rkme.json"]
+
+
+@pytest.mark.system
+def test_relative_paths_reach_the_workers(tmp_path, data_folder, cluster, monkeypatch):
+    """Dask workers run in their own working folder: the batch sends them absolute paths
+    (data, market, model), and reports the paths as given."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()
+    res = api.build_specs(["data"], "rel", target="y", k=20, scheduler=cluster)
+    assert len(res.written) == 5 and res.failed == []
+    assert res.written[0]["data"] == "data/site0.csv"
 
 
 @pytest.mark.system

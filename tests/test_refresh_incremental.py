@@ -109,6 +109,9 @@ def test_reprobe_draws_again_runs_everything_and_records_why(grown):
     assert not again.changed and again.anchors["models_run"] == 0
     out = run_cli("market", "refresh", "--market", grown, "--reprobe", "new data", "--json")
     assert json.loads(out.stdout)["anchors"]["models_run"] == 3
+    for empty in ("", "   "):                  # a reason is what --reprobe asks for
+        res = run_cli("market", "refresh", "--market", grown, "--reprobe", empty, check=2)
+        assert "--reprobe needs a reason" in res.stderr
 
 
 def test_damaged_stored_probes_are_drawn_again_with_the_reason(grown):
@@ -119,6 +122,9 @@ def test_damaged_stored_probes_are_drawn_again_with_the_reason(grown):
     probes = grown / "anchors" / gen / f"{iid}.probes.npy"
     probes.chmod(0o644)
     np.save(probes, np.zeros((3, 4)))                             # altered in place
+    bad = api.market_verify(grown)
+    assert any(p["path"].endswith(".probes.npy") and "sha256" in p["message"]
+               for p in bad.problems)
     res = api.market_refresh(grown, force=True)
     assert res.anchors["models_run"] == 3
     entry = _doc(grown)["islands"][iid]
@@ -154,3 +160,14 @@ def test_recheck_runs_qa_again_and_reports_what_no_longer_passes(grown):
     assert snapshot(grown) == before
     text = run_cli("market", "refresh", "--market", grown, "--recheck")
     assert f"{lw_id} no longer passes QA here" in text.stderr
+
+
+def test_a_damaged_live_index_of_the_same_digest_is_rebuilt_under_a_new_name(grown):
+    """The live generation has the digest a rebuild would give, but lost its catalog: a
+    plain refresh rebuilds it under a fresh name (never reusing the damaged folder)."""
+    api.market_refresh(grown)
+    gen = (grown / "index" / "CURRENT").read_text().strip()
+    (grown / "index" / gen / "catalog.json").unlink()
+    res = api.market_refresh(grown)
+    assert res.index_changed and res.generation.startswith(gen + "-")
+    assert api.market_verify(grown).ok and len(api.market_ls(grown)) == 3

@@ -212,8 +212,26 @@ def test_verify_catches_a_changed_object(url, pkgs):
     assert any(p["path"] == f"s3://{model}" and "sha256" in p["message"] for p in problems)
 
 
+def test_a_damaged_cache_is_fetched_again(url, pkgs, s3env, world, tmp_path):
+    """A cached learnware file that no longer matches its record is fetched again from the
+    store before anything is said: reuse and the anchors see the stored learnware."""
+    lw_id = api.submit(pkgs["a"], url).id
+    out = tmp_path / "p.csv"
+    api.reuse(url, [lw_id], data=world["users"]["home"], out=out)
+    cached = next(Path(s3env["LW_CACHE_DIR"]).glob(
+        f"markets/*/objects/learnwares/{lw_id}/*.skops"))
+    cached.write_bytes(b"damaged on this disk")
+    api.reuse(url, [lw_id], data=world["users"]["home"], out=tmp_path / "q.csv")
+    assert (tmp_path / "q.csv").read_bytes() == out.read_bytes()
+    res = api.market_refresh(url, force=True)
+    assert res.anchors["skipped"] == [] and res.anchors["models_run"] == 1
+
+
 def test_clear_errors(s3env, url, tmp_path):
     bucket = url.split("/")[2]
+    for bad in ("s3://", "s3:///m", "memory://x", "gs://b/m", f"s3://{bucket}/m/../x"):
+        res = run_cli("market", "init", bad, check=2)
+        assert res.stderr.count("\n") == 1, res.stderr
     res = run_cli("market", "ls", "--market", f"s3://no-such-{bucket}/m", check=3)
     assert "does not exist" in res.stderr and res.stderr.count("\n") == 1
     res = run_cli("market", "ls", "--market", f"s3://{bucket}/elsewhere", check=3)
@@ -223,16 +241,18 @@ def test_clear_errors(s3env, url, tmp_path):
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
                AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    res = subprocess.run([str(Path(sys.executable).parent / "lw"), "market", "ls", "--market",
-                          url], env={**clean, **env, "LW_DEVICE": "cpu"}, capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode == 9 and "no credentials" in res.stderr, res.stderr
+    for cmd in (["market", "ls", "--market", url], ["market", "init", url]):
+        res = subprocess.run([str(Path(sys.executable).parent / "lw"), *cmd],
+                             env={**clean, **env, "LW_DEVICE": "cpu"}, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 9 and "no credentials" in res.stderr, (cmd, res.stderr)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     t0 = time.monotonic()
-    res = run_lw("market", "ls", "--market", url, check=9,
-                 env={**s3env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-                      "AWS_MAX_ATTEMPTS": "1"})
-    assert "could not" in res.stderr and time.monotonic() - t0 < 60
+    for cmd in (["market", "ls", "--market", url], ["market", "init", url]):
+        res = run_lw(*cmd, check=9, env={**s3env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                                          "AWS_MAX_ATTEMPTS": "1"})
+        assert "could not" in res.stderr
+    assert time.monotonic() - t0 < 120

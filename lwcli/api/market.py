@@ -242,6 +242,9 @@ def market_refresh(market: str | Path, *, device: str | None = None, force: bool
 
     if n_anchors is not None and n_anchors < 1:
         raise UsageError(f"--anchors must be >= 1, got {n_anchors}", "pass a positive number")
+    if reprobe is not None and not reprobe.strip():
+        raise UsageError("--reprobe needs a reason, got an empty one",
+                         'say why the probes must be drawn again, e.g. --reprobe "new sites"')
     mk = Market.open(market)
     dev = resolve_device(device)
     ids = mk.ids()

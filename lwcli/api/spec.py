@@ -318,6 +318,7 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
     from ..specbatch import SpecFolder, expand_inputs, output_names
 
     opts = _batch_options(options)
+    ex = open_executor(jobs, scheduler, deferred=True)     # bad flags first: exit 2
     folder = SpecFolder(out_dir)
     inputs = expand_inputs(data)
     names = output_names(inputs)
@@ -352,9 +353,10 @@ def build_specs(data: Sequence[str | Path], out_dir: str | Path, *, force: bool 
                         "warnings": sp.intake.notes() if sp.intake else []})
         tick(path, "written")
 
-    if todo:
-        with open_executor(jobs, scheduler) as ex:
-            ex.run(_spec_piece, [(path, opts) for path, _ in todo], finished)
+    with ex:
+        if todo:             # absolute paths: a worker elsewhere has another working folder
+            ex.run(_spec_piece, [(Path(path).resolve(), _absolute(opts)) for path, _ in todo],
+                   finished)
     order = {str(p): n for n, p in enumerate(inputs)}
     for rows in (written, failed):
         rows.sort(key=lambda r: order[r["data"]])
@@ -401,6 +403,18 @@ def _metric_check(market):
         return isl is not None and isl.metric.digest() == metric_digest
 
     return metric_ok
+
+
+def _absolute(opts: dict) -> dict:
+    """``opts`` with its paths (model, manifest, a local market) made absolute."""
+    from ..market.remote import is_remote
+
+    out = dict(opts)
+    for key in ("model", "meta", "market"):
+        v = out.get(key)
+        if v is not None and not (key == "market" and is_remote(v)):
+            out[key] = str(Path(v).resolve())
+    return out
 
 
 def _spec_piece(job: tuple) -> Spec:

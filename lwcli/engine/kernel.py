@@ -338,16 +338,24 @@ def kernel_inner(A, wa, B, wb, gamma: float):
 
     A 0-d float64 (array or tensor). Chunked over the rows of ``A``, ``CHUNK_ELEMENTS`` kernel
     values at a time, so memory stays bounded; an (n, m) block that fits is one chunk.
+
+    Unit weights: the row sums are added exactly (``math.fsum``): a whole-block sum is split
+    among threads, so its last bits depended on the thread count (an RKME's approximation
+    error differed between 1 and 2 threads).
     """
     rows = _rows_per_chunk(B.shape[0])
     total = _zeros_f64((), A)
+    row_sums = []
     for lo in range(0, A.shape[0], rows):
         K = gram(A[lo : lo + rows], B, gamma)
         if wa is None and wb is None:
-            total += K.sum(dtype=total.dtype)
+            s = K.sum(1, dtype=total.dtype)
+            row_sums.append(s.cpu().numpy() if _is_torch(s) else np.asarray(s))
         else:
             left = K.sum(0) if wa is None else wa[lo : lo + rows] @ K
             total += _f64(left @ wb if wb is not None else left.sum())
+    if row_sums:
+        total += math.fsum(np.concatenate(row_sums).tolist())
     return total
 
 

@@ -667,7 +667,10 @@ def build_index(market: Market, device=None, *, force: bool = False,
     for t in tables:
         if isinstance(t, LwError):
             raise t
-    return publish_index(market, dict(zip(order, tables)), replace=force), True
+    # the live generation has this digest but is damaged (else it would be fresh): a new name
+    cur = current_generation_in(market.layout.index, strict=False)
+    damaged = cur is not None and generation_digest(cur) == digest
+    return publish_index(market, dict(zip(order, tables)), replace=force or damaged), True
 
 
 def _island_piece(job: tuple) -> IslandTable:

@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import (ConcurrentWriteError, MarketError, MissingExtraError, NotFoundError,
-                      StorageError)
+                      StorageError, UsageError)
 from .layout import (ANCHORS, CURRENT, GENERATION_RE, ID_RE, INDEX, LEARNWARES, MARKET_TOML,
                      RECORD_NAME)
 from .store import Market, atomic_write, storage_guard
@@ -55,10 +55,33 @@ GARBAGE_AGE_S = 3600.0
 S3_EXTRA = "pip install 'lwcli[s3]'"
 
 
+#: the object stores lw's markets are tested on (S3 and S3-compatible servers)
+PROTOCOLS = ("s3", "s3a")
+
+
 def is_remote(root) -> bool:
     """Whether ``root`` names an object-store market (a URL other than ``file://``)."""
     text = str(root)
     return "://" in text and not text.startswith("file://")
+
+
+def checked_url(root) -> str:
+    """``root`` as a market URL, ``s3://bucket[/prefix]`` without a trailing ``/``; a
+    :class:`UsageError` (exit 2) for another protocol, no bucket, or ``.``/``..`` in it."""
+    text = str(root)
+    protocol, _, rest = text.partition("://")
+    parts = [p for p in rest.split("/") if p]
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"--market {text!r}: lw keeps markets on {', '.join(PROTOCOLS)}:// "
+                         "object storage (S3 and S3-compatible servers) or in a directory",
+                         "use s3://bucket/prefix (AWS_ENDPOINT_URL for another server), or a "
+                         "local path")
+    if not rest.split("/")[0]:
+        raise UsageError(f"--market {text!r} names no bucket", "use s3://bucket/prefix")
+    if any(p in (".", "..") for p in parts):
+        raise UsageError(f"--market {text!r} holds '.' or '..' (an object store keeps them "
+                         "as they are)", "give the prefix without them")
+    return f"{protocol}://{'/'.join(parts)}"
 
 
 class ObjectStore:
@@ -190,9 +213,11 @@ class ObjectStore:
         """A clear error now for a missing bucket or credentials (before anything else)."""
         bucket = self.base.split("/", 1)[0]
         with self._guard("", "open"):
-            if not self.fs.exists(bucket):
+            try:
+                self.fs.info(bucket)     # no credentials, no endpoint: their own errors
+            except FileNotFoundError:
                 raise NotFoundError(f"the bucket of {self.url} does not exist",
-                                    "create it first, or check the URL")
+                                    "create it first, or check the URL") from None
 
 
 def _precondition_failed(exc: BaseException) -> bool:
@@ -274,23 +299,27 @@ class RemoteMarket(Market):
         from .. import __version__, _toml
         from .store import SCHEMA_VERSION, utcnow
 
-        store = ObjectStore(str(root))
+        store = ObjectStore(checked_url(root))
         store.check_bucket()
         if store.get(MARKET_TOML) is None:
             cfg = {"schema_version": SCHEMA_VERSION, "created_at": utcnow(),
                    "created_with": f"lw {__version__}", "islands": {}}
             store.put_new(MARKET_TOML, _toml.dumps(cfg).encode())
-        return cls.open(root)
+        return cls.open(checked_url(root))
 
     @classmethod
     def open(cls, root, *, recover: bool = True) -> "RemoteMarket":
         """Open the market at the URL ``root``: the pointers read afresh and, unless
         ``recover`` is False (a piece of batch work, which reads learnwares only), the live
         generations fetched into the copy."""
-        url = str(root).rstrip("/")
+        url = checked_url(root)
         mk = cls(url, ObjectStore(url), _work_folder(cache_root(url)), {})
         mk.pull(generations=recover)
-        mk.config = cls._read_config(mk.layout)
+        try:
+            mk.config = cls._read_config(mk.layout)
+        except MarketError as exc:              # name the object, not the working copy
+            raise MarketError(exc.message.replace(str(mk.layout.market_toml),
+                                                  f"{url}/{MARKET_TOML}"), exc.hint) from None
         return mk
 
     def pull(self, *, generations: bool = True) -> None:
@@ -374,6 +403,16 @@ class RemoteMarket(Market):
         if not self.layout.learnware_file(lw_id, name).is_file():
             self._fetch_file(lw_id, name)
         return super()._read_raw(lw_id, name)
+
+    def _read(self, lw_id: str, name: str) -> bytes:
+        """A learnware's file, checked against its record; a cached copy that fails the check
+        (a damaged cache) is fetched again from the store, once, before anything is said."""
+        try:
+            return super()._read(lw_id, name)
+        except MarketError:
+            if name == RECORD_NAME or not self._fetch_file(lw_id, name):
+                raise
+            return super()._read(lw_id, name)
 
     def commit_learnware(self, lw_id: str, files: dict[str, bytes], record: dict) -> bool:
         """Store the learnware create-only, its record last; False when the store had it

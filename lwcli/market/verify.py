@@ -75,6 +75,7 @@ def verify_market(market: Market, device=None) -> VerifyReport:
             rep = verify_market(Market.open(local, recover=False), device)
             for row in rep.problems + rep.warnings:
                 row["path"] = row["path"].replace(str(local), market.url)
+                row["message"] = row["message"].replace(str(local), market.url)
         return rep
     rep = VerifyReport()
     lay = market.layout
@@ -359,6 +360,14 @@ def _verify_anchor_island(market: Market, islands, groups: dict[str, list[str]],
         rep.problem("anchors", path / island_file(iid, "*.npy"), f"{exc.message}; {fix}")
         return
     members, anchors = aset.members, aset.anchors
+    for fname, digest in sorted(aset.files.items()):        # the probes too
+        try:
+            same = sha256_file(path / fname) == digest
+        except OSError:
+            same = False
+        if not same:
+            rep.problem("anchors", path / fname, f"island {iid}: {fname} is missing or does "
+                        f"not match its recorded sha256; {fix}")
     if not aset.files:
         rep.warn("anchors", path / ANCHORS_JSON, f"island {iid}: written before lw recorded "
                  "anchor file digests; lw market refresh --force records them")
