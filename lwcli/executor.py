@@ -128,10 +128,6 @@ class Executor:
     def run(self, fn: Callable, items: Sequence, on_result: OnResult | None = None) -> list:
         raise NotImplementedError
 
-    def describe(self) -> str:
-        """What runs the pieces, for logs and ``--json`` output."""
-        return self.kind
-
     def close(self) -> None:
         """Release what the executor started (nothing for the in-process one)."""
 
@@ -169,9 +165,6 @@ class ProcessPool(Executor):
             raise UsageError(f"--jobs must be >= 1, got {jobs}", "pass a positive number")
         self.width = jobs
         self._pool = None
-
-    def describe(self) -> str:
-        return f"{self.width} local processes"
 
     def _fresh_pool(self):
         import multiprocessing
@@ -284,9 +277,6 @@ class DaskExecutor(Executor):
         info = self.client.scheduler_info()
         return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
 
-    def describe(self) -> str:
-        return f"dask at {self.client.scheduler.address}"
-
     def _check_workers(self) -> None:
         """Every worker must import this lw: a different version would compute other bytes."""
         if self._checked:
@@ -367,9 +357,6 @@ class Deferred(Executor):
 
     def run(self, fn: Callable, items: Sequence, on_result: OnResult | None = None) -> list:
         return self._get().run(fn, items, on_result)
-
-    def describe(self) -> str:
-        return self._inner.describe() if self._inner is not None else self.kind
 
     def close(self) -> None:
         if self._inner is not None:

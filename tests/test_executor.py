@@ -93,7 +93,7 @@ def test_open_executor_picks_from_flags_and_settings(monkeypatch):
         open_executor(jobs=0)
     # deferred: nothing is started or connected until there is work
     ex = open_executor(scheduler="tcp://127.0.0.1:1", deferred=True)
-    assert isinstance(ex, Deferred) and ex.describe() == "dask"
+    assert isinstance(ex, Deferred) and ex.kind == "dask" and ex._inner is None
     ex.close()
 
 

@@ -45,8 +45,8 @@ from pathlib import Path
 from ..errors import (ConcurrentWriteError, MarketError, MissingExtraError, NotFoundError,
                       StorageError, UsageError)
 from .layout import (ANCHORS, CURRENT, GENERATION_RE, ID_RE, INDEX, LEARNWARES, MARKET_TOML,
-                     RECORD_NAME)
-from .store import Market, atomic_write, storage_guard
+                     OWNER_SUFFIX, RECORD_NAME)
+from .store import Market, _rmdir_if_empty, atomic_write, storage_guard
 
 #: times a write starts again after another writer swapped a pointer first
 ATTEMPTS = 8
@@ -237,48 +237,55 @@ def cache_root(url: str) -> Path:
     return Path(cache_dir()) / "markets" / digest
 
 
-def _work_folder(base: Path) -> Path:
-    """A fresh working folder (``work/<pid>-<hex>``), one per opened market (two writers in
-    one process must not share pointers); removed with its market object or when the process
-    exits. Those of processes that are gone are removed here."""
+def _work_folder(base: Path):
+    """A fresh working folder (``work/<hex>``), one per opened market (two writers in one
+    process must not share pointers), and the owner lock held on it (``work/<hex>.owner``,
+    released by the kernel if the process dies). Folders whose owner lock nobody holds are
+    left by processes that are gone: removed here. Returns (folder, lock)."""
     import uuid
+
+    from filelock import FileLock
+
+    from ..locks import held_by_another
 
     work = base / "work"
     with storage_guard(work):
         work.mkdir(parents=True, exist_ok=True)
+        mine = work / uuid.uuid4().hex[:16]
+        lock = FileLock(work / (mine.name + OWNER_SUFFIX), mode=0o600)
+        lock.acquire()                           # before the folder exists: never collected
         for old in work.iterdir():
-            pid = old.name.split("-", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            owner = work / (old.name + OWNER_SUFFIX)
+            if old.is_dir() and old != mine and not held_by_another(owner):
                 shutil.rmtree(old, ignore_errors=True)
-        mine = work / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+                owner.unlink(missing_ok=True)
         mine.mkdir()
         for area in (INDEX, ANCHORS):
             (mine / area).mkdir()
             (base / "objects" / area).mkdir(parents=True, exist_ok=True)
         (base / "objects" / LEARNWARES).mkdir(parents=True, exist_ok=True)
         os.symlink(base / "objects" / LEARNWARES, mine / LEARNWARES)
-    return mine
+    return mine, lock
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _leave(folder: Path, lock) -> None:
+    """Remove a working folder and release its owner lock (its market object is gone)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    lock.release()
+    Path(lock.lock_file).unlink(missing_ok=True)
 
 
 class RemoteMarket(Market):
     """A market in an object store, worked on through its local copy (module docstring).
-    ``root`` is this process's working folder of the copy; ``location`` the URL."""
+    ``root`` is this object's working folder of the copy (``work``: it and its owner lock,
+    from :func:`_work_folder`); ``location`` the URL."""
 
-    def __init__(self, url: str, store: ObjectStore, root: Path, config: dict) -> None:
+    def __init__(self, url: str, store: ObjectStore, work: tuple, config: dict) -> None:
         import weakref
 
+        root, lock = work
         super().__init__(root, config)
-        weakref.finalize(self, shutil.rmtree, root, True)
+        weakref.finalize(self, _leave, root, lock)
         self.url = url.rstrip("/")
         self.store = store
         self.objects = root.parent.parent / "objects"
@@ -348,7 +355,7 @@ class RemoteMarket(Market):
                     os.symlink(self.objects / area / name, link)
             atomic_write(local, got[0], self.layout.tmp)
         self._ids = None
-        _rmdir(self.layout.tmp)
+        _rmdir_if_empty(self.layout.tmp)
 
     def _fetch_generation(self, area: str, name: str) -> None:
         final = self.objects / area / name
@@ -396,7 +403,7 @@ class RemoteMarket(Market):
         with storage_guard(path):
             path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data, self.layout.tmp)
-        _rmdir(self.layout.tmp)
+        _rmdir_if_empty(self.layout.tmp)
         return True
 
     def _read_raw(self, lw_id: str, name: str) -> bytes:
@@ -523,8 +530,3 @@ class RemoteMarket(Market):
         return dest
 
 
-def _rmdir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
